@@ -1,0 +1,113 @@
+"""`pipeline` command line. Exit codes: 0 ok, 1 a budget was violated, 2 bad input (recipe, paths), 3 a step failed."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+EXIT_BUDGET, EXIT_INPUT, EXIT_FAILED = 1, 2, 3
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="edge-pipeline")
+def main() -> None:
+    """Turn a model recipe into deployable, measured models for microcontrollers and phones."""
+
+
+@main.command()
+@click.argument("recipes", nargs=-1, required=True, type=click.Path(path_type=Path))
+def validate(recipes: tuple[Path, ...]) -> None:
+    """Check recipes without running anything."""
+    from pipeline.recipe import RecipeError, load_recipe
+
+    failed = False
+    for path in recipes:
+        try:
+            recipe = load_recipe(path)
+        except RecipeError as exc:
+            click.echo(str(exc), err=True)
+            failed = True
+        else:
+            click.echo(f"{path}: ok ({recipe.name}: {' → '.join(s.name for s in recipe.stages)})")
+    sys.exit(EXIT_INPUT if failed else 0)
+
+
+@main.command()
+@click.argument("recipe_file", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Write the run into this directory instead of runs/<recipe>/<run id>/.")  # fmt: skip
+@click.option("--runs-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
+              help="Where runs/<recipe>/<run id>/ and the artifact cache live.")  # fmt: skip
+@click.option("--cache", type=click.Path(path_type=Path), default=None, envvar="PIPELINE_CACHE",
+              help="Artifact cache (default: <runs-dir>/.cache).")  # fmt: skip
+@click.option("-q", "--quiet", is_flag=True, help="Only print the summary.")
+def run(recipe_file: Path, out: Path | None, runs_dir: Path, cache: Path | None, quiet: bool) -> None:
+    """Run RECIPE_FILE: stages, targets, report. Finished steps are reused from the cache."""
+    from pipeline.recipe import RecipeError, load_recipe
+
+    try:
+        recipe = load_recipe(recipe_file)
+    except RecipeError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(EXIT_INPUT)
+
+    _quiet_tensorflow()
+    from pipeline.data import DataError
+    from pipeline.progress import Reporter
+    from pipeline.runner import run_recipe
+
+    reporter = Reporter(quiet=quiet)
+    try:
+        result = run_recipe(recipe, recipe_file, reporter, runs_root=runs_dir, out=out, cache=cache)
+    except DataError as exc:
+        reporter.close()
+        click.echo(f"error: {recipe_file}: data: {exc}", err=True)
+        sys.exit(EXIT_INPUT)
+    except KeyboardInterrupt:
+        reporter.close()
+        click.echo("interrupted: finished steps are cached; run again to resume", err=True)
+        sys.exit(130)
+    except Exception:  # a step failed: show where, keep the budget exit code unambiguous
+        reporter.close()
+        import traceback
+
+        traceback.print_exc()
+        click.echo("error: a step failed (above); finished steps are cached, a re-run resumes after them", err=True)
+        sys.exit(EXIT_FAILED)
+    finally:
+        reporter.close()
+
+    _print_summary(result.report, result.run_dir)
+    if result.failed_budgets:
+        for b in result.failed_budgets:
+            click.echo(f"budget violated: {b['message']}", err=True)
+        sys.exit(EXIT_BUDGET)
+
+
+def _print_summary(report: dict, run_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"{report['recipe']} · {report['run_id']}", title_justify="left")
+    for col in ("step", "accuracy", "size / flash", "RAM", "latency median", "time"):
+        table.add_column(col, justify="left" if col == "step" else "right")
+    for s in report["stages"]:
+        size = f"{s['bytes'] / 1024:.1f} KB" if s.get("bytes") else ""
+        when = "cached" if s["cached"] else f"{s['seconds']:.1f} s"
+        table.add_row(s["name"], f"{s['accuracy']:.4f}", size, "", "", when)
+    for t in report["targets"]:
+        when = "cached" if t["cached"] else f"{t['seconds']:.1f} s"
+        table.add_row(
+            f"→ {t['name']}", f"{t['accuracy']:.4f}", f"{t['flash_bytes'] / 1024:.1f} KB",
+            f"{t['ram_bytes'] / 1024:.1f} KB", f"{t['latency_ms']['median']:.3f} ms", when,
+        )  # fmt: skip
+    console.print(table)
+    console.print(f"report: {run_dir / 'report.md'}")

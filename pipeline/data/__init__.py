@@ -1,0 +1,168 @@
+"""Data: resolve the recipe's source (real Speech Commands or the offline synthetic set), then cached features."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.recipe import Recipe
+from pipeline.store import Artifact, Store, code_fingerprint, digest
+
+SPLITS = ("train", "val", "test")
+
+
+class DataError(RuntimeError):
+    pass
+
+
+@dataclass
+class Split:
+    x: np.ndarray  # float32 [n, frames, coefficients]
+    y: np.ndarray  # int64 [n]
+    speakers: np.ndarray  # str [n]
+    groups: np.ndarray  # str [n]: the voice a report groups by (synthetic: variant; real: speaker)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class FeatureSet:
+    key: str
+    labels: list[str]
+    source: str
+    root: Path
+    train: Split
+    val: Split
+    test: Split
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (*self.train.x.shape[1:], 1)
+
+    def split(self, name: str) -> Split:
+        return getattr(self, name)
+
+    def summary(self) -> dict:
+        return {
+            "source": self.source,
+            "root": str(self.root),
+            "labels": self.labels,
+            "input_shape": list(self.input_shape),
+            "clips": {s: len(self.split(s)) for s in SPLITS},
+            "voices": {s: int(len(set(self.split(s).groups))) for s in SPLITS},
+        }
+
+
+Progress = Callable[[str, int, int], None]
+
+
+def _real_dataset_key(root: Path) -> str:
+    """Identify a real data set folder by its listing (names and sizes), without reading 100k files."""
+    entries = []
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            if name.endswith((".wav", ".txt")):
+                entries.append((os.path.relpath(os.path.join(dirpath, name), root), os.path.getsize(os.path.join(dirpath, name))))
+    return digest(sorted(entries))
+
+
+def resolve_source(recipe: Recipe, store: Store, progress: Progress | None = None) -> tuple[str, Path, str]:
+    """Return (source name, data root, content key), generating the synthetic set if needed."""
+    data = recipe.data
+    if data.path is not None and Path(data.path).is_dir():
+        root = Path(data.path).resolve()
+        return "speech_commands", root, _real_dataset_key(root)
+    if data.fallback == "error":
+        raise DataError(f"data.path '{data.path}' does not exist and data.fallback is 'error'")
+
+    from pipeline.data import synthetic
+
+    cfg = data.synthetic
+    feats = data.features
+    key = digest(
+        {
+            "synthetic": cfg.model_dump(mode="json"),
+            "keywords": data.keywords,
+            "seed": recipe.seed,
+            "sample_rate": feats.sample_rate,
+            "clip_samples": feats.clip_samples,
+            "code": code_fingerprint("pipeline.data.synthetic", "pipeline.data.espeak"),
+        }
+    )
+
+    def build(tmp: Path, meta: dict) -> None:
+        meta["summary"] = synthetic.generate(
+            tmp / "speech_commands",
+            cfg,
+            data.keywords,
+            recipe.seed,
+            feats.sample_rate,
+            feats.clip_samples,
+            on_progress=(lambda done, total: progress("synthesising speech", done, total)) if progress else None,
+        )
+
+    art = store.get_or_build("speech-synthetic", key, build)
+    return "synthetic", art.path / "speech_commands", key
+
+
+def prepare(recipe: Recipe, store: Store, progress: Progress | None = None) -> tuple[FeatureSet, Artifact]:
+    """Features for every split, computed once per (data set, labels, features config) and cached."""
+    from pipeline.data import features, speech_commands, synthetic
+
+    source, root, source_key = resolve_source(recipe, store, progress)
+    data = recipe.data
+    key = digest(
+        {
+            "source": source_key,
+            "keywords": data.keywords,
+            "silence": data.silence_fraction,
+            "unknown": data.unknown_fraction,
+            "features": data.features.model_dump(mode="json"),
+            "seed": recipe.seed,
+            "code": code_fingerprint("pipeline.data.speech_commands", "pipeline.data.features", "pipeline.data"),
+        }
+    )
+
+    def build(tmp: Path, meta: dict) -> None:
+        try:
+            index = speech_commands.index_dataset(
+                root, data.keywords, data.silence_fraction, data.unknown_fraction, recipe.seed
+            )
+        except speech_commands.DataLayoutError as exc:
+            raise DataError(str(exc)) from None
+        backgrounds = speech_commands.load_backgrounds(root)
+        voices = synthetic.read_voices(root)
+        arrays = {}
+        for i, split in enumerate(SPLITS):
+            clips = index[split]
+            if not clips:
+                raise DataError(f"{root}: the {split} split is empty")
+            if progress:
+                progress(f"features ({split})", 0, len(clips))
+            audio = speech_commands.load_clips(root, clips, data.features.clip_samples, backgrounds, recipe.seed + i)
+            arrays[f"{split}_x"] = features.mfcc(audio, data.features)
+            arrays[f"{split}_y"] = np.array([c.label for c in clips], np.int64)
+            arrays[f"{split}_speakers"] = np.array([c.speaker for c in clips])
+            arrays[f"{split}_groups"] = np.array(
+                [voices[c.speaker]["variant"] if c.speaker in voices else c.speaker for c in clips]
+            )
+            if progress:
+                progress(f"features ({split})", len(clips), len(clips))
+        np.savez(tmp / "features.npz", **arrays)
+        meta.update(source=source, root=str(root), labels=data.labels)
+
+    art = store.get_or_build("features", key, build)
+    return load_features(art), art
+
+
+def load_features(art: Artifact) -> FeatureSet:
+    with np.load(art.file("features.npz")) as z:
+        splits = {
+            s: Split(z[f"{s}_x"], z[f"{s}_y"], z[f"{s}_speakers"], z[f"{s}_groups"]) for s in SPLITS
+        }
+    return FeatureSet(art.key, art.meta["labels"], art.meta["source"], Path(art.meta["root"]), **splits)

@@ -1,0 +1,72 @@
+"""espeak-ng through ctypes, from the library and voices the PyPI package `espeakng-loader` ships.
+
+Synchronous mode with a synth callback: no audio device, no subprocess, one engine per process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+
+import numpy as np
+
+AUDIO_OUTPUT_SYNCHRONOUS = 2
+INITIALIZE_DONT_EXIT = 0x8000
+POS_CHARACTER = 1
+CHARS_UTF8 = 1
+PARAM_RATE, PARAM_PITCH, PARAM_RANGE = 1, 3, 4
+
+_SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+
+
+class EspeakError(RuntimeError):
+    pass
+
+
+class Espeak:
+    """A speaking engine. espeak-ng keeps global state, so create one per process."""
+
+    def __init__(self) -> None:
+        import espeakng_loader
+
+        self._lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        data_parent = str(Path(espeakng_loader.get_data_path()).parent).encode()
+        self.sample_rate = self._lib.espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0, data_parent, INITIALIZE_DONT_EXIT)
+        if self.sample_rate <= 0:
+            raise EspeakError(f"espeak_Initialize failed ({self.sample_rate})")
+        self._chunks: list[np.ndarray] = []
+        self._callback = _SynthCallback(self._collect)  # keep a reference: the C side holds only a pointer
+        self._lib.espeak_SetSynthCallback(self._callback)
+
+    def _collect(self, wav, count, _events) -> int:
+        if count > 0:
+            self._chunks.append(np.ctypeslib.as_array(wav, (count,)).copy())
+        return 0
+
+    def speak(
+        self, text: str, voice: str, rate: int = 175, pitch: int = 50, pitch_range: int = 50, noise_seed: int = 0
+    ) -> np.ndarray:
+        """Return int16 samples at `self.sample_rate`.
+
+        `noise_seed` seeds the breath/aspiration noise, which espeak-ng otherwise seeds from the clock at start-up.
+        """
+        self._lib.espeak_ng_SetRandSeed(ctypes.c_long(noise_seed))
+        if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
+            raise EspeakError(f"espeak-ng has no voice {voice!r}")
+        for param, value in ((PARAM_RATE, rate), (PARAM_PITCH, pitch), (PARAM_RANGE, pitch_range)):
+            self._lib.espeak_SetParameter(param, int(value), 0)
+        self._chunks = []
+        raw = text.encode()
+        status = self._lib.espeak_Synth(raw, len(raw) + 1, 0, POS_CHARACTER, 0, CHARS_UTF8, None, None)
+        self._lib.espeak_Synchronize()
+        if status != 0 or not self._chunks:
+            raise EspeakError(f"espeak-ng could not speak {text!r} with {voice!r} (status {status})")
+        return np.concatenate(self._chunks)
+
+
+def variants() -> list[str]:
+    """Voice variants shipped with espeak-ng (``en-us+<variant>``), sorted for a stable split."""
+    import espeakng_loader
+
+    folder = Path(espeakng_loader.get_data_path()) / "voices" / "!v"
+    return sorted(p.name for p in folder.iterdir() if p.is_file())

@@ -1,0 +1,66 @@
+"""Keyword-spotting architectures (Keras 2 functional models).
+
+`ds_cnn` follows ARM's "Hello Edge" DS-CNN as used by MLPerf Tiny KWS: a strided 10x4 conv, then blocks of
+depthwise 3x3 + pointwise 1x1 convs, each followed by BatchNorm and ReLU, average pooling and a dense classifier.
+Convs carry no bias (BatchNorm follows); the TFLite converter folds BatchNorm into them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.recipe import ModelConfig
+
+
+def ds_cnn(input_shape: tuple[int, ...], classes: int, cfg: ModelConfig, filters: list[int] | None = None) -> Any:
+    """`filters` gives each conv's width (first conv, then each pointwise); pruning rebuilds with it."""
+    import tensorflow as tf
+
+    layers = tf.keras.layers
+    widths = filters or [cfg.filters] * (cfg.blocks + 1)
+    if len(widths) != cfg.blocks + 1:
+        raise ValueError(f"ds_cnn with {cfg.blocks} blocks needs {cfg.blocks + 1} widths, got {len(widths)}")
+    inputs = tf.keras.Input(shape=input_shape, name="features")
+    x = layers.Conv2D(widths[0], cfg.first_kernel, strides=cfg.first_stride, padding="same", use_bias=False, name="conv0")(inputs)
+    x = layers.BatchNormalization(name="conv0_bn")(x)
+    x = layers.ReLU(name="conv0_relu")(x)
+    x = layers.Dropout(cfg.dropout, name="conv0_dropout")(x)
+    for i in range(1, cfg.blocks + 1):
+        x = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"dw{i}")(x)
+        x = layers.BatchNormalization(name=f"dw{i}_bn")(x)
+        x = layers.ReLU(name=f"dw{i}_relu")(x)
+        x = layers.Conv2D(widths[i], 1, use_bias=False, name=f"pw{i}")(x)
+        x = layers.BatchNormalization(name=f"pw{i}_bn")(x)
+        x = layers.ReLU(name=f"pw{i}_relu")(x)
+    x = layers.Dropout(min(0.4, 2 * cfg.dropout), name="head_dropout")(x)
+    x = layers.AveragePooling2D(pool_size=tuple(x.shape[1:3]), name="pool")(x)
+    x = layers.Flatten(name="flatten")(x)
+    outputs = layers.Dense(classes, activation="softmax", name="logits")(x)
+    return tf.keras.Model(inputs, outputs, name="ds_cnn")
+
+
+ARCHITECTURES = {"ds_cnn": ds_cnn}
+
+
+def build_model(input_shape: tuple[int, ...], classes: int, cfg: ModelConfig, **kwargs: Any) -> Any:
+    return ARCHITECTURES[cfg.arch](input_shape, classes, cfg, **kwargs)
+
+
+def model_cost(model: Any) -> dict[str, int]:
+    """Parameters and MACs of one inference (convs, depthwise convs and dense layers; the rest is negligible)."""
+    import tensorflow as tf
+
+    layers = tf.keras.layers
+    macs = 0
+    for layer in model.layers:
+        if isinstance(layer, layers.DepthwiseConv2D):
+            _, h, w, c = layer.output_shape
+            kh, kw = layer.kernel_size
+            macs += h * w * c * kh * kw
+        elif isinstance(layer, layers.Conv2D):
+            _, h, w, c_out = layer.output_shape
+            kh, kw = layer.kernel_size
+            macs += h * w * c_out * kh * kw * layer.input_shape[-1]
+        elif isinstance(layer, layers.Dense):
+            macs += layer.input_shape[-1] * layer.units
+    return {"params": int(model.count_params()), "macs": int(macs)}

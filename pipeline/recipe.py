@@ -1,0 +1,460 @@
+"""Recipe schema and loading.
+
+A recipe is validated completely before any work starts. Every problem is reported as
+``file:line: key.path: message`` so a typo points at the exact spot in the YAML, and unknown keys are
+errors: a misspelt key that was silently ignored would produce a model nobody asked for.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+# ---------------------------------------------------------------------------------------------------------
+# Errors
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: tuple[str | int, ...]
+    message: str
+    line: int | None
+
+
+class RecipeError(Exception):
+    """One or more problems in a recipe file; str() lists them as ``file:line: key: message``."""
+
+    def __init__(self, file: str | Path, problems: list[Problem]):
+        self.file = str(file)
+        self.problems = problems
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        lines = []
+        for p in self.problems:
+            where = f"{self.file}:{p.line}" if p.line else self.file
+            key = format_path(p.path)
+            lines.append(f"{where}: {key + ': ' if key else ''}{p.message}")
+        return "\n".join(lines)
+
+
+def format_path(path: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Schema
+
+
+class Strict(BaseModel):
+    """Frozen, and unknown keys are errors (reported with the closest known key, see `_unknown_key`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+Range = tuple[float, float]
+
+
+def _ordered(value: Range) -> Range:
+    if value[0] > value[1]:
+        raise ValueError(f"range must be [low, high], got {list(value)}")
+    return value
+
+
+class FeaturesConfig(Strict):
+    kind: Literal["mfcc"] = "mfcc"
+    sample_rate: Literal[16000] = 16000
+    clip_ms: int = Field(1000, gt=0)
+    window_ms: float = Field(30.0, gt=0)
+    stride_ms: float = Field(20.0, gt=0)
+    coefficients: int = Field(10, ge=1, le=40)
+    mel_bins: int = Field(40, ge=1, le=128)
+    lower_hz: float = Field(20.0, ge=0)
+    upper_hz: float = Field(4000.0, gt=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "FeaturesConfig":
+        if self.coefficients > self.mel_bins:
+            raise ValueError(f"coefficients ({self.coefficients}) cannot exceed mel_bins ({self.mel_bins})")
+        if not self.lower_hz < self.upper_hz <= self.sample_rate / 2:
+            raise ValueError("need lower_hz < upper_hz <= sample_rate / 2")
+        if self.window_ms > self.clip_ms:
+            raise ValueError("window_ms is longer than the clip")
+        return self
+
+    @property
+    def window_samples(self) -> int:
+        return int(round(self.sample_rate * self.window_ms / 1000))
+
+    @property
+    def stride_samples(self) -> int:
+        return int(round(self.sample_rate * self.stride_ms / 1000))
+
+    @property
+    def clip_samples(self) -> int:
+        return int(round(self.sample_rate * self.clip_ms / 1000))
+
+    @property
+    def frames(self) -> int:
+        return 1 + (self.clip_samples - self.window_samples) // self.stride_samples
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.frames, self.coefficients)
+
+
+DEFAULT_UNKNOWN_WORDS = [
+    "bed", "bird", "cat", "dog", "eight", "five", "four", "happy", "house", "marvin", "nine", "one",
+    "seven", "sheila", "six", "three", "tree", "two", "wow", "zero", "backward", "forward", "follow",
+    "learn", "visual",
+]  # fmt: skip
+DEFAULT_ACCENTS = [
+    "en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-us-nyc",
+]  # fmt: skip
+
+
+class SyntheticConfig(Strict):
+    """Offline Speech-Commands-like clips spoken by espeak-ng; the split is by voice variant."""
+
+    train_voices: int = Field(1500, ge=1, description="voice draws for training; each says every word once")
+    val_voices: int = Field(150, ge=1)
+    test_voices: int = Field(250, ge=1)
+    val_variants: int = Field(10, ge=1, description="espeak variants held out for validation only")
+    test_variants: int = Field(20, ge=1, description="espeak variants held out for test only")
+    unknown_per_voice: int = Field(1, ge=0, description="non-keywords each voice draw says")
+    unknown_words: list[str] = Field(default_factory=lambda: list(DEFAULT_UNKNOWN_WORDS), min_length=1)
+    accents: list[str] = Field(default_factory=lambda: list(DEFAULT_ACCENTS), min_length=1)
+    rate_wpm: Range = (120.0, 220.0)
+    pitch: Range = (20.0, 80.0)
+    snr_db: Range = (5.0, 30.0)
+
+    _ranges = field_validator("rate_wpm", "pitch", "snr_db")(_ordered)
+
+
+class DataConfig(Strict):
+    source: Literal["speech_commands"] = "speech_commands"
+    path: Path | None = Field(None, description="real Speech Commands v2 folder; used when it exists")
+    fallback: Literal["synthetic", "error"] = "synthetic"
+    keywords: list[str] = Field(min_length=1)
+    silence_fraction: float = Field(0.1, ge=0, le=1)
+    unknown_fraction: float = Field(0.1, ge=0, le=1)
+    synthetic: SyntheticConfig = SyntheticConfig()
+    features: FeaturesConfig = FeaturesConfig()
+
+    @field_validator("keywords")
+    @classmethod
+    def _unique_keywords(cls, value: list[str]) -> list[str]:
+        dupes = sorted({k for k in value if value.count(k) > 1})
+        if dupes:
+            raise ValueError(f"duplicate keywords: {', '.join(dupes)}")
+        reserved = [k for k in value if k.startswith("_")]
+        if reserved:
+            raise ValueError(f"keywords cannot start with '_' (reserved for _silence_/_unknown_): {reserved}")
+        return value
+
+    @property
+    def labels(self) -> list[str]:
+        return ["_silence_", "_unknown_", *self.keywords]
+
+
+class ModelConfig(Strict):
+    arch: Literal["ds_cnn"] = "ds_cnn"
+    filters: int = Field(64, ge=1, le=1024)
+    blocks: int = Field(4, ge=0, le=16)
+    first_kernel: tuple[int, int] = (10, 4)
+    first_stride: tuple[int, int] = (2, 2)
+    dropout: float = Field(0.2, ge=0, lt=1)
+
+
+# Stage configs. `consumes`/`produces` name the artifact kinds so the chain is checked before any work.
+
+
+class StageConfig(Strict):
+    consumes: ClassVar[str | None]
+    produces: ClassVar[str]
+
+
+class TrainConfig(StageConfig):
+    consumes: ClassVar[str | None] = None
+    produces: ClassVar[str] = "keras"
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(100, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    patience: int = Field(4, ge=0, description="early-stopping patience on validation accuracy; 0 disables")
+
+
+class QuantizeConfig(StageConfig):
+    consumes: ClassVar[str | None] = "keras"
+    produces: ClassVar[str] = "tflite"
+    mode: Literal["int8"] = "int8"
+    calibration_samples: int = Field(500, ge=1)
+
+
+class ExportConfig(StageConfig):
+    consumes: ClassVar[str | None] = "tflite"
+    produces: ClassVar[str] = "export"
+
+
+class StageEntry(Strict):
+    """One list item under `stages:`, e.g. ``- train: {epochs: 20}``."""
+
+    train: TrainConfig | None = None
+    quantize: QuantizeConfig | None = None
+    export: ExportConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_stage(cls, data: Any) -> Any:
+        return _single_key_entry(data, "stage")
+
+    @property
+    def name(self) -> str:
+        return next(k for k in type(self).model_fields if getattr(self, k) is not None)
+
+    @property
+    def config(self) -> StageConfig:
+        return getattr(self, self.name)
+
+
+# Targets
+
+
+class BudgetsConfig(Strict):
+    min_accuracy: float | None = Field(None, ge=0, le=1)
+    flash_kb: float | None = Field(None, gt=0)
+    ram_kb: float | None = Field(None, gt=0)
+    latency_ms: float | None = Field(None, gt=0)
+
+
+class TflmConfig(Strict):
+    board: str | None = Field(None, description="a board from targets/boards.py; RAM/flash are shown as its share")
+    latency_runs: int = Field(100, ge=50)
+    warmup_runs: int = Field(10, ge=0)
+    arena_headroom: float = Field(0.0, ge=0, le=4, description="extra share added to the measured arena in the bundle")
+    budgets: BudgetsConfig = BudgetsConfig()
+
+    @field_validator("board")
+    @classmethod
+    def _known_board(cls, value: str | None) -> str | None:
+        from targets.boards import BOARDS
+
+        if value is not None and value not in BOARDS:
+            close = difflib.get_close_matches(value, sorted(BOARDS), n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"known boards: {', '.join(sorted(BOARDS))}"
+            raise ValueError(f"unknown board '{value}'; {hint}")
+        return value
+
+
+class TargetEntry(Strict):
+    """One list item under `targets:`, e.g. ``- tflm: {board: cortex-m4f-256k}``."""
+
+    tflm: TflmConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_target(cls, data: Any) -> Any:
+        return _single_key_entry(data, "target")
+
+    @property
+    def name(self) -> str:
+        return next(k for k in type(self).model_fields if getattr(self, k) is not None)
+
+    @property
+    def config(self) -> TflmConfig:
+        return getattr(self, self.name)
+
+
+def _single_key_entry(data: Any, what: str) -> Any:
+    if not isinstance(data, dict) or len(data) != 1:
+        raise PydanticCustomError(
+            "single_key", f"each {what} is a mapping with exactly one key, the {what} name, e.g. '- train: {{}}'"
+        )
+    (key, value) = next(iter(data.items()))
+    return {key: {} if value is None else value}
+
+
+class Recipe(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
+    seed: int = 0
+    data: DataConfig
+    model: ModelConfig = ModelConfig()
+    stages: list[StageEntry] = Field(min_length=1)
+    targets: list[TargetEntry] = Field(default_factory=list)
+    budgets: BudgetsConfig = BudgetsConfig()
+
+    @model_validator(mode="after")
+    def _chain(self) -> "Recipe":
+        kind: str | None = None
+        names = [s.name for s in self.stages]
+        for i, entry in enumerate(self.stages):
+            if names.count(entry.name) > 1 and names.index(entry.name) != i:
+                raise _at(("stages", i, entry.name), f"stage '{entry.name}' appears twice")
+            cfg = entry.config
+            if cfg.consumes != kind:
+                need = f"a {cfg.consumes} model" if cfg.consumes else "nothing before it"
+                have = f"a {kind} model" if kind else "no model yet"
+                raise _at(("stages", i, entry.name), f"stage '{entry.name}' needs {need}, but gets {have}")
+            kind = cfg.produces
+        if self.targets and kind != "export":
+            raise _at(("targets",), "targets need the chain to end with an 'export' stage")
+        seen = set()
+        for i, t in enumerate(self.targets):
+            if t.name in seen:
+                raise _at(("targets", i, t.name), f"target '{t.name}' appears twice")
+            seen.add(t.name)
+        return self
+
+    def stage(self, name: str) -> StageConfig | None:
+        return next((s.config for s in self.stages if s.name == name), None)
+
+    def fingerprint(self) -> str:
+        """Hash of the validated content: comments and key order do not change it."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+def _at(path: tuple[str | int, ...], message: str) -> PydanticCustomError:
+    return PydanticCustomError("located", "{message}", {"message": message, "path": list(path)})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Loading
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans: only true/false. Under YAML 1.1 the keywords yes, no, on and off
+    would silently become booleans (the "Norway problem")."""
+
+
+RecipeLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def _line_index(node: yaml.Node, path: tuple = (), out: dict | None = None, dupes: list | None = None):
+    """Map every key path to its 1-based line, and collect duplicate keys (safe_load keeps the last silently)."""
+    out = {} if out is None else out
+    out.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value
+            line = key_node.start_mark.line + 1
+            if key in seen and dupes is not None:
+                dupes.append(Problem(path + (key,), f"duplicate key (first at line {seen[key]})", line))
+            seen[key] = line
+            out[path + (key,)] = line
+            _line_index(value_node, path + (key,), out, dupes)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            out[path + (i,)] = item.start_mark.line + 1
+            _line_index(item, path + (i,), out, dupes)
+    return out
+
+
+def _nearest_line(lines: dict, path: tuple) -> int | None:
+    for n in range(len(path), -1, -1):
+        if path[:n] in lines:
+            return lines[path[:n]]
+    return None
+
+
+def _schema_at(path: tuple) -> type[BaseModel] | None:
+    """The schema model that holds the mapping at `path` (list indexes step into the item type)."""
+    cls: type[BaseModel] | None = Recipe
+    for part in path:
+        if isinstance(part, int):
+            continue
+        field = cls.model_fields.get(part) if cls else None
+        cls = _model_in(field.annotation) if field else None
+    return cls
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found:
+            return found
+    return None
+
+
+def _unknown_key(path: tuple) -> str:
+    key = str(path[-1])
+    parent = _schema_at(path[:-1])
+    known = sorted(parent.model_fields) if parent else []
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else (f"; expected one of: {', '.join(known)}" if known else "")
+    return f"unknown key '{key}'{hint}"
+
+
+def parse_recipe(text: str, file: str | Path = "<recipe>") -> Recipe:
+    """Validate recipe text; raise RecipeError listing every problem with its line."""
+    try:
+        node = yaml.compose(text, Loader=RecipeLoader)
+        data = yaml.load(text, Loader=RecipeLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        raise RecipeError(file, [Problem((), f"YAML syntax: {exc.problem or exc}", line)]) from None
+    if node is None or not isinstance(data, dict):
+        raise RecipeError(file, [Problem((), "a recipe is a YAML mapping (name, seed, data, model, stages, ...)", 1)])
+    dupes: list[Problem] = []
+    lines = _line_index(node, dupes=dupes)
+    if dupes:
+        raise RecipeError(file, dupes)
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            path = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+            ctx = err.get("ctx") or {}
+            if err["type"] == "extra_forbidden":
+                err["msg"] = _unknown_key(path)
+            if err["type"] == "located":
+                path = tuple(ctx["path"])
+            message = err["msg"]
+            if message.startswith("Value error, "):
+                message = message[len("Value error, ") :]
+            if "input" in err and err["type"] not in ("missing", "extra_forbidden", "located", "single_key", "value_error"):
+                given = err["input"]
+                if not isinstance(given, (dict, list)):
+                    message += f" (got {given!r})"
+            problems.append(Problem(path, message, _nearest_line(lines, path)))
+        problems.sort(key=lambda p: (p.line or 0, format_path(p.path)))
+        raise RecipeError(file, problems) from None
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise RecipeError(path, [Problem((), f"cannot read recipe: {exc.strerror}", None)]) from None
+    return parse_recipe(text, path)

@@ -1,0 +1,172 @@
+"""The report: JSON for machines, Markdown for the people who decide whether a model ships."""
+
+from __future__ import annotations
+
+import platform
+from importlib import metadata
+from typing import Any
+
+VERSIONED = ["tensorflow", "keras", "tflite-micro", "ai-edge-litert", "nncf", "openvino", "numpy", "espeakng-loader"]
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "edge-pipeline": _version("edge-pipeline")}
+    out.update({name: _version(name) for name in VERSIONED})
+    return out
+
+
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _kb(n: float | None) -> str:
+    return "–" if n is None else f"{n / 1024:.1f} KB"
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.2f} %"
+
+
+def _int(n: int | None) -> str:
+    return "–" if n is None else f"{n:,}"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    out = [f"# {report['recipe']} — run {report['run_id']}", ""]
+    verdict = "**PASSED**" if report["ok"] else "**FAILED**"
+    failed = [b for b in report["budgets"] if not b["ok"]]
+    out.append(f"Budgets: {verdict}" + (f" ({len(failed)} violated)" if failed else "") + ".")
+    out.append("")
+    for b in failed:
+        out.append(f"- ✗ {b['message']}")
+    if failed:
+        out.append("")
+
+    data = report["data"]
+    out += [
+        "## Data",
+        "",
+        f"Source: **{data['source']}** (`{data['root']}`); input {' × '.join(map(str, data['input_shape']))}; "
+        f"{len(data['labels'])} classes: {', '.join(data['labels'])}.",
+        "",
+        _table(
+            ["split", "clips", "voices"],
+            [[s, _int(data["clips"][s]), _int(data["voices"][s])] for s in ("train", "val", "test")],
+        ),
+        "",
+    ]
+    if data["source"] == "synthetic":
+        out += [
+            "Voices are espeak-ng variants; test variants are never heard in training or validation.",
+            "",
+        ]
+
+    out += ["## Stages", ""]
+    rows = []
+    for s in report["stages"]:
+        rows.append(
+            [
+                s["name"],
+                _pct(s.get("accuracy")),
+                _int(s.get("params")),
+                _int(s.get("macs")),
+                _kb(s.get("bytes")),
+                f"{s['seconds']:.1f} s" + (" (cached)" if s["cached"] else ""),
+                s.get("runtime", ""),
+            ]
+        )
+    out += [_table(["stage", "test accuracy", "params", "MACs", "size", "time", "evaluated on"], rows), ""]
+
+    if report["targets"]:
+        out += ["## Targets", ""]
+        rows = []
+        for t in report["targets"]:
+            lat = t["latency_ms"]
+            rows.append(
+                [
+                    t["name"],
+                    _kb(t["flash_bytes"]),
+                    _kb(t["ram_bytes"]),
+                    f"{lat['median']:.3f} / {lat['p90']:.3f} ms ({lat['runs']} runs)",
+                    _pct(t["accuracy"]),
+                    lat["runtime"],
+                ]
+            )
+        out += [_table(["target", "flash", "RAM", "latency median / p90", "accuracy on target", "runtime"], rows)]
+        out.append("")
+        for t in report["targets"]:
+            out += _target_notes(t)
+
+    if report["budgets"]:
+        out += ["## Budgets", ""]
+        rows = [
+            [b["name"], ("≥ " if b["floor"] else "≤ ") + f"{b['limit']:.4g} {b['unit']}", f"{b['actual']:.4g} {b['unit']}",
+             "✓" if b["ok"] else "✗"]
+            for b in report["budgets"]
+        ]  # fmt: skip
+        out += [_table(["budget", "limit", "actual", "ok"], rows), ""]
+
+    out += _per_voice(report)
+    out += _per_class(report)
+    out += ["## Versions", "", ", ".join(f"{k} {v}" for k, v in report["versions"].items()), ""]
+    return "\n".join(out)
+
+
+def _target_notes(t: dict[str, Any]) -> list[str]:
+    lines = [f"### {t['name']}", ""]
+    arena = t.get("arena")
+    if arena:
+        lines.append(
+            f"- Arena: **{arena['measured']:,} B** measured by {arena['probes']} allocate+invoke probes "
+            f"(allocator report: {arena['reported_total']:,} B total = {arena['head']:,} B head (activations) + "
+            f"{arena['tail']:,} B tail (persistent); {'agrees' if arena['agrees_with_report'] else 'DISAGREES'} "
+            f"with the probes). Host 64-bit build: the tail is larger than on a 32-bit MCU."
+        )
+        lines.append(f"- Bundle arena: {arena['bundle']:,} B (headroom {arena['headroom']:.0%}).")
+    for key in ("flash_method", "ram_method"):
+        if key in t:
+            lines.append(f"- {key.split('_')[0].capitalize()}: {t[key]}.")
+    if "agreement_with_export" in t:
+        lines.append(f"- Top-1 agreement with the exported model on LiteRT: {_pct(t['agreement_with_export'])}.")
+    board = t.get("board")
+    if board:
+        lines.append(
+            f"- Board {board['name']} ({board['core']}): arena uses {_pct(board['ram_share'])} of its RAM, "
+            f"the model {_pct(board['flash_share'])} of its flash."
+        )
+    return lines + [""]
+
+
+def _per_voice(report: dict[str, Any]) -> list[str]:
+    columns = [(s["name"], s.get("per_voice")) for s in report["stages"]]
+    columns += [(t["name"], t.get("per_voice")) for t in report["targets"]]
+    columns = [(n, pv) for n, pv in columns if pv]
+    if not columns:
+        return []
+    groups = list(columns[0][1])
+    if len(groups) > 40:  # a real data set has thousands of speakers: show the worst
+        groups = sorted(groups, key=lambda g: columns[-1][1][g]["accuracy"])[:20]
+        title = "## Accuracy per voice (20 worst test speakers)"
+    else:
+        title = "## Accuracy per test voice"
+    rows = [[g, columns[0][1][g]["n"], *[_pct(pv[g]["accuracy"]) for _, pv in columns]] for g in groups]
+    return [title, "", _table(["voice", "clips", *[n for n, _ in columns]], rows), ""]
+
+
+def _per_class(report: dict[str, Any]) -> list[str]:
+    columns = [(s["name"], s.get("per_class")) for s in report["stages"]]
+    columns += [(t["name"], t.get("per_class")) for t in report["targets"]]
+    columns = [(n, pc) for n, pc in columns if pc]
+    if not columns:
+        return []
+    rows = [[label, *[_pct(pc.get(label)) for _, pc in columns]] for label in report["data"]["labels"]]
+    return ["## Accuracy per class", "", _table(["class", *[n for n, _ in columns]], rows), ""]

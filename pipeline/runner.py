@@ -1,0 +1,199 @@
+"""The runner: recipe -> data -> stages -> artifacts -> targets -> report, one way.
+
+Each step's output is a content-addressed store entry (see `pipeline.store`): an unchanged re-run finds every
+entry and re-computes nothing; a changed stage config changes that stage's key and so every key after it. The run
+directory is assembled in a temporary folder and renamed into place, then `latest` is repointed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pipeline import budgets as budget_checks
+from pipeline.data import FeatureSet, prepare
+from pipeline.progress import Reporter
+from pipeline.recipe import Recipe
+from pipeline.report import render_markdown, versions
+from pipeline.stages import StageContext, load_stage
+from pipeline.store import META, Artifact, Store, code_fingerprint, digest, write_atomic, write_json
+from targets import TargetContext, load_target
+
+DEFAULT_RUNS = Path("runs")
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    report: dict[str, Any]
+
+    @property
+    def failed_budgets(self) -> list[dict[str, Any]]:
+        return [b for b in self.report["budgets"] if not b["ok"]]
+
+
+def stage_key(recipe: Recipe, index: int, data: FeatureSet, upstream: Artifact | None) -> str:
+    entry = recipe.stages[index]
+    return digest(
+        {
+            "stage": entry.name,
+            "config": entry.config.model_dump(mode="json"),
+            "input": upstream.key if upstream else None,
+            "data": data.key,
+            "seed": recipe.seed,
+            # Only the first stage builds the model; later ones inherit it through their input's key.
+            "model": recipe.model.model_dump(mode="json") if entry.config.consumes is None else None,
+            "code": code_fingerprint(*load_stage(entry.name).CODE),
+        }
+    )
+
+
+def run_recipe(
+    recipe: Recipe,
+    recipe_file: Path,
+    reporter: Reporter,
+    runs_root: Path = DEFAULT_RUNS,
+    out: Path | None = None,
+    cache: Path | None = None,
+) -> RunResult:
+    started = time.time()
+    store = Store(cache or runs_root / ".cache")
+    removed = store.clean_partial()
+    if removed:
+        reporter.log(f"removed {removed} unfinished artifact(s) left by an interrupted run")
+
+    reporter.scope = "data"
+    data, data_art = prepare(recipe, store, reporter.progress)
+    reporter.log(
+        f"{data.source}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test clips"
+        + (" (cached)" if data_art.cached else "")
+    )
+
+    stages: list[tuple[str, Artifact]] = []
+    upstream: Artifact | None = None
+    for i, entry in enumerate(recipe.stages):
+        reporter.scope = entry.name
+        module = load_stage(entry.name)
+        key = stage_key(recipe, i, data, upstream)
+
+        def build(tmp: Path, meta: dict, module=module, entry=entry, upstream=upstream) -> None:
+            ctx = StageContext(recipe, data, upstream, tmp, reporter.log, reporter.progress)
+            meta["stage"] = entry.name
+            meta["metrics"] = module.run(entry.config, ctx)
+
+        art = store.get_or_build(f"stage-{entry.name}", key, build)
+        _log_done(reporter, art)
+        stages.append((entry.name, art))
+        upstream = art
+
+    targets: list[tuple[str, Artifact]] = []
+    for entry in recipe.targets:
+        reporter.scope = entry.name
+        module = load_target(entry.name)
+        key = digest(
+            {
+                "target": entry.name,
+                "config": entry.config.model_dump(mode="json"),
+                "export": upstream.key,
+                "data": data.key,
+                "code": code_fingerprint(*module.CODE),
+            }
+        )
+
+        def build(tmp: Path, meta: dict, module=module, entry=entry) -> None:
+            ctx = TargetContext(recipe, data, upstream, tmp, reporter.log, reporter.progress)
+            module.compile(entry.config, ctx)
+            meta["target"] = entry.name
+            meta["metrics"] = module.measure(entry.config, ctx)
+
+        art = store.get_or_build(f"target-{entry.name}", key, build)
+        _log_done(reporter, art)
+        targets.append((entry.name, art))
+    reporter.scope = ""
+
+    results = budget_checks.check(
+        recipe, stages[-1][1].meta["metrics"], {name: art.meta["metrics"] for name, art in targets}
+    )
+    run_id = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S") + f"-{recipe.fingerprint()[:6]}"
+    report = {
+        "recipe": recipe.name,
+        "recipe_file": str(recipe_file),
+        "recipe_fingerprint": recipe.fingerprint(),
+        "run_id": run_id,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "ok": all(b.ok for b in results),
+        "data": data.summary() | {"seconds": data_art.meta.get("seconds"), "cached": data_art.cached},
+        "stages": [_row(name, art) for name, art in stages],
+        "targets": [_row(name, art) for name, art in targets],
+        "budgets": [b.as_dict() for b in results],
+        "wall_seconds": round(time.time() - started, 2),
+        "versions": versions(),
+    }
+    run_dir = out or runs_root / recipe.name / run_id
+    _publish(run_dir, recipe_file, stages, targets, report)
+    if out is None:
+        _point_latest(run_dir)
+    return RunResult(run_dir, report)
+
+
+def _log_done(reporter: Reporter, art: Artifact) -> None:
+    metrics = art.meta.get("metrics", {})
+    acc = metrics.get("accuracy")
+    what = f"test accuracy {acc:.4f}" if acc is not None else "done"
+    how = "cached" if art.cached else f"{art.meta.get('seconds', 0):.1f} s"
+    reporter.log(f"✓ {what} ({how})")
+
+
+def _row(name: str, art: Artifact) -> dict[str, Any]:
+    return {"name": name, **art.meta["metrics"], "seconds": art.meta.get("seconds", 0.0), "cached": art.cached}
+
+
+def _publish(
+    run_dir: Path,
+    recipe_file: Path,
+    stages: list[tuple[str, Artifact]],
+    targets: list[tuple[str, Artifact]],
+    report: dict[str, Any],
+) -> None:
+    """Assemble the run directory beside its final place, then rename: readers never see half a run."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir.parent / f".{run_dir.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir()
+        shutil.copyfile(recipe_file, tmp / "recipe.yaml")
+        for i, (name, art) in enumerate(stages, 1):
+            _copy_artifact(art, tmp / "stages" / f"{i}-{name}")
+        export = next((art for name, art in stages if name == "export"), None)
+        if export is not None:
+            _copy_artifact(export, tmp / "export")
+        for name, art in targets:
+            _copy_artifact(art, tmp / "export" / name)
+        write_json(tmp / "report.json", report)
+        write_atomic(tmp / "report.md", render_markdown(report))
+        if run_dir.exists():  # --out onto an earlier run: swap, then drop the old one
+            old = run_dir.parent / f".{run_dir.name}.old-{os.getpid()}"
+            os.rename(run_dir, old)
+            os.rename(tmp, run_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, run_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _copy_artifact(art: Artifact, dest: Path) -> None:
+    shutil.copytree(art.path, dest, ignore=shutil.ignore_patterns(META))
+
+
+def _point_latest(run_dir: Path) -> None:
+    latest = run_dir.parent / "latest"
+    tmp = run_dir.parent / f".latest.tmp-{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    os.symlink(run_dir.name, tmp)
+    os.replace(tmp, latest)

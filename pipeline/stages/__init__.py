@@ -1,0 +1,42 @@
+"""Stages: one module each, all with the same small interface.
+
+A stage module defines ``CODE`` (the modules whose source its output depends on) and
+``run(config, ctx) -> metrics``: it reads ``ctx.input`` (the previous stage's artifact), writes its files into
+``ctx.out`` and returns JSON-able metrics (accuracy, params, macs, ...). The runner handles caching and
+atomicity, so a stage only computes.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from pipeline.data import FeatureSet
+from pipeline.recipe import Recipe
+from pipeline.store import Artifact
+
+STAGES = {
+    "train": "pipeline.stages.train",
+    "quantize": "pipeline.stages.quantize",
+    "export": "pipeline.stages.export",
+}
+
+PREDICTIONS = "test_predictions.npy"
+
+
+@dataclass
+class StageContext:
+    recipe: Recipe
+    data: FeatureSet
+    input: Artifact | None
+    out: Path
+    log: Callable[[str], None]
+    progress: Callable[[str, int, int], None]
+
+
+def load_stage(name: str) -> ModuleType:
+    """Import lazily: `pipeline validate` must not pay for TensorFlow."""
+    return importlib.import_module(STAGES[name])

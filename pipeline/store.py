@@ -1,0 +1,158 @@
+"""Content-addressed artifact store and atomic writes.
+
+Every step's output lives in ``<cache>/<kind>-<key>/`` where the key hashes what the output is a pure function
+of (its config, its inputs' keys, the code that makes it). An entry is built in a temporary directory and
+renamed into place only when complete, so a crash leaves no half artifact and a re-run resumes from the last
+finished entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+META = "meta.json"
+
+
+def digest(obj: Any) -> str:
+    blob = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def code_fingerprint(*module_names: str) -> str:
+    """Hash of the named modules' source: changing the code that makes an artifact invalidates it."""
+    h = hashlib.sha256()
+    for name in sorted(set(module_names)):
+        module = importlib.util.find_spec(name)
+        if module is None or module.origin is None:
+            raise ValueError(f"cannot fingerprint unknown module {name!r}")
+        h.update(name.encode())
+        h.update(Path(module.origin).read_bytes())
+    return h.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write a file so readers see the old content or the new, never a torn one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = "wb" if isinstance(data, bytes) else "w"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):  # numpy scalars
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+@dataclass
+class Artifact:
+    """A finished store entry: a directory of files plus the metadata its producer recorded."""
+
+    kind: str
+    key: str
+    path: Path
+    meta: dict[str, Any] = field(default_factory=dict)
+    cached: bool = False
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+
+class Store:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def entry(self, kind: str, key: str) -> Path:
+        return self.root / f"{kind}-{key[:20]}"
+
+    def get(self, kind: str, key: str) -> Artifact | None:
+        path = self.entry(kind, key)
+        meta_file = path / META
+        if not meta_file.is_file():
+            return None
+        meta = json.loads(meta_file.read_text())
+        if meta.get("key") != key:  # truncated-key collision: treat as absent, it will be rebuilt
+            return None
+        return Artifact(kind, key, path, meta, cached=True)
+
+    @contextmanager
+    def build(self, kind: str, key: str) -> Iterator[tuple[Path, dict[str, Any]]]:
+        """Yield (temporary dir, meta dict); on clean exit the dir is published atomically with its meta."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        final = self.entry(kind, key)
+        tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=f".tmp-{os.getpid()}-{kind}-"))
+        meta: dict[str, Any] = {"kind": kind, "key": key}
+        started = time.time()
+        try:
+            yield tmp, meta
+            meta.setdefault("seconds", round(time.time() - started, 3))
+            write_json(tmp / META, meta)
+            if final.exists():  # a stale or colliding entry: replace it
+                shutil.rmtree(final)
+            os.rename(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def get_or_build(self, kind: str, key: str, build_fn) -> Artifact:
+        found = self.get(kind, key)
+        if found is not None:
+            return found
+        with self.build(kind, key) as (tmp, meta):
+            build_fn(tmp, meta)
+        return Artifact(kind, key, self.entry(kind, key), meta, cached=False)
+
+    def clean_partial(self) -> int:
+        """Remove temporary dirs left by a crashed build; returns how many."""
+        if not self.root.is_dir():
+            return 0
+        stale = [p for p in self.root.glob(".tmp-*") if p.is_dir() and not _pid_alive(p.name.split("-")[1])]
+        for p in stale:
+            shutil.rmtree(p, ignore_errors=True)
+        return len(stale)
+
+
+def _pid_alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True

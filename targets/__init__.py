@@ -1,0 +1,38 @@
+"""Deployment targets: one module each, behind one small interface.
+
+A target module defines ``CODE`` (modules its results depend on), ``compile(config, ctx)`` which writes the
+target's artifacts into ``ctx.out``, and ``measure(config, ctx) -> dict`` which measures them on the target's
+own runtime. ``measure`` returns at least::
+
+    {"flash_bytes", "ram_bytes", "latency_ms": {"median", "p90", "runs", "runtime"}, "accuracy"}
+
+Every number comes from a runtime that ran; anything estimated says so in its own field with its method.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from pipeline.data import FeatureSet
+from pipeline.recipe import Recipe
+from pipeline.store import Artifact
+
+TARGETS = {"tflm": "targets.tflm"}
+
+
+@dataclass
+class TargetContext:
+    recipe: Recipe
+    data: FeatureSet
+    export: Artifact  # the export stage's artifact: model.tflite, model_info.json, labels.txt
+    out: Path
+    log: Callable[[str], None]
+    progress: Callable[[str, int, int], None]
+
+
+def load_target(name: str) -> ModuleType:
+    return importlib.import_module(TARGETS[name])
