@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.c_output import captured_c_output
+
 
 def summarize(pred: np.ndarray, y: np.ndarray, groups: np.ndarray, labels: list[str]) -> dict[str, Any]:
     """Top-1 accuracy overall, per class and per voice group (the unit the synthetic test split holds out)."""
@@ -28,7 +30,10 @@ def litert_interpreter(model: bytes, threads: int = 1) -> Any:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:  # pragma: no cover - only where the older package is what is installed
         from tflite_runtime.interpreter import Interpreter
-    return Interpreter(model_content=model, num_threads=threads)
+    with captured_c_output():  # "INFO: Created TensorFlow Lite XNNPACK delegate" on the C stdout
+        interp = Interpreter(model_content=model, num_threads=threads)
+        interp.allocate_tensors()
+    return interp
 
 
 def quantize_input(x: np.ndarray, scale: float, zero_point: int, dtype: Any) -> np.ndarray:
@@ -40,7 +45,6 @@ def quantize_input(x: np.ndarray, scale: float, zero_point: int, dtype: Any) -> 
 def tflite_predict(model: bytes, x: np.ndarray) -> np.ndarray:
     """Top-1 of a .tflite model over features [n, frames, coefficients], one sample per invoke."""
     interp = litert_interpreter(model)
-    interp.allocate_tensors()
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
     x = x[..., None].astype(np.float32)
     if inp["dtype"] != np.float32:

@@ -54,7 +54,7 @@ class FeatureSet:
             "labels": self.labels,
             "input_shape": list(self.input_shape),
             "clips": {s: len(self.split(s)) for s in SPLITS},
-            "voices": {s: int(len(set(self.split(s).groups))) for s in SPLITS},
+            "voices": {s: len(set(self.split(s).groups.tolist()) - {"_silence_"}) for s in SPLITS},
         }
 
 
