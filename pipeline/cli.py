@@ -91,6 +91,50 @@ def run(recipe_file: Path, out: Path | None, runs_dir: Path, cache: Path | None,
         sys.exit(EXIT_BUDGET)
 
 
+@main.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--target", type=click.Choice(["tflm"]), default="tflm", show_default=True)
+@click.option("--board", default=None, help="A board profile (see targets/boards.py) to show shares and estimates for.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Bundle directory (default: runs/profile/<model name>).")  # fmt: skip
+@click.option("--runs", type=click.IntRange(min=10), default=100, show_default=True, help="Timed invokes.")
+@click.option("--headroom", type=click.FloatRange(0, 4), default=0.0, show_default=True,
+              help="Share added to the measured arena in model_config.h.")  # fmt: skip
+def profile(model: Path, target: str, board: str | None, out: Path | None, runs: int, headroom: float) -> None:
+    """Measure any .tflite on TFLite Micro and write its firmware bundle (for a model no recipe made)."""
+    from targets.boards import BOARDS
+
+    if not model.is_file():
+        click.echo(f"error: {model}: no such file", err=True)
+        sys.exit(EXIT_INPUT)
+    if board is not None and board not in BOARDS:
+        click.echo(f"error: --board: unknown board '{board}'; known boards: {', '.join(sorted(BOARDS))}", err=True)
+        sys.exit(EXIT_INPUT)
+    from targets.tflite_model import ModelFormatError
+    from targets.tflm import TflmError
+    from targets.tflm import profile as profile_tflm
+    from targets.tflm_bundle import UnsupportedOpError
+
+    out = out or Path("runs") / "profile" / model.stem
+    try:
+        report = profile_tflm(model, out, board=board, runs=runs, headroom=headroom, log=lambda m: click.echo(m, err=True))
+    except (ModelFormatError, UnsupportedOpError, TflmError) as exc:
+        click.echo(f"error: {model}: {exc}", err=True)
+        sys.exit(EXIT_INPUT)
+    arena, lat = report["arena"], report["latency_ms"]
+    click.echo(f"{model}: {', '.join(report['ops'])}; {report['macs']:,} MACs")
+    click.echo(f"  flash  {report['flash_bytes']:,} B (model array)")
+    click.echo(
+        f"  arena  {arena['measured']:,} B measured (head {arena['head']:,} + tail {arena['tail']:,}); "
+        f"live-tensor lower bound {arena['lower_bound']:,} B; ~{arena['mcu_estimate']['bytes']:,} B on a 32-bit MCU (estimate)"
+    )
+    click.echo(f"  invoke {lat['median']:.3f} ms median, {lat['p90']:.3f} ms p90 over {lat['runs']} runs ({lat['runtime']})")
+    if "board" in report:
+        b = report["board"]
+        click.echo(f"  {b['name']}: RAM {b['ram_share']:.1%}, flash {b['flash_share']:.1%}, latency ~{b['latency_estimate_ms']:.1f} ms (estimate)")
+    click.echo(f"bundle {report['bundle']}: {out}")
+
+
 def _print_summary(report: dict, run_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table

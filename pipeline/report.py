@@ -123,25 +123,40 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 def _target_notes(t: dict[str, Any]) -> list[str]:
     lines = [f"### {t['name']}", ""]
+    if t.get("bundle"):
+        lines.append(f"- Bundle **{t['bundle']}** in `export/{t['name']}/` (checksums in its `manifest.json`).")
+    if t.get("ops"):
+        lines.append(f"- Operators: {', '.join(t['ops'])}.")
     arena = t.get("arena")
     if arena:
         lines.append(
-            f"- Arena: **{arena['measured']:,} B** measured by {arena['probes']} allocate+invoke probes "
-            f"(allocator report: {arena['reported_total']:,} B total = {arena['head']:,} B head (activations) + "
-            f"{arena['tail']:,} B tail (persistent); {'agrees' if arena['agrees_with_report'] else 'DISAGREES'} "
-            f"with the probes). Host 64-bit build: the tail is larger than on a 32-bit MCU."
+            f"- Arena: **{arena['measured']:,} B**, the smallest that allocated and invoked ({arena['probes']} probes); "
+            f"TFLM's allocation report: {arena['reported_total']:,} B = {arena['head']:,} B head (activation plan) + "
+            f"{arena['tail']:,} B tail (persistent), {'agreeing' if arena['agrees_with_report'] else 'DISAGREEING'} "
+            f"with the probes."
         )
-        lines.append(f"- Bundle arena: {arena['bundle']:,} B (headroom {arena['headroom']:.0%}).")
+        if arena.get("lower_bound"):
+            at = arena["lower_bound_at"]
+            lines.append(
+                f"- Live-tensor lower bound: {arena['lower_bound']:,} B (at op {at['step']}, {at['op']}); the head is "
+                f"{arena['head_over_lower_bound']:.2f}× it, the whole arena {arena['arena_over_lower_bound']:.2f}× "
+                f"(the rest is TFLM's persistent structures)."
+            )
+        mcu = arena.get("mcu_estimate")
+        if mcu:
+            lines.append(f"- On a 32-bit MCU: ~{mcu['bytes']:,} B ({mcu['method']}).")
+        lines.append(f"- Bundle arena (`kTensorArenaSize`): {arena['bundle']:,} B (headroom {arena['headroom']:.0%}).")
     for key in ("flash_method", "ram_method"):
         if key in t:
-            lines.append(f"- {key.split('_')[0].capitalize()}: {t[key]}.")
+            lines.append(f"- {'Flash' if key == 'flash_method' else 'RAM'}: {t[key]}.")
     if "agreement_with_export" in t:
         lines.append(f"- Top-1 agreement with the exported model on LiteRT: {_pct(t['agreement_with_export'])}.")
     board = t.get("board")
     if board:
         lines.append(
-            f"- Board {board['name']} ({board['core']}): arena uses {_pct(board['ram_share'])} of its RAM, "
-            f"the model {_pct(board['flash_share'])} of its flash."
+            f"- Board {board['name']} ({board['core']} @ {board['clock_mhz']} MHz): the MCU arena estimate uses "
+            f"{_pct(board['ram_share'])} of its RAM, the model {_pct(board['flash_share'])} of its flash; latency "
+            f"~{board['latency_estimate_ms']:.1f} ms ({board['latency_method']})."
         )
     return lines + [""]
 

@@ -3,7 +3,7 @@
 import json
 import time
 
-from targets.tflm import decode_c_array
+from targets.tflm_bundle import decode_c_array, verify_manifest
 from tests.conftest import TINY, run_cli
 
 
@@ -31,8 +31,18 @@ def test_run_writes_report_bundle_and_latest(tiny_run):
         {"name": "tflm.ram_kb", "limit": 64.0, "actual": arena["measured"] / 1024, "unit": "KB", "floor": False,
          "ok": True, "message": report["budgets"][0]["message"]}
     ]  # fmt: skip
-    source = (latest / "export" / "tflm" / "model_data.cc").read_text()
-    assert decode_c_array(source) == model
+    bundle = latest / "export" / "tflm"
+    assert decode_c_array((bundle / "model_data.cc").read_text()) == model
+    assert verify_manifest(bundle) == []
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["bundle"] == target["bundle"] and manifest["bundle"].startswith("tiny-")
+    assert set(manifest["files"]) >= {"model.tflite", "model_data.cc", "model_data.h", "op_resolver.h",
+                                      "model_config.h", "README.md"}  # fmt: skip
+    config = (bundle / "model_config.h").read_text()
+    assert f"kTensorArenaSize = {arena['bundle']};" in config
+    assert 'kLabels[kLabelCount] = {"_silence_", "_unknown_", "yes", "no", "up", "down"};' in config
+    assert "constexpr int kFeatureFrames = 49;" in config
+    assert arena["lower_bound"] <= arena["head"] and arena["mcu_estimate"]["bytes"] < arena["measured"]
     info = json.loads((latest / "export" / "model_info.json").read_text())
     assert info["input"]["dtype"] == "int8" and info["input"]["shape"] == [1, 49, 10, 1]
     assert info["labels"] == ["_silence_", "_unknown_", "yes", "no", "up", "down"]

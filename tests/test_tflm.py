@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from targets import tflm
+from targets import tflm, tflm_bundle
 from targets.tflm_child import parse_allocations
 
 
@@ -41,9 +41,9 @@ def int8_model(tmp_path_factory):
 def test_min_arena_is_the_smallest_that_works(int8_model):
     path, sample = int8_model
     arena, probes = tflm.find_min_arena(path, sample)
-    assert arena % tflm.ALIGN == 0 and probes >= 3
+    assert arena % tflm_bundle.ALIGN == 0 and probes >= 3
     assert tflm.allocates(path, arena, sample)
-    assert not tflm.allocates(path, arena - tflm.ALIGN, sample)
+    assert not tflm.allocates(path, arena - tflm_bundle.ALIGN, sample)
 
 
 def test_measure_child_reports_allocations_and_outputs(int8_model, tmp_path):
@@ -59,7 +59,7 @@ def test_measure_child_reports_allocations_and_outputs(int8_model, tmp_path):
     result = json.loads(out.read_text())
     alloc = result["allocations"]
     assert alloc["total"] == alloc["head"] + alloc["tail"]
-    assert abs(alloc["total"] - arena) <= tflm.ALIGN  # the probes and TFLM's own report agree
+    assert abs(alloc["total"] - arena) <= tflm_bundle.ALIGN  # the probes and TFLM's own report agree
     assert len(result["latency_ns"]) == 7 and min(result["latency_ns"]) > 0
     assert len(set(result["predictions"])) == 1  # five copies of one input: one answer
 
@@ -67,14 +67,14 @@ def test_measure_child_reports_allocations_and_outputs(int8_model, tmp_path):
 def test_c_array_decodes_to_the_model(int8_model, tmp_path):
     path, _ = int8_model
     model = path.read_bytes()
-    names = tflm.write_c_array(model, tmp_path, "kws-mcu.v2")
+    symbol = tflm_bundle.write_c_array(model, tmp_path, "kws-mcu.v2")
     source = (tmp_path / "model_data.cc").read_text()
     header = (tmp_path / "model_data.h").read_text()
-    assert names["symbol"] == "g_kws_mcu_v2_model_data"
+    assert symbol == "g_kws_mcu_v2_model_data"
     assert "alignas(16) const unsigned char g_kws_mcu_v2_model_data[]" in source
     assert f"g_kws_mcu_v2_model_data_len = {len(model)};" in source
     assert "extern const unsigned char g_kws_mcu_v2_model_data[];" in header
-    assert tflm.decode_c_array(source) == model
+    assert tflm_bundle.decode_c_array(source) == model
 
 
 def test_parse_allocations():
@@ -88,3 +88,87 @@ def test_parse_allocations():
     parsed = parse_allocations(text)
     assert (parsed["total"], parsed["head"], parsed["tail"]) == (24128, 16000, 8128)
     assert parsed["records"]["TfLiteEvalTensor data"] == {"used": 792, "requested": 792, "count": 33}
+
+
+def _tf_op_names(model: bytes) -> set[str]:
+    """The ops as TensorFlow's own interpreter lists them: an independent reading of the flatbuffer."""
+    import tensorflow as tf
+
+    interp = tf.lite.Interpreter(model_content=model)
+    return {op["op_name"] for op in interp._get_ops_details()}
+
+
+def test_op_resolver_lists_exactly_the_models_ops(int8_model, tmp_path):
+    import re
+
+    from targets.tflite_model import read_model
+
+    path, _ = int8_model
+    model = path.read_bytes()
+    tflm_bundle.write_op_resolver(read_model(model), tmp_path, "toy")
+    header = (tmp_path / "op_resolver.h").read_text()
+    methods = re.findall(r"resolver\.(Add\w+)\(\)", header)
+    expected = {tflm_bundle.resolver_method(op) for op in _tf_op_names(model)}
+    assert sorted(methods) == sorted(expected) and len(methods) == len(set(methods))
+    assert f"MicroMutableOpResolver<{len(expected)}>" in header
+
+
+def test_resolver_method_names():
+    assert tflm_bundle.resolver_method("CONV_2D") == "AddConv2D"
+    assert tflm_bundle.resolver_method("DEPTHWISE_CONV_2D") == "AddDepthwiseConv2D"
+    assert tflm_bundle.resolver_method("FULLY_CONNECTED") == "AddFullyConnected"
+    with pytest.raises(tflm_bundle.UnsupportedOpError, match="CUSTOM:MyOp"):
+        tflm_bundle.resolver_method("CUSTOM:MyOp")
+
+
+def test_lower_bound_matches_a_hand_count(int8_model):
+    from targets.tflite_model import live_tensor_lower_bound, macs, read_model
+
+    path, _ = int8_model
+    graph = read_model(path.read_bytes())
+    # conv out and depthwise out (25 x 5 x 8 int8 each) coexist while the depthwise conv runs
+    assert live_tensor_lower_bound(graph)["bytes"] == 2 * 25 * 5 * 8
+    # conv 25*5*8 outputs x 10*4*1, depthwise 25*5*8 x 3*3, pointwise 25*5*8 x 8, dense 4 x 8
+    assert macs(graph) == 1000 * 40 + 1000 * 9 + 1000 * 8 + 4 * 8
+
+
+def test_profile_a_model_made_outside_the_pipeline(int8_model, tmp_path):
+    import json
+
+    from tests.conftest import run_cli
+
+    path, _ = int8_model
+    out = tmp_path / "bundle"
+    done = run_cli("profile", str(path), "--board", "cortex-m7-512k", "--out", str(out), "--runs", "20")
+    assert done.returncode == 0, done.stderr
+    report = json.loads((out / "profile.json").read_text())
+    assert report["arena"]["agrees_with_report"] and report["arena"]["lower_bound"] <= report["arena"]["head"]
+    assert report["board"]["latency_method"].startswith("estimate")
+    assert tflm_bundle.verify_manifest(out) == []
+    assert tflm_bundle.decode_c_array((out / "model_data.cc").read_text()) == path.read_bytes()
+    assert f"kTensorArenaSize = {report['arena']['bundle']};" in (out / "model_config.h").read_text()
+    (out / "model_data.cc").write_text((out / "model_data.cc").read_text().replace("0x", "0X", 1))
+    assert tflm_bundle.verify_manifest(out) == ["model_data.cc"]
+
+
+def test_profile_names_an_op_tflm_lacks(tmp_path):
+    import tensorflow as tf
+
+    from tests.conftest import run_cli
+
+    inputs = tf.keras.Input((16,))
+    outputs = tf.keras.layers.Lambda(lambda t: tf.math.top_k(t, k=3).values)(inputs)
+    model = tmp_path / "topk.tflite"
+    model.write_bytes(tf.lite.TFLiteConverter.from_keras_model(tf.keras.Model(inputs, outputs)).convert())
+    done = run_cli("profile", str(model), "--out", str(tmp_path / "b"))
+    assert done.returncode == 2
+    assert "TFLite Micro has no kernel for operator TOPK_V2" in done.stderr
+
+
+def test_profile_rejects_a_file_that_is_not_a_model(tmp_path):
+    from tests.conftest import run_cli
+
+    junk = tmp_path / "junk.tflite"
+    junk.write_bytes(b"not a model at all")
+    done = run_cli("profile", str(junk))
+    assert done.returncode == 2 and "not a TFLite flatbuffer" in done.stderr
