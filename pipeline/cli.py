@@ -102,13 +102,14 @@ def run(recipe_file: Path, out: Path | None, runs_dir: Path, cache: Path | None,
               help="Share added to the measured arena in model_config.h.")  # fmt: skip
 def profile(model: Path, target: str, board: str | None, out: Path | None, runs: int, headroom: float) -> None:
     """Measure any .tflite on TFLite Micro and write its firmware bundle (for a model no recipe made)."""
+    from pipeline.recipe import suggest
     from targets.boards import BOARDS
 
     if not model.is_file():
         click.echo(f"error: {model}: no such file", err=True)
         sys.exit(EXIT_INPUT)
     if board is not None and board not in BOARDS:
-        click.echo(f"error: --board: unknown board '{board}'; known boards: {', '.join(sorted(BOARDS))}", err=True)
+        click.echo(f"error: --board: unknown board '{board}'{suggest(board, BOARDS)}", err=True)
         sys.exit(EXIT_INPUT)
     from targets.tflite_model import ModelFormatError
     from targets.tflm import TflmError

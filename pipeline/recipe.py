@@ -55,6 +55,15 @@ class RecipeError(Exception):
         return "\n".join(lines)
 
 
+def suggest(word: str, known: Any) -> str:
+    """'; did you mean X?' for a near miss, else the list of what is known."""
+    known = sorted(known)
+    close = difflib.get_close_matches(word, known, n=1)
+    if close:
+        return f"; did you mean '{close[0]}'?"
+    return f"; expected one of: {', '.join(known)}" if known else ""
+
+
 def format_path(path: tuple[str | int, ...]) -> str:
     out = ""
     for part in path:
@@ -215,25 +224,36 @@ class ExportConfig(StageConfig):
     produces: ClassVar[str] = "export"
 
 
-class StageEntry(Strict):
-    """One list item under `stages:`, e.g. ``- train: {epochs: 20}``."""
+class NamedEntry(Strict):
+    """A list item that is a one-key mapping from a name to its config, e.g. ``- train: {epochs: 20}``."""
 
-    train: TrainConfig | None = None
-    quantize: QuantizeConfig | None = None
-    export: ExportConfig | None = None
+    kind: ClassVar[str]
 
     @model_validator(mode="before")
     @classmethod
-    def _one_stage(cls, data: Any) -> Any:
-        return _single_key_entry(data, "stage")
+    def _one_key(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or len(data) != 1:
+            raise PydanticCustomError(
+                "single_key",
+                f"each {cls.kind} is a mapping with exactly one key, the {cls.kind} name, e.g. '- train: {{}}'",
+            )
+        (key, value) = next(iter(data.items()))
+        return {key: {} if value is None else value}
 
     @property
     def name(self) -> str:
         return next(k for k in type(self).model_fields if getattr(self, k) is not None)
 
     @property
-    def config(self) -> StageConfig:
+    def config(self) -> Any:
         return getattr(self, self.name)
+
+
+class StageEntry(NamedEntry):
+    kind: ClassVar[str] = "stage"
+    train: TrainConfig | None = None
+    quantize: QuantizeConfig | None = None
+    export: ExportConfig | None = None
 
 
 # Targets
@@ -259,38 +279,13 @@ class TflmConfig(Strict):
         from targets.boards import BOARDS
 
         if value is not None and value not in BOARDS:
-            close = difflib.get_close_matches(value, sorted(BOARDS), n=1)
-            hint = f"did you mean '{close[0]}'?" if close else f"known boards: {', '.join(sorted(BOARDS))}"
-            raise ValueError(f"unknown board '{value}'; {hint}")
+            raise ValueError(f"unknown board '{value}'{suggest(value, BOARDS)}")
         return value
 
 
-class TargetEntry(Strict):
-    """One list item under `targets:`, e.g. ``- tflm: {board: cortex-m4f-256k}``."""
-
+class TargetEntry(NamedEntry):
+    kind: ClassVar[str] = "target"
     tflm: TflmConfig | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _one_target(cls, data: Any) -> Any:
-        return _single_key_entry(data, "target")
-
-    @property
-    def name(self) -> str:
-        return next(k for k in type(self).model_fields if getattr(self, k) is not None)
-
-    @property
-    def config(self) -> TflmConfig:
-        return getattr(self, self.name)
-
-
-def _single_key_entry(data: Any, what: str) -> Any:
-    if not isinstance(data, dict) or len(data) != 1:
-        raise PydanticCustomError(
-            "single_key", f"each {what} is a mapping with exactly one key, the {what} name, e.g. '- train: {{}}'"
-        )
-    (key, value) = next(iter(data.items()))
-    return {key: {} if value is None else value}
 
 
 class Recipe(Strict):
@@ -405,12 +400,8 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
 
 
 def _unknown_key(path: tuple) -> str:
-    key = str(path[-1])
     parent = _schema_at(path[:-1])
-    known = sorted(parent.model_fields) if parent else []
-    close = difflib.get_close_matches(key, known, n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else (f"; expected one of: {', '.join(known)}" if known else "")
-    return f"unknown key '{key}'{hint}"
+    return f"unknown key '{path[-1]}'{suggest(str(path[-1]), parent.model_fields if parent else [])}"
 
 
 def parse_recipe(text: str, file: str | Path = "<recipe>") -> Recipe:
