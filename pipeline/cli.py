@@ -118,7 +118,9 @@ def profile(model: Path, target: str, board: str | None, out: Path | None, runs:
 
     out = out or Path("runs") / "profile" / model.stem
     try:
-        report = profile_tflm(model, out, board=board, runs=runs, headroom=headroom, log=lambda m: click.echo(m, err=True))
+        report = profile_tflm(
+            model, out, board=board, runs=runs, headroom=headroom, log=lambda m: click.echo(m, err=True)
+        )
     except (ModelFormatError, UnsupportedOpError, TflmError) as exc:
         click.echo(f"error: {model}: {exc}", err=True)
         sys.exit(EXIT_INPUT)
@@ -129,10 +131,14 @@ def profile(model: Path, target: str, board: str | None, out: Path | None, runs:
         f"  arena  {arena['measured']:,} B measured (head {arena['head']:,} + tail {arena['tail']:,}); "
         f"live-tensor lower bound {arena['lower_bound']:,} B; ~{arena['mcu_estimate']['bytes']:,} B on a 32-bit MCU (estimate)"
     )
-    click.echo(f"  invoke {lat['median']:.3f} ms median, {lat['p90']:.3f} ms p90 over {lat['runs']} runs ({lat['runtime']})")
+    click.echo(
+        f"  invoke {lat['median']:.3f} ms median, {lat['p90']:.3f} ms p90 over {lat['runs']} runs ({lat['runtime']})"
+    )
     if "board" in report:
         b = report["board"]
-        click.echo(f"  {b['name']}: RAM {b['ram_share']:.1%}, flash {b['flash_share']:.1%}, latency ~{b['latency_estimate_ms']:.1f} ms (estimate)")
+        click.echo(
+            f"  {b['name']}: RAM {b['ram_share']:.1%}, flash {b['flash_share']:.1%}, latency ~{b['latency_estimate_ms']:.1f} ms (estimate)"
+        )
     click.echo(f"bundle {report['bundle']}: {out}")
 
 

@@ -50,4 +50,3 @@ class Reporter:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
-

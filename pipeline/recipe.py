@@ -102,7 +102,7 @@ class FeaturesConfig(Strict):
     upper_hz: float = Field(4000.0, gt=0)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "FeaturesConfig":
+    def _consistent(self) -> FeaturesConfig:
         if self.coefficients > self.mel_bins:
             raise ValueError(f"coefficients ({self.coefficients}) cannot exceed mel_bins ({self.mel_bins})")
         if not self.lower_hz < self.upper_hz <= self.sample_rate / 2:
@@ -298,7 +298,7 @@ class Recipe(Strict):
     budgets: BudgetsConfig = BudgetsConfig()
 
     @model_validator(mode="after")
-    def _chain(self) -> "Recipe":
+    def _chain(self) -> Recipe:
         kind: str | None = None
         names = [s.name for s in self.stages]
         for i, entry in enumerate(self.stages):
@@ -433,7 +433,13 @@ def parse_recipe(text: str, file: str | Path = "<recipe>") -> Recipe:
             message = err["msg"]
             if message.startswith("Value error, "):
                 message = message[len("Value error, ") :]
-            if "input" in err and err["type"] not in ("missing", "extra_forbidden", "located", "single_key", "value_error"):
+            if "input" in err and err["type"] not in (
+                "missing",
+                "extra_forbidden",
+                "located",
+                "single_key",
+                "value_error",
+            ):
                 given = err["input"]
                 if not isinstance(given, (dict, list)):
                     message += f" (got {given!r})"

@@ -307,7 +307,9 @@ def profile(
     else:
         raise TflmError(f"cannot make inputs for a {inp.dtype} input tensor")
     measured = measure_on_tflm(out / MODEL, inputs, warmup, runs, headroom, log)
-    manifest = complete_bundle(out, name, graph, measured, None, None, {"source": str(model_path), "versions": versions()})
+    manifest = complete_bundle(
+        out, name, graph, measured, None, None, {"source": str(model_path), "versions": versions()}
+    )
     report = {
         "model": str(model_path),
         "bundle": manifest["bundle"],

@@ -1,5 +1,4 @@
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,18 +25,3 @@ def tiny_run(tmp_path_factory):
     done = run_cli("run", str(TINY), "--runs-dir", str(runs))
     assert done.returncode == 0, done.stderr[-4000:]
     return runs, done
-
-
-@pytest.fixture
-def tiny_recipe_text() -> str:
-    return TINY.read_text()
-
-
-@pytest.fixture
-def fresh_copy(tmp_path):
-    def copy(src: Path) -> Path:
-        dest = tmp_path / src.name
-        shutil.copytree(src, dest)
-        return dest
-
-    return copy

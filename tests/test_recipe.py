@@ -66,7 +66,9 @@ def test_missing_required_key_points_at_parent():
 
 def test_stage_order_is_checked():
     text = GOOD.replace("  - train: {epochs: 2}\n", "")
-    assert problems(text) == ["r.yaml:6: stages[0].quantize: stage 'quantize' needs a keras model, but gets no model yet"]
+    assert problems(text) == [
+        "r.yaml:6: stages[0].quantize: stage 'quantize' needs a keras model, but gets no model yet"
+    ]
 
 
 def test_targets_need_an_export_stage():

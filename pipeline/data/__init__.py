@@ -67,7 +67,9 @@ def _real_dataset_key(root: Path) -> str:
     for dirpath, _, files in os.walk(root):
         for name in files:
             if name.endswith((".wav", ".txt")):
-                entries.append((os.path.relpath(os.path.join(dirpath, name), root), os.path.getsize(os.path.join(dirpath, name))))
+                entries.append(
+                    (os.path.relpath(os.path.join(dirpath, name), root), os.path.getsize(os.path.join(dirpath, name)))
+                )
     return digest(sorted(entries))
 
 
@@ -162,7 +164,5 @@ def prepare(recipe: Recipe, store: Store, progress: Progress | None = None) -> t
 
 def load_features(art: Artifact) -> FeatureSet:
     with np.load(art.file("features.npz")) as z:
-        splits = {
-            s: Split(z[f"{s}_x"], z[f"{s}_y"], z[f"{s}_speakers"], z[f"{s}_groups"]) for s in SPLITS
-        }
+        splits = {s: Split(z[f"{s}_x"], z[f"{s}_y"], z[f"{s}_speakers"], z[f"{s}_groups"]) for s in SPLITS}
     return FeatureSet(art.key, art.meta["labels"], art.meta["source"], Path(art.meta["root"]), **splits)

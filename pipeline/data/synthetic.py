@@ -231,8 +231,8 @@ def generate(
     files: dict[str, list[str]] = {s: [] for s in SPLITS}
     done = 0
     with ctx.Pool(workers, initializer=_init_worker, initargs=init_args, maxtasksperchild=1) as pool:
-        for shard, shard_files in zip(shards, pool.imap(_speak_shard, shards)):
-            for voice, rels in zip(shard, shard_files):
+        for shard, shard_files in zip(shards, pool.imap(_speak_shard, shards), strict=True):
+            for voice, rels in zip(shard, shard_files, strict=True):
                 files[voice.split].extend(rels)
             done += len(shard)
             if on_progress:

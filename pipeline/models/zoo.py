@@ -21,7 +21,9 @@ def ds_cnn(input_shape: tuple[int, ...], classes: int, cfg: ModelConfig, filters
     if len(widths) != cfg.blocks + 1:
         raise ValueError(f"ds_cnn with {cfg.blocks} blocks needs {cfg.blocks + 1} widths, got {len(widths)}")
     inputs = tf.keras.Input(shape=input_shape, name="features")
-    x = layers.Conv2D(widths[0], cfg.first_kernel, strides=cfg.first_stride, padding="same", use_bias=False, name="conv0")(inputs)
+    x = layers.Conv2D(
+        widths[0], cfg.first_kernel, strides=cfg.first_stride, padding="same", use_bias=False, name="conv0"
+    )(inputs)
     x = layers.BatchNormalization(name="conv0_bn")(x)
     x = layers.ReLU(name="conv0_relu")(x)
     x = layers.Dropout(cfg.dropout, name="conv0_dropout")(x)
