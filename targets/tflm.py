@@ -120,7 +120,7 @@ def mcu_arena_estimate(head: int, tail: int, records: dict[str, dict[str, int]])
 
 
 def measure_on_tflm(
-    model_path: Path, inputs: np.ndarray, warmup: int, runs: int, headroom: float, log=lambda msg: None
+    model_path: Path, graph: Graph, inputs: np.ndarray, warmup: int, runs: int, headroom: float, log=lambda msg: None
 ) -> dict[str, Any]:
     """Arena search, allocation report, timed invokes and top-1 of every input, all on the TFLM interpreter."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -140,7 +140,6 @@ def measure_on_tflm(
     alloc = result["allocations"]
     if "total" not in alloc:
         raise TflmError("TFLM printed no allocation report; cannot cross-check the arena")
-    graph = read_model(model_path.read_bytes())
     bound = live_tensor_lower_bound(graph)
     latency = np.array(result["latency_ns"]) / 1e6
     return {
@@ -190,11 +189,6 @@ def board_view(board_name: str, arena: dict[str, Any], flash_bytes: int, model_m
     }
 
 
-def bundle_name(name: str, model: bytes) -> str:
-    """`<name>-<first 8 hex of the model's SHA-256>`: the version changes exactly when the model does."""
-    return f"{name}-{hashlib.sha256(model).hexdigest()[:8]}"
-
-
 def write_firmware_files(model: bytes, out: Path, name: str) -> tuple[Graph, list[str]]:
     """The bundle files that follow from the flatbuffer alone."""
     graph = read_model(model)
@@ -215,8 +209,8 @@ def complete_bundle(
 ) -> dict[str, Any]:
     """model_config.h and README.md need the measured arena; the manifest comes last and checksums all."""
     arena = measured["arena"]
-    model = (out / MODEL).read_bytes()
-    bundle = bundle_name(name, model)
+    model_sha256 = hashlib.sha256((out / MODEL).read_bytes()).hexdigest()
+    bundle = f"{name}-{model_sha256[:8]}"  # the version changes exactly when the model does
     inp, outp = graph.tensors[graph.inputs[0]], graph.tensors[graph.outputs[0]]
     write_model_config(out, name, arena["bundle"], arena["measured"], arena["headroom"], inp, outp, labels, features)
     write_readme(out, name, bundle, measured["ops"], arena["bundle"], labels, features is not None)
@@ -224,7 +218,7 @@ def complete_bundle(
         out,
         {
             "bundle": bundle,
-            "model_sha256": hashlib.sha256(model).hexdigest(),
+            "model_sha256": model_sha256,
             "arena_bytes": arena["bundle"],
             "arena_measured_bytes": arena["measured"],
             "ops": measured["ops"],
@@ -251,7 +245,10 @@ def measure(cfg: TflmConfig, ctx: TargetContext) -> dict[str, Any]:
     test = ctx.data.test
     x = quantize_input(test.x[..., None], inp["scale"], inp["zero_point"], np.int8)
     ctx.log(f"measuring on TFLM: arena search, {cfg.latency_runs} timed invokes, {len(x)} test clips")
-    measured = measure_on_tflm(ctx.out / MODEL, x, cfg.warmup_runs, cfg.latency_runs, cfg.arena_headroom, ctx.log)
+    graph = read_model((ctx.out / MODEL).read_bytes())
+    measured = measure_on_tflm(
+        ctx.out / MODEL, graph, x, cfg.warmup_runs, cfg.latency_runs, cfg.arena_headroom, ctx.log
+    )
     pred = measured["predictions"]
     np.save(ctx.out / PREDICTIONS, pred)
 
@@ -260,7 +257,6 @@ def measure(cfg: TflmConfig, ctx: TargetContext) -> dict[str, Any]:
         "clip_samples": feats.clip_samples, "window_samples": feats.window_samples,
         "stride_samples": feats.stride_samples, "frames": feats.frames,
     }  # fmt: skip
-    graph = read_model((ctx.out / MODEL).read_bytes())
     manifest = complete_bundle(
         ctx.out, ctx.recipe.name, graph, measured, ctx.data.labels, features,
         {"recipe": ctx.recipe.name, "recipe_fingerprint": ctx.recipe.fingerprint(), "versions": versions()},
@@ -306,7 +302,7 @@ def profile(
         inputs = rng.standard_normal(size=(16, *inp.shape[1:])).astype(np.float32)
     else:
         raise TflmError(f"cannot make inputs for a {inp.dtype} input tensor")
-    measured = measure_on_tflm(out / MODEL, inputs, warmup, runs, headroom, log)
+    measured = measure_on_tflm(out / MODEL, graph, inputs, warmup, runs, headroom, log)
     manifest = complete_bundle(
         out, name, graph, measured, None, None, {"source": str(model_path), "versions": versions()}
     )
