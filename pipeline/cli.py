@@ -47,15 +47,34 @@ def validate(recipes: tuple[Path, ...]) -> None:
               help="Where runs/<recipe>/<run id>/ and the artifact cache live.")  # fmt: skip
 @click.option("--cache", type=click.Path(path_type=Path), default=None, envvar="PIPELINE_CACHE",
               help="Artifact cache (default: <runs-dir>/.cache).")  # fmt: skip
+@click.option("--adb-serial", default=None, help="Also measure the android target on this phone (adb serial).")
+@click.option("--benchmark-model", type=click.Path(path_type=Path), default=None,
+              help="TFLite's benchmark_model binary for that phone's ABI.")  # fmt: skip
 @click.option("-q", "--quiet", is_flag=True, help="Only print the summary.")
-def run(recipe_file: Path, out: Path | None, runs_dir: Path, cache: Path | None, quiet: bool) -> None:
+def run(
+    recipe_file: Path,
+    out: Path | None,
+    runs_dir: Path,
+    cache: Path | None,
+    adb_serial: str | None,
+    benchmark_model: Path | None,
+    quiet: bool,
+) -> None:
     """Run RECIPE_FILE: stages, targets, report. Finished steps are reused from the cache."""
+    from pydantic import ValidationError
+
     from pipeline.recipe import RecipeError, load_recipe
 
     try:
         recipe = load_recipe(recipe_file)
+        phone = {k: v for k, v in (("adb_serial", adb_serial), ("benchmark_model", benchmark_model)) if v}
+        if phone:
+            recipe = recipe.with_target_options("android", **phone)
     except RecipeError as exc:
         click.echo(str(exc), err=True)
+        sys.exit(EXIT_INPUT)
+    except (ValueError, ValidationError) as exc:
+        click.echo(f"error: {recipe_file}: --adb-serial/--benchmark-model: {exc}", err=True)
         sys.exit(EXIT_INPUT)
 
     _quiet_tensorflow()

@@ -212,6 +212,69 @@ class TrainConfig(StageConfig):
     patience: int = Field(4, ge=0, description="early-stopping patience on validation accuracy; 0 disables")
 
 
+class FinetuneConfig(TrainConfig):
+    """Training again, on the (physically pruned) model the previous stage produced."""
+
+    consumes: ClassVar[str | None] = "keras"
+    epochs: int = Field(10, ge=1)
+    lr: float = Field(5e-4, gt=0)
+
+
+FILTER_SCHEDULES = ("exponential", "exponential_with_bias", "baseline")
+SPARSITY_SCHEDULES = ("polynomial", "exponential", "multistep")
+
+
+class PruneConfig(StageConfig):
+    """NNCF compression trained under its scheduler; keys map onto NNCF's `filter_pruning`/`magnitude_sparsity`.
+
+    `filter` removes whole filters (the model is rebuilt narrower afterwards); `magnitude` zeroes single weights
+    (the shapes stay: TFLM and LiteRT run dense kernels, so only compressed storage shrinks).
+    """
+
+    consumes: ClassVar[str | None] = "keras"
+    produces: ClassVar[str] = "keras"
+    method: Literal["filter", "magnitude"] = "filter"
+    target: float = Field(0.5, gt=0, lt=1, description="share of filters (filter) or weights (magnitude) removed")
+    init: float = Field(0.0, ge=0, lt=1, description="level applied when pruning starts")
+    schedule: str | None = Field(
+        None,
+        description="filter: exponential|exponential_with_bias|baseline; magnitude: polynomial|exponential|multistep",
+    )
+    steps: int = Field(3, ge=1, description="epochs over which the level rises from init to target")
+    warmup_epochs: int = Field(0, ge=0, description="epochs trained before any pruning (NNCF num_init_steps)")
+    importance: Literal["L1", "L2", "geometric_median"] = "L2"
+    prune_first_conv: bool = True
+    prune_downsample_convs: bool = True
+    ignore: list[str] = Field(default_factory=list, description="layer names NNCF must leave whole")
+    epochs: int = Field(6, ge=1, description="epochs trained under the compression scheduler")
+    batch_size: int = Field(100, ge=1)
+    lr: float = Field(5e-4, gt=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PruneConfig:
+        schedules = FILTER_SCHEDULES if self.method == "filter" else SPARSITY_SCHEDULES
+        if self.schedule is not None and self.schedule not in schedules:
+            raise ValueError(
+                f"schedule '{self.schedule}' is not one of {self.method} pruning's{suggest(self.schedule, schedules)}"
+            )
+        if self.init > self.target:
+            raise ValueError(f"init ({self.init}) is above target ({self.target})")
+        if self.epochs < self.warmup_epochs + self.steps:
+            raise ValueError(
+                f"epochs ({self.epochs}) < warmup_epochs + steps ({self.warmup_epochs + self.steps}): "
+                "the level would never reach its target"
+            )
+        if self.method == "magnitude":
+            filter_only = {"importance", "prune_first_conv", "prune_downsample_convs"} & self.model_fields_set
+            if filter_only:
+                raise ValueError(f"{', '.join(sorted(filter_only))}: only for method 'filter'")
+        return self
+
+    @property
+    def scheduler(self) -> str:
+        return self.schedule or ("exponential" if self.method == "filter" else "polynomial")
+
+
 class QuantizeConfig(StageConfig):
     consumes: ClassVar[str | None] = "keras"
     produces: ClassVar[str] = "tflite"
@@ -252,6 +315,8 @@ class NamedEntry(Strict):
 class StageEntry(NamedEntry):
     kind: ClassVar[str] = "stage"
     train: TrainConfig | None = None
+    prune: PruneConfig | None = None
+    finetune: FinetuneConfig | None = None
     quantize: QuantizeConfig | None = None
     export: ExportConfig | None = None
 
@@ -283,9 +348,81 @@ class TflmConfig(Strict):
         return value
 
 
+OPENVINO_DEVICES = ("CPU", "GPU", "NPU", "AUTO")
+
+
+def _unique(value: list[Any]) -> list[Any]:
+    dupes = sorted({v for v in value if value.count(v) > 1})
+    if dupes:
+        raise ValueError(f"listed twice: {', '.join(map(str, dupes))}")
+    return value
+
+
+class OpenvinoInt8Config(Strict):
+    """NNCF post-training quantization of the OpenVINO model (`nncf.quantize`)."""
+
+    preset: Literal["performance", "mixed"] = "performance"
+    subset_size: int = Field(300, ge=1, description="calibration clips from the training split")
+    fast_bias_correction: bool = True
+
+
+class OpenvinoConfig(Strict):
+    device: str = "CPU"
+    precisions: list[Literal["fp32", "fp16", "int8"]] = Field(default_factory=lambda: ["fp32", "int8"], min_length=1)
+    int8: OpenvinoInt8Config = OpenvinoInt8Config()
+    threads: int = Field(1, ge=1, description="INFERENCE_NUM_THREADS for the latency measurement")
+    streams: int = Field(1, ge=1, description="NUM_STREAMS for the latency measurement")
+    latency_runs: int = Field(200, ge=10)
+    warmup_runs: int = Field(20, ge=0)
+    throughput_seconds: float = Field(2.0, gt=0, description="how long the THROUGHPUT-hint run lasts")
+    budgets: BudgetsConfig = BudgetsConfig()
+
+    _unique_precisions = field_validator("precisions")(_unique)
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if value not in OPENVINO_DEVICES:
+            raise ValueError(f"unknown OpenVINO device '{value}'{suggest(value, OPENVINO_DEVICES)}")
+        return value
+
+
+class AndroidConfig(Strict):
+    """LiteRT variants, measured on the host with ai-edge-litert and, when a phone is named, on the phone with
+    TFLite's official `benchmark_model` over adb."""
+
+    variants: list[Literal["fp32", "fp16", "dynamic_int8", "int8"]] = Field(
+        default_factory=lambda: ["fp32", "fp16", "dynamic_int8", "int8"], min_length=1
+    )
+    threads: list[int] = Field(default_factory=lambda: [1, 4], min_length=1)
+    xnnpack: bool = True
+    latency_runs: int = Field(100, ge=10)
+    warmup_runs: int = Field(10, ge=0)
+    adb_serial: str | None = Field(None, description="a phone's adb serial: also measure there")
+    benchmark_model: Path | None = Field(None, description="TFLite's benchmark_model binary for the phone's ABI")
+    budgets: BudgetsConfig = BudgetsConfig()
+
+    _unique_variants = field_validator("variants", "threads")(_unique)
+
+    @field_validator("threads")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if any(t < 1 for t in value):
+            raise ValueError("thread counts must be at least 1")
+        return value
+
+    @model_validator(mode="after")
+    def _phone(self) -> AndroidConfig:
+        if self.adb_serial and self.benchmark_model is None:
+            raise ValueError("adb_serial needs benchmark_model: the path of TFLite's benchmark_model for the phone")
+        return self
+
+
 class TargetEntry(NamedEntry):
     kind: ClassVar[str] = "target"
     tflm: TflmConfig | None = None
+    android: AndroidConfig | None = None
+    openvino: OpenvinoConfig | None = None
 
 
 class Recipe(Strict):
@@ -310,6 +447,17 @@ class Recipe(Strict):
                 have = f"a {kind} model" if kind else "no model yet"
                 raise _at(("stages", i, entry.name), f"stage '{entry.name}' needs {need}, but gets {have}")
             kind = cfg.produces
+        prune = self.stage("prune")
+        if isinstance(prune, PruneConfig):
+            from pipeline.models.zoo import layer_names
+
+            names = layer_names(self.model)
+            index = next(i for i, s in enumerate(self.stages) if s.name == "prune")
+            for j, name in enumerate(prune.ignore):
+                if name not in names:
+                    raise _at(
+                        ("stages", index, "prune", "ignore", j), f"no layer '{name}' in the model{suggest(name, names)}"
+                    )
         if self.targets and kind != "export":
             raise _at(("targets",), "targets need the chain to end with an 'export' stage")
         seen = set()
@@ -318,6 +466,17 @@ class Recipe(Strict):
                 raise _at(("targets", i, t.name), f"target '{t.name}' appears twice")
             seen.add(t.name)
         return self
+
+    def with_target_options(self, target: str, **options: Any) -> Recipe:
+        """A copy with one target's options replaced (command-line overrides), validated like the file."""
+        data = self.model_dump(mode="json")
+        entry = next((t for t in data["targets"] if t.get(target) is not None), None)
+        if entry is None:
+            raise ValueError(f"the recipe has no '{target}' target")
+        entry[target].update({k: str(v) if isinstance(v, Path) else v for k, v in options.items()})
+        data["targets"] = [{k: v for k, v in t.items() if v is not None} for t in data["targets"]]
+        data["stages"] = [{k: v for k, v in s.items() if v is not None} for s in data["stages"]]
+        return Recipe.model_validate(data)
 
     def stage(self, name: str) -> StageConfig | None:
         return next((s.config for s in self.stages if s.name == name), None)

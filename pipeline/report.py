@@ -86,6 +86,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         )
     out += [_table(["stage", "test accuracy", "params", "MACs", "size", "time", "evaluated on"], rows), ""]
 
+    out += _pruning(report)
+
     if report["targets"]:
         out += ["## Targets", ""]
         rows = []
@@ -151,6 +153,10 @@ def _target_notes(t: dict[str, Any]) -> list[str]:
             lines.append(f"- {'Flash' if key == 'flash_method' else 'RAM'}: {t[key]}.")
     if "agreement_with_export" in t:
         lines.append(f"- Top-1 agreement with the exported model on LiteRT: {_pct(t['agreement_with_export'])}.")
+    if t["name"] == "openvino":
+        lines += _openvino_table(t)
+    if t["name"] == "android":
+        lines += _android_table(t)
     board = t.get("board")
     if board:
         lines.append(
@@ -159,6 +165,150 @@ def _target_notes(t: dict[str, Any]) -> list[str]:
             f"~{board['latency_estimate_ms']:.1f} ms ({board['latency_method']})."
         )
     return lines + [""]
+
+
+def _mb(n: float | None) -> str:
+    return "–" if n is None else f"{n / 2**20:.1f} MB"
+
+
+def _openvino_table(t: dict[str, Any]) -> list[str]:
+    rows = [
+        [
+            v["precision"].upper() + (" ★" if v["precision"] == t["primary"] else ""),
+            _kb(v["bytes"]),
+            f"{_mb(v['memory']['peak_rss_bytes'])} ({_mb(v['memory']['runtime_rss_bytes'])} runtime + "
+            f"{_mb(v['memory']['model_bytes'])})",
+            f"{v['latency_ms']['median']:.3f} / {v['latency_ms']['p90']:.3f} ms",
+            f"{v['throughput']['fps']:,.0f}/s ({v['throughput']['streams']} streams)",
+            _pct(v["accuracy"]),
+            _pct(v["agreement_with_float"]),
+            v["quantize_nodes"],
+        ]
+        for v in t["variants"]
+    ]
+    header = ["precision", "IR bytes", "peak RSS", "latency median / p90", "throughput", "accuracy",
+              "agrees with float", "FakeQuantize nodes"]  # fmt: skip
+    return [
+        f"- Device: {t['device']} ({t['device_name']}); OpenVINO {t['versions']['openvino']}, "
+        f"NNCF {t['versions']['nncf']}. ★ = the precision in the targets table.",
+        f"- Latency: {t['latency_ms']['runtime']}. Throughput: THROUGHPUT hint, async requests. Peak RSS: a fresh "
+        "process importing only OpenVINO loads, compiles and runs the IR (VmHWM); in brackets the RSS after "
+        "`import openvino` and what loading the model added.",
+        "",
+        _table(header, rows),
+    ]
+
+
+def _android_table(t: dict[str, Any]) -> list[str]:
+    rows = []
+    for v in t["variants"]:
+        mem = v["tensor_memory"]
+        for i, host in enumerate(v["host"]):
+            lat = host["latency_ms"]
+            first = i == 0
+            name = v["variant"] + (" ★" if v["variant"] == t["recommended"] else "")
+            rows.append(
+                [
+                    name if first else "",
+                    host["threads"],
+                    _kb(v["bytes"]) if first else "",
+                    f"{_kb(mem['live_lower_bound'])} – {_kb(mem['activations_sum'])}" if first else "",
+                    f"{lat['median']:.3f} / {lat['p90']:.3f} ms",
+                    _pct(v["accuracy"]) if first else "",
+                    _pct(v["agreement_with_float"]) if first else "",
+                    "host LiteRT",
+                ]
+            )
+            for phone in v.get("phone", []):
+                if phone["threads"] == host["threads"]:
+                    pl = phone["latency_ms"]
+                    rows.append(["", phone["threads"], "", "", f"{pl['median']:.3f} ms ({pl['statistic']})", "", "",
+                                 pl["runtime"]])  # fmt: skip
+    header = ["variant", "threads", "bytes", "tensor memory", "latency median / p90", "accuracy",
+              "agrees with float", "measured by"]  # fmt: skip
+    phone = t["phone"]
+    return [
+        f"- Recommended: **{t['recommended']}** ★ ({t['recommended_because']}).",
+        f"- Host: {t['latency_ms']['runtime'].rsplit(',', 1)[0]}; accuracy on the test split with 1 thread. Tensor "
+        "memory: the largest set of tensors alive at once – the sum of all non-constant tensors (LiteRT's arena "
+        "lies between).",
+        f"- Phone: {phone.get('message') or phone.get('runtime')}.",
+        "",
+        _table(header, rows),
+    ]
+
+
+def _ratio(after: float, before: float) -> str:
+    return f"{after / before:.2f}×" if before else "–"
+
+
+def _pruning(report: dict[str, Any]) -> list[str]:
+    stages = report["stages"]
+    index = next((i for i, s in enumerate(stages) if s["name"] == "prune"), None)
+    if index is None:
+        return []
+    prune = stages[index]
+    cfg = prune["nncf_config"]["compression"]
+    before, export = prune["before"], next((s for s in stages if s["name"] == "export"), None)
+    accuracy_steps = [
+        f"{s['name']} {_pct(s.get('accuracy'))}" for s in stages[max(0, index - 1) :] if s["name"] != "export"
+    ]
+    lines = ["## Pruning", ""]
+    if prune["method"] == "filter":
+        params = cfg["params"]
+        lines += [
+            f"NNCF `{cfg['algorithm']}`: {params['filter_importance']} importance, {params['schedule']} schedule from "
+            f"{cfg['pruning_init']:.0%} to {params['pruning_target']:.0%} over {params['pruning_steps']} epochs "
+            f"({prune['epochs_run']} epochs trained under NNCF); {prune['level']:.0%} of the filters removed. The masked model "
+            f"was rebuilt with only the kept filters: largest output difference on the test split "
+            f"{prune['rebuilt_max_abs_diff']:.1e}.",
+            "",
+            _table(
+                ["layer", "filters before", "filters after", "kept"],
+                [
+                    [
+                        row["layer"] + (" (ignored)" if row["ignored"] else ""),
+                        row["filters_before"],
+                        row["filters_after"],
+                        _ratio(row["filters_after"], row["filters_before"]),
+                    ]
+                    for row in prune["layers"]
+                ],
+            ),  # fmt: skip
+            "",
+        ]
+    else:
+        lines += [
+            f"NNCF `{cfg['algorithm']}` to {cfg['params']['sparsity_target']:.0%}: {_pct(prune['zero_weights'])} of "
+            "the kernel weights are zero. Shapes do not change: TFLite Micro and LiteRT run dense kernels, so arena "
+            "and latency stay what they were; only compressed storage shrinks"
+            + (
+                f" (.tflite {export['bytes']:,} B, deflated {export['deflated_bytes']:,} B)."
+                if export and "deflated_bytes" in export
+                else "."
+            ),
+            "",
+        ]
+    after = stages[-1]
+    lines += [
+        _table(
+            ["", "before pruning", "after", "ratio"],
+            [
+                [
+                    "params",
+                    _int(before["params"]),
+                    _int(after.get("params")),
+                    _ratio(after.get("params", 0), before["params"]),
+                ],
+                ["MACs", _int(before["macs"]), _int(after.get("macs")), _ratio(after.get("macs", 0), before["macs"])],
+            ],
+        ),  # fmt: skip
+        "",
+        f"Test accuracy: {' → '.join(accuracy_steps)} (after pruning, before fine-tuning: {_pct(prune['accuracy'])}; "
+        f"NNCF's masked model: {_pct(prune['masked_accuracy'])}).",
+        "",
+    ]
+    return lines
 
 
 def _per_voice(report: dict[str, Any]) -> list[str]:

@@ -91,6 +91,7 @@ def run_recipe(
         stages.append((entry.name, art))
         upstream = art
 
+    float_model = _last_float_model(recipe, stages)
     targets: list[tuple[str, Artifact]] = []
     for entry in recipe.targets:
         reporter.scope = entry.name
@@ -106,7 +107,7 @@ def run_recipe(
         )
 
         def build(tmp: Path, meta: dict, module=module, entry=entry) -> None:
-            ctx = TargetContext(recipe, data, upstream, tmp, reporter.log, reporter.progress)
+            ctx = TargetContext(recipe, data, upstream, tmp, reporter.log, reporter.progress, float_model)
             module.compile(entry.config, ctx)
             meta["target"] = entry.name
             meta["metrics"] = module.measure(entry.config, ctx)
@@ -139,6 +140,14 @@ def run_recipe(
     if out is None:
         _point_latest(run_dir)
     return RunResult(run_dir, report)
+
+
+def _last_float_model(recipe: Recipe, stages: list[tuple[str, Artifact]]) -> Path | None:
+    """The last Keras model in the chain; the export key covers it, since keys chain through every stage."""
+    from pipeline.stages.train import MODEL
+
+    keras = [art for entry, (_, art) in zip(recipe.stages, stages, strict=True) if entry.config.produces == "keras"]
+    return keras[-1].file(MODEL) if keras else None
 
 
 def _log_done(reporter: Reporter, art: Artifact) -> None:

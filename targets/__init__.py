@@ -21,7 +21,7 @@ from pipeline.data import FeatureSet
 from pipeline.recipe import Recipe
 from pipeline.store import Artifact
 
-TARGETS = {"tflm": "targets.tflm"}
+TARGETS = {"tflm": "targets.tflm", "android": "targets.android", "openvino": "targets.openvino"}
 
 
 @dataclass
@@ -32,6 +32,7 @@ class TargetContext:
     out: Path
     log: Callable[[str], None]
     progress: Callable[[str, int, int], None]
+    float_model: Path | None = None  # the float Keras model the int8 export was made from (for float runtimes)
 
 
 def load_target(name: str) -> ModuleType:

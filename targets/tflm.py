@@ -172,6 +172,30 @@ def measure_on_tflm(
     }
 
 
+def time_invokes(model_path: Path, arena: int, runs: int, warmup: int = 10, seed: int = 0) -> list[float]:
+    """`runs` timed invokes (ms) on random inputs of the model's shape: for side-by-side comparisons only
+    (reference kernels take the same path whatever the values)."""
+    graph = read_model(Path(model_path).read_bytes())
+    tensor = graph.tensors[graph.inputs[0]]
+    dtype = np.dtype(tensor.dtype.lower())
+    rng = np.random.default_rng(seed)
+    shape = (8, *tensor.shape[1:])
+    if np.issubdtype(dtype, np.integer):
+        inputs = rng.integers(np.iinfo(dtype).min, np.iinfo(dtype).max + 1, size=shape).astype(dtype)
+    else:
+        inputs = rng.normal(size=shape).astype(dtype)
+    with tempfile.TemporaryDirectory() as tmp:
+        batch, result_path = Path(tmp) / "inputs.npy", Path(tmp) / "result.json"
+        np.save(batch, inputs)
+        done = _child(
+            "measure", str(model_path), str(arena), str(batch), str(result_path),
+            "--warmup", str(warmup), "--runs", str(runs),
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise TflmError(f"TFLM timing failed with a {arena}-byte arena:\n{done.stderr[-2000:]}")
+        return [ns / 1e6 for ns in json.loads(result_path.read_text())["latency_ns"]]
+
+
 def board_view(board_name: str, arena: dict[str, Any], flash_bytes: int, model_macs: int) -> dict[str, Any]:
     board = BOARDS[board_name]
     mcu_arena = arena["mcu_estimate"]["bytes"]

@@ -3,6 +3,9 @@
 import json
 import time
 
+import numpy as np
+
+from targets.tflite_model import read_model
 from targets.tflm_bundle import decode_c_array, verify_manifest
 from tests.conftest import TINY, run_cli
 
@@ -13,11 +16,11 @@ def test_run_writes_report_bundle_and_latest(tiny_run):
     assert latest.is_symlink()
     report = json.loads((latest / "report.json").read_text())
     assert report["recipe"] == "tiny" and report["ok"] is True
-    assert [s["name"] for s in report["stages"]] == ["train", "quantize", "export"]
+    assert [s["name"] for s in report["stages"]] == ["train", "prune", "finetune", "quantize", "export"]
     for stage in report["stages"]:
         assert 0.0 <= stage["accuracy"] <= 1.0 and stage["params"] > 0 and stage["macs"] > 0
-    (target,) = report["targets"]
-    assert target["name"] == "tflm"
+    target = report["targets"][0]
+    assert [t["name"] for t in report["targets"]] == ["tflm", "android", "openvino"]
     model = (latest / "export" / "model.tflite").read_bytes()
     assert target["flash_bytes"] == len(model)
     arena = target["arena"]
@@ -27,10 +30,9 @@ def test_run_writes_report_bundle_and_latest(tiny_run):
     assert target["latency_ms"]["runtime"].startswith("tflite-micro")
     # TFLM and LiteRT run the same int8 flatbuffer: their top-1 should all but coincide.
     assert target["agreement_with_export"] >= 0.95
-    assert report["budgets"] == [
-        {"name": "tflm.ram_kb", "limit": 64.0, "actual": arena["measured"] / 1024, "unit": "KB", "floor": False,
-         "ok": True, "message": report["budgets"][0]["message"]}
-    ]  # fmt: skip
+    budgets = {b["name"]: b for b in report["budgets"]}
+    assert set(budgets) == {"tflm.ram_kb", "tflm.min_accuracy", "android.min_accuracy", "openvino.min_accuracy"}
+    assert budgets["tflm.ram_kb"]["actual"] == arena["measured"] / 1024 and budgets["tflm.ram_kb"]["ok"]
     bundle = latest / "export" / "tflm"
     assert decode_c_array((bundle / "model_data.cc").read_text()) == model
     assert verify_manifest(bundle) == []
@@ -70,17 +72,110 @@ def test_changed_stage_reruns_itself_and_what_follows(tiny_run, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     cached = {s["name"]: s["cached"] for s in report["stages"] + report["targets"]}
-    assert cached == {"train": True, "quantize": False, "export": False, "tflm": False}
-    assert report["stages"][1]["calibration_samples"] == 40
+    assert cached == {"train": True, "prune": True, "finetune": True, "quantize": False, "export": False,
+                      "tflm": False, "android": False, "openvino": False}  # fmt: skip
+    assert report["stages"][3]["calibration_samples"] == 40
 
 
 def test_violated_budget_fails_and_names_it(tiny_run, tmp_path):
     runs, _ = tiny_run
     strict = tmp_path / "tiny.yaml"
-    strict.write_text(TINY.read_text().replace("ram_kb: 64", "ram_kb: 1\n  min_accuracy: 1.0"))
+    strict.write_text(
+        TINY.read_text().replace("ram_kb: 64", "ram_kb: 1").replace("min_accuracy: 0.0", "min_accuracy: 1.0")
+    )
     done = run_cli("run", str(strict), "--runs-dir", str(runs), "--out", str(tmp_path / "run"))
     assert done.returncode == 1
     assert "budget violated: tflm.ram_kb:" in done.stderr and "over the limit 1 KB" in done.stderr
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["ok"] is False
     assert {b["name"]: b["ok"] for b in report["budgets"]}["tflm.ram_kb"] is False
+
+
+def test_filter_pruning_shrinks_the_exported_model(tiny_run):
+    """16 filters per conv pruned to 8: the rebuilt model, the report and the .tflite tensors all say so."""
+    runs, _ = tiny_run
+    latest = runs / "tiny" / "latest"
+    report = json.loads((latest / "report.json").read_text())
+    train, prune, finetune = report["stages"][:3]
+    assert prune["rebuilt_max_abs_diff"] <= 1e-4 and prune["accuracy"] == prune["masked_accuracy"]
+    assert [(r["layer"], r["filters_before"], r["filters_after"]) for r in prune["layers"]] == [
+        ("conv0", 16, 8),
+        ("pw1", 16, 8),
+    ]
+    assert prune["level"] == 0.5 and prune["before"] == {"params": train["params"], "macs": train["macs"]}
+    assert finetune["params"] == prune["params"] < train["params"] and prune["macs"] < train["macs"] / 2
+    graph = read_model((latest / "export" / "model.tflite").read_bytes())
+    convs = [op for op in graph.operators if op.name in ("CONV_2D", "DEPTHWISE_CONV_2D")]
+    assert [graph.tensors[op.outputs[0]].shape[-1] for op in convs] == [8, 8, 8]
+    filters = json.loads((latest / "stages" / "2-prune" / "filters.json").read_text())
+    scores = filters["layers"][0]["importance"]
+    assert filters["importance"] == "L2" and sum(f["kept"] for f in scores) == 8
+    md = (latest / "report.md").read_text()
+    assert "## Pruning" in md and "| conv0 | 16 | 8 | 0.50× |" in md
+
+
+def test_magnitude_sparsity_zeroes_weights_but_keeps_shapes(tiny_run, tmp_path):
+    runs, _ = tiny_run
+    sparse = tmp_path / "tiny.yaml"
+    sparse.write_text(
+        TINY.read_text().replace(
+            "prune: {target: 0.5, init: 0.25,", "prune: {method: magnitude, target: 0.6, init: 0.3,"
+        )
+    )
+    out = tmp_path / "run"
+    done = run_cli("run", str(sparse), "--runs-dir", str(runs), "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    train, prune = report["stages"][:2]
+    assert train["cached"] and not prune["cached"]
+    assert prune["params"] == train["params"] and all(r["filters_after"] == 16 for r in prune["layers"])
+    assert prune["zero_weights"] >= 0.5 and prune["rebuilt_max_abs_diff"] <= 1e-4
+    export = report["stages"][-1]
+    assert export["deflated_bytes"] < export["bytes"]
+    assert "run dense kernels" in (out / "report.md").read_text()
+
+
+def test_openvino_target_writes_ir_and_measures_each_precision(tiny_run):
+    runs, _ = tiny_run
+    latest = runs / "tiny" / "latest"
+    report = json.loads((latest / "report.json").read_text())
+    openvino = next(t for t in report["targets"] if t["name"] == "openvino")
+    variants = {v["precision"]: v for v in openvino["variants"]}
+    assert list(variants) == ["fp32", "int8"] and openvino["primary"] == "int8"
+    for precision, v in variants.items():
+        xml = latest / "export" / "openvino" / precision / "model.xml"
+        assert v["bytes"] == xml.stat().st_size + xml.with_suffix(".bin").stat().st_size
+        assert 0 < v["latency_ms"]["median"] <= v["latency_ms"]["p90"] and v["throughput"]["fps"] > 0
+        assert v["memory"]["peak_rss_bytes"] > v["memory"]["runtime_rss_bytes"] > 0
+    assert variants["fp32"]["quantize_nodes"] == 0 < variants["int8"]["quantize_nodes"]
+    # FP32 IR runs the fine-tuned Keras model: the same top-1 on every test clip.
+    assert variants["fp32"]["agreement_with_float"] == 1.0
+    assert openvino["flash_bytes"] == variants["int8"]["bytes"] and openvino["accuracy"] == variants["int8"]["accuracy"]
+    assert "| INT8 ★ |" in (latest / "report.md").read_text()
+
+
+def test_android_variants_run_on_litert_and_no_phone_is_invented(tiny_run):
+    from pipeline.evaluation import tflite_predict
+
+    runs, _ = tiny_run
+    latest = runs / "tiny" / "latest"
+    report = json.loads((latest / "report.json").read_text())
+    android = next(t for t in report["targets"] if t["name"] == "android")
+    variants = {v["variant"]: v for v in android["variants"]}
+    assert list(variants) == ["fp32", "fp16", "dynamic_int8", "int8"]
+    for name, v in variants.items():
+        model = (latest / "export" / "android" / f"model_{name}.tflite").read_bytes()
+        sidecar = json.loads((latest / "export" / "android" / f"model_{name}.json").read_text())
+        assert v["bytes"] == len(model) and sidecar["labels"] == ["_silence_", "_unknown_", "yes", "no", "up", "down"]
+        assert sidecar["input"]["dtype"] == ("int8" if name == "int8" else "float32")
+        assert [h["threads"] for h in v["host"]] == [1, 2] and all(h["latency_ms"]["median"] > 0 for h in v["host"])
+        assert v["tensor_memory"]["live_lower_bound"] <= v["tensor_memory"]["activations_sum"]
+        assert tflite_predict(model, np.zeros((2, 49, 10), np.float32)).shape == (2,)
+        assert v["phone"] == []
+    assert variants["fp32"]["agreement_with_float"] == 1.0
+    int8_export = (latest / "export" / "model.tflite").read_bytes()
+    assert (latest / "export" / "android" / "model_int8.tflite").read_bytes() == int8_export
+    assert android["phone"]["status"] == "not attached" and "tiny-phone-0" in android["phone"]["message"]
+    assert android["recommended"] in variants
+    md = (latest / "report.md").read_text()
+    assert "phone tiny-phone-0 not attached" in md and "| dynamic_int8 |" in md

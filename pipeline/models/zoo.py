@@ -41,7 +41,18 @@ def ds_cnn(input_shape: tuple[int, ...], classes: int, cfg: ModelConfig, filters
     return tf.keras.Model(inputs, outputs, name="ds_cnn")
 
 
+def ds_cnn_layers(cfg: ModelConfig) -> list[str]:
+    """Names of the layers with weights, in order: what a recipe may refer to without building the model."""
+    blocks = [name for i in range(1, cfg.blocks + 1) for name in (f"dw{i}", f"pw{i}")]
+    return ["conv0", *blocks, "logits"]
+
+
 ARCHITECTURES = {"ds_cnn": ds_cnn}
+LAYER_NAMES = {"ds_cnn": ds_cnn_layers}
+
+
+def layer_names(cfg: ModelConfig) -> list[str]:
+    return LAYER_NAMES[cfg.arch](cfg)
 
 
 def build_model(input_shape: tuple[int, ...], classes: int, cfg: ModelConfig, **kwargs: Any) -> Any:

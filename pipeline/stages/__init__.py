@@ -20,6 +20,8 @@ from pipeline.store import Artifact
 
 STAGES = {
     "train": "pipeline.stages.train",
+    "prune": "pipeline.stages.prune",
+    "finetune": "pipeline.stages.finetune",
     "quantize": "pipeline.stages.quantize",
     "export": "pipeline.stages.export",
 }

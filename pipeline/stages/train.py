@@ -18,33 +18,34 @@ MODEL = "model.keras"
 
 
 def run(cfg: TrainConfig, ctx: StageContext) -> dict[str, Any]:
-    tf.keras.utils.set_random_seed(ctx.recipe.seed)
-    tf.config.experimental.enable_op_determinism()
+    seed_everything(ctx.recipe.seed)
     data = ctx.data
     model = build_model(data.input_shape, len(data.labels), ctx.recipe.model)
+    return train_and_save(model, cfg, ctx)
+
+
+def seed_everything(seed: int) -> None:
+    tf.keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def train_and_save(model: Any, cfg: TrainConfig, ctx: StageContext, callbacks: list[Any] = ()) -> dict[str, Any]:
+    """Fit with early stopping, save, evaluate: shared by `train` and `finetune`."""
     model.compile(
         optimizer=tf.keras.optimizers.Adam(cfg.lr),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
-    callbacks: list[Any] = [_EpochLog(ctx, cfg.epochs)]
+    callbacks = list(callbacks)
     if cfg.patience:
         callbacks.append(
             tf.keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=cfg.patience, restore_best_weights=True)
         )
-    history = model.fit(
-        data.train.x[..., None],
-        data.train.y,
-        batch_size=cfg.batch_size,
-        epochs=cfg.epochs,
-        validation_data=(data.val.x[..., None], data.val.y),
-        callbacks=callbacks,
-        verbose=0,
-    )
+    hist = fit(model, ctx, cfg.epochs, cfg.batch_size, callbacks)
     model.save(ctx.out / MODEL)
+    data = ctx.data
     pred = keras_predict(model, data.test.x)
     np.save(ctx.out / PREDICTIONS, pred)
-    hist = {k: [round(float(v), 5) for v in vals] for k, vals in history.history.items()}
     best = int(np.argmax(hist["val_accuracy"]))
     return {
         **summarize(pred, data.test.y, data.test.groups, data.labels),
@@ -55,6 +56,21 @@ def run(cfg: TrainConfig, ctx: StageContext) -> dict[str, Any]:
         "val_accuracy": hist["val_accuracy"][best],
         "history": hist,
     }
+
+
+def fit(model: Any, ctx: StageContext, epochs: int, batch_size: int, callbacks: list[Any]) -> dict[str, list[float]]:
+    """model.fit on the recipe's splits with a line per epoch; returns the rounded history."""
+    data = ctx.data
+    history = model.fit(
+        data.train.x[..., None],
+        data.train.y,
+        batch_size=batch_size,
+        epochs=epochs,
+        validation_data=(data.val.x[..., None], data.val.y),
+        callbacks=[_EpochLog(ctx, epochs), *callbacks],
+        verbose=0,
+    )
+    return {k: [round(float(v), 5) for v in vals] for k, vals in history.history.items()}
 
 
 class _EpochLog(tf.keras.callbacks.Callback):

@@ -1,0 +1,36 @@
+"""finetune: train the previous stage's model again (after pruning: the physically narrower one)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tensorflow as tf
+
+from pipeline.recipe import FinetuneConfig
+from pipeline.stages import StageContext
+from pipeline.stages.train import MODEL, seed_everything, train_and_save
+
+CODE = ("pipeline.stages.finetune", "pipeline.stages.train", "pipeline.models.zoo", "pipeline.evaluation")
+
+
+def run(cfg: FinetuneConfig, ctx: StageContext) -> dict[str, Any]:
+    seed_everything(ctx.recipe.seed)
+    model = tf.keras.models.load_model(ctx.input.file(MODEL))
+    callbacks = []
+    if ctx.input.meta.get("metrics", {}).get("method") == "magnitude":
+        callbacks.append(KeepZeros(model))
+        ctx.log("keeping the sparsity pattern: pruned weights stay zero while fine-tuning")
+    return train_and_save(model, cfg, ctx, callbacks)
+
+
+class KeepZeros(tf.keras.callbacks.Callback):
+    """Re-zero the weights unstructured pruning removed after every step, as TF-MOT's pruning wrapper does:
+    otherwise fine-tuning would grow them back and undo the sparsity."""
+
+    def __init__(self, model: Any):
+        super().__init__()
+        self.masks = [(w, tf.cast(w != 0, w.dtype)) for w in model.trainable_weights if "kernel" in w.name]
+
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        for weight, mask in self.masks:
+            weight.assign(weight * mask)

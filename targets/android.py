@@ -1,0 +1,278 @@
+"""Android (TFLite / LiteRT): the .tflite variants a phone app can ship, measured with LiteRT, and on a phone.
+
+Variants come from the chain's float Keras model: `fp32`, `fp16` (float16 weights, float compute), `dynamic_int8`
+(int8 weights, activations quantized on the fly) and `int8` (the exported full-integer model, int8 in and out).
+Each gets a sidecar JSON with labels, input shape/dtype/quantization and the feature settings an app needs.
+
+On the host every variant runs on the standalone LiteRT interpreter (`ai-edge-litert`): accuracy on the test
+split, then warm-up and timed `invoke()`s per thread count with XNNPACK as the recipe says. With an adb serial
+the same variants and thread counts run through TFLite's `benchmark_model` on the phone (`targets.adb`); with no
+phone attached the report says so and carries no phone numbers.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.c_output import captured_c_output
+from pipeline.evaluation import io_details, quantize_input, summarize
+from pipeline.recipe import AndroidConfig
+from pipeline.store import write_json
+from targets import TargetContext
+from targets.adb import Adb, AdbError, BenchmarkParseError, benchmark_on_phone
+from targets.tflite_model import live_tensor_lower_bound, read_model
+
+CODE = ("targets.android", "targets.adb", "targets.tflite_model", "pipeline.evaluation")
+DESCRIPTIONS = {
+    "fp32": "float32 weights and compute",
+    "fp16": "float16 weights, float32 compute",
+    "dynamic_int8": "int8 weights, activations quantized at run time, float in/out",
+    "int8": "full integer (weights and activations), int8 in/out: the exported model",
+}
+
+
+def variant_path(out: Path, variant: str) -> Path:
+    return out / f"model_{variant}.tflite"
+
+
+def convert_variant(keras_model: Any, variant: str) -> bytes:
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+    if variant == "fp16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif variant == "dynamic_int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif variant != "fp32":
+        raise ValueError(f"no converter recipe for variant {variant}")
+    with captured_c_output():  # the converter's MLIR chatter
+        return converter.convert()
+
+
+def compile(cfg: AndroidConfig, ctx: TargetContext) -> None:  # noqa: A001 - the interface's verb
+    from pipeline.stages.export import MODEL as EXPORTED
+
+    needs_float = [v for v in cfg.variants if v != "int8"]
+    keras_model = None
+    if needs_float:
+        if ctx.float_model is None:
+            raise RuntimeError(f"variants {needs_float} need a float Keras model in the chain (train/finetune)")
+        import tensorflow as tf
+
+        keras_model = tf.keras.models.load_model(ctx.float_model)
+    for variant in cfg.variants:
+        ctx.log(f"variant {variant}: {DESCRIPTIONS[variant]}")
+        if variant == "int8":
+            model = ctx.export.file(EXPORTED).read_bytes()
+        else:
+            model = convert_variant(keras_model, variant)
+        path = variant_path(ctx.out, variant)
+        path.write_bytes(model)
+        write_json(path.with_suffix(".json"), sidecar(model, variant, ctx))
+
+
+def sidecar(model: bytes, variant: str, ctx: TargetContext) -> dict[str, Any]:
+    """What an app needs to feed the model and read it: TFLite metadata's content, as plain JSON."""
+    features = ctx.recipe.data.features
+    io = io_details(model)
+    quantized = io["input"]["dtype"] != "float32"
+    return {
+        "model": variant_path(Path("."), variant).name,
+        "variant": variant,
+        "description": DESCRIPTIONS[variant],
+        "labels": ctx.data.labels,
+        **io,
+        "input_normalisation": (
+            f"MFCC features as computed by the pipeline, then q = round(x / {io['input']['scale']:.8g}) "
+            f"+ {io['input']['zero_point']}, clipped to int8"
+            if quantized
+            else "MFCC features as computed by the pipeline, float32, no scaling"
+        ),
+        "features": features.model_dump(mode="json") | {"frames": features.frames},
+    }
+
+
+def _interpreter(model: bytes, threads: int, xnnpack: bool) -> Any:
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    with captured_c_output():
+        interp = Interpreter(model_content=model, num_threads=threads, experimental_op_resolver_type=resolver)
+        interp.allocate_tensors()
+    return interp
+
+
+def _inputs(interp: Any, x: np.ndarray) -> np.ndarray:
+    detail = interp.get_input_details()[0]
+    x = x[..., None].astype(np.float32)
+    if detail["dtype"] != np.float32:
+        scale, zero = detail["quantization"]
+        x = quantize_input(x, scale, zero, detail["dtype"])
+    return x
+
+
+def run_test_split(model: bytes, x: np.ndarray, xnnpack: bool) -> np.ndarray:
+    interp = _interpreter(model, 1, xnnpack)
+    inp, out = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]
+    feed = _inputs(interp, x)
+    pred = np.empty(len(feed), np.int64)
+    for i in range(len(feed)):
+        interp.set_tensor(inp, feed[i : i + 1])
+        interp.invoke()
+        pred[i] = int(np.argmax(interp.get_tensor(out)[0]))
+    return pred
+
+
+def time_invokes(model: bytes, x: np.ndarray, threads: int, xnnpack: bool, warmup: int, runs: int) -> np.ndarray:
+    """Milliseconds per `invoke()` (set_tensor excluded), cycling through real test inputs."""
+    interp = _interpreter(model, threads, xnnpack)
+    inp = interp.get_input_details()[0]["index"]
+    feed = _inputs(interp, x)
+    for i in range(warmup):
+        interp.set_tensor(inp, feed[i % len(feed)][None])
+        interp.invoke()
+    times = np.empty(runs)
+    for i in range(runs):
+        interp.set_tensor(inp, feed[i % len(feed)][None])
+        start = time.perf_counter_ns()
+        interp.invoke()
+        times[i] = (time.perf_counter_ns() - start) / 1e6
+    return times
+
+
+def tensor_memory(model: bytes) -> dict[str, int]:
+    """Bytes of the model's non-constant tensors: their plain sum (an upper bound for LiteRT's arena, which
+    shares memory between tensors whose lifetimes do not overlap) and the largest set alive at once (a lower
+    bound). Constant tensors (weights) are counted apart."""
+    graph = read_model(model)
+    activations = sum(t.nbytes for t in graph.tensors if not t.constant)
+    weights = sum(t.nbytes for t in graph.tensors if t.constant)
+    return {"activations_sum": activations, "live_lower_bound": live_tensor_lower_bound(graph)["bytes"],
+            "weights": weights}  # fmt: skip
+
+
+def recommend(variants: list[dict[str, Any]], budgets: dict[str, float]) -> tuple[str, str]:
+    """The fastest variant (1-thread median) that meets every budget; else the most accurate, saying why."""
+
+    def meets(v: dict[str, Any]) -> bool:
+        lat = v["host"][0]["latency_ms"]["median"]
+        return all(
+            (
+                budgets.get("min_accuracy") is None or v["accuracy"] >= budgets["min_accuracy"],
+                budgets.get("flash_kb") is None or v["bytes"] / 1024 <= budgets["flash_kb"],
+                budgets.get("ram_kb") is None or v["tensor_memory"]["activations_sum"] / 1024 <= budgets["ram_kb"],
+                budgets.get("latency_ms") is None or lat <= budgets["latency_ms"],
+            )
+        )
+
+    fitting = [v for v in variants if meets(v)]
+    if fitting:
+        best = min(fitting, key=lambda v: (v["host"][0]["latency_ms"]["median"], v["bytes"]))
+        return best["variant"], "fastest on the host (1 thread) of those meeting the recipe's budgets"
+    best = max(variants, key=lambda v: v["accuracy"])
+    return best["variant"], "no variant meets every budget: the most accurate one"
+
+
+def measure(cfg: AndroidConfig, ctx: TargetContext) -> dict[str, Any]:
+    from importlib.metadata import version
+
+    data = ctx.data
+    runtime = f"LiteRT {version('ai-edge-litert')} (host x86-64, {'XNNPACK' if cfg.xnnpack else 'builtin kernels'})"
+    float_pred = np.load(ctx.float_model.parent / "test_predictions.npy") if ctx.float_model else None
+    variants = []
+    for variant in cfg.variants:
+        model = variant_path(ctx.out, variant).read_bytes()
+        ctx.log(
+            f"{variant}: {len(data.test)} test clips, then {cfg.latency_runs} timed invokes × threads {cfg.threads}"
+        )
+        pred = run_test_split(model, data.test.x, cfg.xnnpack)
+        host = []
+        for threads in cfg.threads:
+            lat = time_invokes(model, data.test.x, threads, cfg.xnnpack, cfg.warmup_runs, cfg.latency_runs)
+            host.append(
+                {
+                    "threads": threads,
+                    "latency_ms": {
+                        "median": float(np.median(lat)),
+                        "p90": float(np.percentile(lat, 90)),
+                        "runs": len(lat),
+                        "runtime": f"{runtime}, {threads} thread(s)",
+                    },
+                }
+            )
+        variants.append(
+            {
+                "variant": variant,
+                "file": variant_path(Path("."), variant).name,
+                "bytes": len(model),
+                "tensor_memory": tensor_memory(model),
+                "host": host,
+                "agreement_with_float": float(np.mean(pred == float_pred)) if float_pred is not None else None,
+                **summarize(pred, data.test.y, data.test.groups, data.labels),
+            }
+        )
+    phone = measure_on_phone(cfg, ctx)
+    for v in variants:
+        v["phone"] = phone.get("variants", {}).get(v["variant"], [])
+    budgets = ctx.recipe.budgets.model_dump() | {k: v for k, v in cfg.budgets.model_dump().items() if v is not None}
+    chosen, why = recommend(variants, budgets)
+    best = next(v for v in variants if v["variant"] == chosen)
+    return {
+        "flash_bytes": best["bytes"],
+        "ram_bytes": best["tensor_memory"]["activations_sum"],
+        "ram_method": "sum of the recommended variant's non-constant tensor sizes (activations and I/O), an upper "
+        "bound of LiteRT's arena",
+        "latency_ms": best["host"][0]["latency_ms"],
+        "accuracy": best["accuracy"],
+        "per_class": best["per_class"],
+        "per_voice": best["per_voice"],
+        "recommended": chosen,
+        "recommended_because": why,
+        "xnnpack": cfg.xnnpack,
+        "variants": [{k: v for k, v in var.items() if k not in ("per_class", "per_voice")} for var in variants],
+        "phone": {k: v for k, v in phone.items() if k != "variants"},
+    }
+
+
+def measure_on_phone(cfg: AndroidConfig, ctx: TargetContext) -> dict[str, Any]:
+    """benchmark_model on the named phone for every variant × threads; a plain status when there is none."""
+    if not cfg.adb_serial:
+        return {"status": "not requested", "message": "no adb serial given: no phone measurement"}
+    adb = Adb(cfg.adb_serial)
+    if not adb.attached():
+        ctx.log(f"phone {cfg.adb_serial} is not attached: no on-device numbers")
+        return {"status": "not attached", "serial": cfg.adb_serial,
+                "message": f"phone {cfg.adb_serial} not attached (adb get-state): nothing measured on it"}  # fmt: skip
+    device = adb.model_name()
+    runtime = f"benchmark_model on {device} ({cfg.adb_serial})"
+    out: dict[str, list[dict[str, Any]]] = {}
+    try:
+        for variant in cfg.variants:
+            for threads in cfg.threads:
+                ctx.log(f"phone {device}: {variant}, {threads} thread(s)")
+                figures = benchmark_on_phone(
+                    adb, cfg.benchmark_model, variant_path(ctx.out, variant), threads, cfg.latency_runs,
+                    cfg.warmup_runs, cfg.xnnpack,
+                )  # fmt: skip
+                median = figures.get("median_us")
+                out.setdefault(variant, []).append(
+                    {
+                        "threads": threads,
+                        "latency_ms": {
+                            "median": (median if median is not None else figures["inference_avg_us"]) / 1000,
+                            "statistic": "median" if median is not None else "mean (no percentiles printed)",
+                            "p95": figures["p95_us"] / 1000 if "p95_us" in figures else None,
+                            "runs": figures.get("runs", cfg.latency_runs),
+                            "runtime": runtime,
+                        },
+                        "benchmark_model": figures,
+                    }
+                )
+    except (AdbError, BenchmarkParseError) as exc:
+        raise RuntimeError(f"measuring on phone {cfg.adb_serial} failed: {exc}") from exc
+    return {"status": "measured", "serial": cfg.adb_serial, "device": device, "runtime": runtime, "variants": out}

@@ -1,0 +1,213 @@
+"""OpenVINO CPU: IR of the float model (FP32, FP16 weights), NNCF post-training INT8, measured on OpenVINO.
+
+`compile` converts the chain's last float Keras model with `openvino.convert_model`, saves IR per precision
+(`save_model(..., compress_to_fp16=...)`) and quantizes INT8 with `nncf.quantize` on calibration clips from the
+training split. `measure` compiles each IR for the device with the LATENCY hint and the recipe's streams and
+threads, times synchronous single-sample inference, runs the THROUGHPUT hint with an async queue, runs the test
+split, and measures peak resident memory in a fresh process (`targets.openvino_child`), since a process that
+has imported TensorFlow says nothing about what a deployment of OpenVINO alone needs.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.evaluation import summarize
+from pipeline.recipe import OpenvinoConfig
+from pipeline.store import write_json
+from targets import TargetContext
+
+CODE = ("targets.openvino", "targets.openvino_child", "pipeline.evaluation")
+PRIMARY_ORDER = ("int8", "fp16", "fp32")  # the variant the standard report fields describe
+
+
+def ir_path(out: Path, precision: str) -> Path:
+    return out / precision / "model.xml"
+
+
+def ir_bytes(xml: Path) -> int:
+    return xml.stat().st_size + xml.with_suffix(".bin").stat().st_size
+
+
+def convert(keras_model_path: Path, input_shape: tuple[int, ...]) -> Any:
+    """Keras model -> openvino.Model with a static [1, *input_shape] input, as firmware-like callers feed it."""
+    import openvino as ov
+    import tensorflow as tf
+
+    keras_model = tf.keras.models.load_model(keras_model_path)
+    return ov.convert_model(keras_model, input=[1, *input_shape])
+
+
+def quantize_int8(model: Any, calibration: np.ndarray, cfg: OpenvinoConfig) -> Any:
+    import nncf
+
+    dataset = nncf.Dataset(list(calibration), lambda x: x[None].astype(np.float32))
+    return nncf.quantize(
+        model,
+        dataset,
+        preset=nncf.QuantizationPreset(cfg.int8.preset),
+        subset_size=min(cfg.int8.subset_size, len(calibration)),
+        fast_bias_correction=cfg.int8.fast_bias_correction,
+    )
+
+
+def quantize_node_count(model: Any) -> int:
+    return sum(op.get_type_name() in ("FakeQuantize", "FakeConvert") for op in model.get_ops())
+
+
+def compile(cfg: OpenvinoConfig, ctx: TargetContext) -> None:  # noqa: A001 - the interface's verb
+    import openvino as ov
+
+    if ctx.float_model is None:
+        raise RuntimeError("the OpenVINO target needs a float Keras model in the chain (train/finetune)")
+    data = ctx.data
+    ctx.log(f"converting {ctx.float_model.parent.name}/{ctx.float_model.name} to OpenVINO IR")
+    model = convert(ctx.float_model, data.input_shape)
+    for precision in cfg.precisions:
+        xml = ir_path(ctx.out, precision)
+        xml.parent.mkdir(parents=True, exist_ok=True)
+        if precision == "int8":
+            rng = np.random.default_rng([ctx.recipe.seed, 31])
+            picks = rng.choice(len(data.train), size=min(cfg.int8.subset_size, len(data.train)), replace=False)
+            ctx.log(f"NNCF post-training INT8 ({cfg.int8.preset} preset, {len(picks)} calibration clips)")
+            quantized = quantize_int8(model, data.train.x[picks][..., None], cfg)
+            ov.save_model(quantized, xml, compress_to_fp16=False)
+        else:
+            ov.save_model(model, xml, compress_to_fp16=precision == "fp16")
+
+
+def _compiled(core: Any, xml: Path, device: str, config: dict[str, Any]) -> Any:
+    return core.compile_model(core.read_model(xml), device, config)
+
+
+def latency_config(cfg: OpenvinoConfig) -> dict[str, Any]:
+    return {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": str(cfg.streams), "INFERENCE_NUM_THREADS": cfg.threads}
+
+
+def time_sync(compiled: Any, inputs: np.ndarray, warmup: int, runs: int) -> np.ndarray:
+    """Milliseconds of synchronous single-sample inference (one infer request, reused)."""
+    request = compiled.create_infer_request()
+    for i in range(warmup):
+        request.infer({0: inputs[i % len(inputs)][None]})
+    times = np.empty(runs)
+    for i in range(runs):
+        x = inputs[i % len(inputs)][None]
+        start = time.perf_counter_ns()
+        request.infer({0: x})
+        times[i] = (time.perf_counter_ns() - start) / 1e6
+    return times
+
+
+def throughput(core: Any, xml: Path, device: str, inputs: np.ndarray, seconds: float) -> dict[str, Any]:
+    """Inferences per second with the THROUGHPUT hint: as many async requests as the device asks for."""
+    import openvino as ov
+
+    compiled = _compiled(core, xml, device, {"PERFORMANCE_HINT": "THROUGHPUT"})
+    requests = compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
+    queue = ov.AsyncInferQueue(compiled, requests)
+    done = 0
+
+    def count(request: Any, userdata: Any) -> None:
+        nonlocal done
+        done += 1
+
+    queue.set_callback(count)
+    start = time.perf_counter()
+    i = 0
+    while time.perf_counter() - start < seconds:
+        queue.start_async({0: inputs[i % len(inputs)][None]})
+        i += 1
+    queue.wait_all()
+    elapsed = time.perf_counter() - start
+    return {"fps": done / elapsed, "requests": int(requests), "streams": int(compiled.get_property("NUM_STREAMS"))}
+
+
+def predict(compiled: Any, x: np.ndarray) -> np.ndarray:
+    request = compiled.create_infer_request()
+    out = np.empty(len(x), np.int64)
+    for i in range(len(x)):
+        out[i] = int(np.argmax(request.infer({0: x[i][None]})[0]))
+    return out
+
+
+def peak_memory(xml: Path, device: str, config: dict[str, Any], runs: int = 50) -> dict[str, Any]:
+    """Peak RSS of a fresh process that imports OpenVINO, loads and compiles the IR and runs it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "targets.openvino_child", str(xml), device, json.dumps(config), str(runs)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"OpenVINO memory probe failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure(cfg: OpenvinoConfig, ctx: TargetContext) -> dict[str, Any]:
+    import openvino as ov
+
+    core = ov.Core()
+    if cfg.device not in core.available_devices and cfg.device != "AUTO":
+        raise RuntimeError(f"OpenVINO device {cfg.device} is not available here (available: {core.available_devices})")
+    data = ctx.data
+    test_x = data.test.x[..., None].astype(np.float32)
+    float_pred = np.load(ctx.float_model.parent / "test_predictions.npy")
+    variants = []
+    for precision in cfg.precisions:
+        xml = ir_path(ctx.out, precision)
+        ctx.log(f"{precision}: latency ({cfg.latency_runs} runs), throughput, memory, {len(test_x)} test clips")
+        compiled = _compiled(core, xml, cfg.device, latency_config(cfg))
+        lat = time_sync(compiled, test_x, cfg.warmup_runs, cfg.latency_runs)
+        pred = predict(compiled, test_x)
+        memory = peak_memory(xml, cfg.device, latency_config(cfg))
+        variants.append(
+            {
+                "precision": precision,
+                "ir": f"{precision}/model.xml",
+                "bytes": ir_bytes(xml),
+                "quantize_nodes": quantize_node_count(core.read_model(xml)),
+                "latency_ms": {
+                    "median": float(np.median(lat)),
+                    "p90": float(np.percentile(lat, 90)),
+                    "runs": len(lat),
+                    "runtime": f"OpenVINO {ov.get_version().split('-')[0]} {cfg.device}, LATENCY hint, "
+                    f"{cfg.streams} stream(s), {cfg.threads} thread(s), sync single sample",
+                },
+                "throughput": throughput(core, xml, cfg.device, test_x, cfg.throughput_seconds),
+                "memory": memory,
+                "agreement_with_float": float(np.mean(pred == float_pred)),
+                **summarize(pred, data.test.y, data.test.groups, data.labels),
+            }
+        )
+        np.save(ctx.out / precision / "test_predictions.npy", pred)
+    primary = next(v for p in PRIMARY_ORDER for v in variants if v["precision"] == p)
+    result = {
+        "flash_bytes": primary["bytes"],
+        "ram_bytes": primary["memory"]["peak_rss_bytes"],
+        "ram_method": "peak resident memory (VmHWM) of a fresh process that loads, compiles and runs the IR",
+        "latency_ms": primary["latency_ms"],
+        "accuracy": primary["accuracy"],
+        "per_class": primary["per_class"],
+        "per_voice": primary["per_voice"],
+        "primary": primary["precision"],
+        "device": cfg.device,
+        "device_name": core.get_property(cfg.device, "FULL_DEVICE_NAME") if cfg.device != "AUTO" else "AUTO",
+        "variants": [{k: v for k, v in var.items() if k not in ("per_class", "per_voice")} for var in variants],
+        "versions": {"openvino": ov.get_version(), "nncf": _nncf_version()},
+    }
+    write_json(ctx.out / "openvino.json", result)
+    return result
+
+
+def _nncf_version() -> str:
+    from importlib.metadata import version
+
+    return version("nncf")

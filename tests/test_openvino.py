@@ -1,0 +1,71 @@
+"""OpenVINO target pieces on a small real model: IR round trip, NNCF INT8, recipe checks."""
+
+import numpy as np
+import pytest
+
+from pipeline.recipe import ModelConfig, OpenvinoConfig, RecipeError, parse_recipe
+
+
+@pytest.fixture(scope="module")
+def keras_file(tmp_path_factory):
+    import tensorflow as tf
+
+    from pipeline.models import build_model
+
+    tf.keras.utils.set_random_seed(5)
+    model = build_model((49, 10, 1), 6, ModelConfig(filters=16, blocks=2))
+    path = tmp_path_factory.mktemp("ov") / "model.keras"
+    model.save(path)
+    return path
+
+
+def test_fp32_ir_round_trip_matches_keras(keras_file, tmp_path):
+    import openvino as ov
+    import tensorflow as tf
+
+    from targets.openvino import convert
+
+    ov.save_model(convert(keras_file, (49, 10, 1)), tmp_path / "model.xml", compress_to_fp16=False)
+    compiled = ov.Core().compile_model(tmp_path / "model.xml", "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    x = np.random.default_rng(0).normal(size=(16, 49, 10, 1)).astype(np.float32)
+    keras_out = tf.keras.models.load_model(keras_file).predict(x, verbose=0)
+    ir_out = np.concatenate([compiled({0: x[i : i + 1]})[0] for i in range(len(x))])
+    assert ir_out.shape == keras_out.shape and np.max(np.abs(ir_out - keras_out)) < 1e-4
+
+
+def test_int8_model_has_quantize_nodes(keras_file):
+    from targets.openvino import convert, quantize_int8, quantize_node_count
+
+    model = convert(keras_file, (49, 10, 1))
+    assert quantize_node_count(model) == 0
+    calibration = np.random.default_rng(1).normal(size=(32, 49, 10, 1)).astype(np.float32)
+    quantized = quantize_int8(model, calibration, OpenvinoConfig(int8={"subset_size": 32}))
+    assert quantize_node_count(quantized) >= 5  # the conv inputs and weights at least
+
+
+RECIPE = """\
+name: demo
+data:
+  keywords: [yes, no]
+stages:
+  - train: {}
+  - quantize: {}
+  - export: {}
+targets:
+  - openvino: {device: CPU, precisions: [fp32, int8]}
+"""
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("device: CPU", "device: CPUX", "r.yaml:9: targets[0].openvino.device: unknown OpenVINO device 'CPUX'; "
+                                        "did you mean 'CPU'?"),
+        ("int8]", "int4]", "targets[0].openvino.precisions[1]: Input should be 'fp32', 'fp16' or 'int8' (got 'int4')"),
+        ("int8]", "fp32]", "targets[0].openvino.precisions: listed twice: fp32"),
+    ],
+)  # fmt: skip
+def test_unknown_device_or_precision_is_rejected(old, new, message):
+    with pytest.raises(RecipeError) as info:
+        parse_recipe(RECIPE.replace(old, new), "r.yaml")
+    assert message in str(info.value)
