@@ -161,6 +161,38 @@ def profile(model: Path, target: str, board: str | None, out: Path | None, runs:
     click.echo(f"bundle {report['bundle']}: {out}")
 
 
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--inventory", type=click.Path(path_type=Path), required=True, help="Devices YAML (see pipeline/hil.py).")
+@click.option("--runs", type=click.IntRange(min=1), default=100, show_default=True, help="Timed inferences per device.")
+@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True)
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=None, help="Where hil.json/hil.xml go (default RUN_DIR)."
+)
+def hil(run_dir: Path, inventory: Path, runs: int, warmup: int, out: Path | None) -> None:
+    """Measure RUN_DIR's exports on every reachable device; unreachable ones are skipped, not failed."""
+    from pipeline.hil import load_inventory, run_hil, write_results
+    from pipeline.recipe import RecipeError
+
+    try:
+        devices = load_inventory(inventory)
+    except RecipeError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(EXIT_INPUT)
+    if not (run_dir / "report.json").is_file():
+        click.echo(f"error: {run_dir}: not a run directory (no report.json)", err=True)
+        sys.exit(EXIT_INPUT)
+    _quiet_tensorflow()
+    result = run_hil(run_dir.resolve(), devices, runs, warmup, log=lambda m: click.echo(m, err=True))
+    json_path, xml_path = write_results(result, out or run_dir)
+    for d in result["devices"]:
+        lat = d.get("latency_ms")
+        figure = f"{lat['median']:.3f} ms median" if lat else d.get("reason") or "; ".join(d.get("problems", []))
+        click.echo(f"{d['device']:<20} {d['status']:<9} {figure}")
+    click.echo(f"results: {json_path}, {xml_path}")
+    sys.exit(EXIT_FAILED if any(d["status"] == "failed" for d in result["devices"]) else 0)
+
+
 def _print_summary(report: dict, run_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -177,7 +209,11 @@ def _print_summary(report: dict, run_dir: Path) -> None:
         when = "cached" if t["cached"] else f"{t['seconds']:.1f} s"
         table.add_row(
             f"→ {t['name']}", f"{t['accuracy']:.4f}", f"{t['flash_bytes'] / 1024:.1f} KB",
-            f"{t['ram_bytes'] / 1024:.1f} KB", f"{t['latency_ms']['median']:.3f} ms", when,
+            _size(t["ram_bytes"]), f"{t['latency_ms']['median']:.3f} ms", when,
         )  # fmt: skip
     console.print(table)
     console.print(f"report: {run_dir / 'report.md'}")
+
+
+def _size(n: float) -> str:
+    return f"{n / 2**20:.1f} MB" if n >= 10 * 2**20 else f"{n / 1024:.1f} KB"

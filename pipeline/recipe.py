@@ -537,9 +537,9 @@ def _nearest_line(lines: dict, path: tuple) -> int | None:
     return None
 
 
-def _schema_at(path: tuple) -> type[BaseModel] | None:
+def _schema_at(path: tuple, root: type[BaseModel]) -> type[BaseModel] | None:
     """The schema model that holds the mapping at `path` (list indexes step into the item type)."""
-    cls: type[BaseModel] | None = Recipe
+    cls: type[BaseModel] | None = root
     for part in path:
         if isinstance(part, int):
             continue
@@ -558,13 +558,18 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _unknown_key(path: tuple) -> str:
-    parent = _schema_at(path[:-1])
+def _unknown_key(path: tuple, root: type[BaseModel]) -> str:
+    parent = _schema_at(path[:-1], root)
     return f"unknown key '{path[-1]}'{suggest(str(path[-1]), parent.model_fields if parent else [])}"
 
 
 def parse_recipe(text: str, file: str | Path = "<recipe>") -> Recipe:
     """Validate recipe text; raise RecipeError listing every problem with its line."""
+    return parse_document(text, file, Recipe, "a recipe is a YAML mapping (name, seed, data, model, stages, ...)")
+
+
+def parse_document(text: str, file: str | Path, schema: type[BaseModel], shape: str) -> Any:
+    """YAML text validated against `schema`, every problem reported as `file:line: key.path: message`."""
     try:
         node = yaml.compose(text, Loader=RecipeLoader)
         data = yaml.load(text, Loader=RecipeLoader)  # noqa: S506 - a SafeLoader subclass
@@ -573,20 +578,20 @@ def parse_recipe(text: str, file: str | Path = "<recipe>") -> Recipe:
         line = mark.line + 1 if mark else None
         raise RecipeError(file, [Problem((), f"YAML syntax: {exc.problem or exc}", line)]) from None
     if node is None or not isinstance(data, dict):
-        raise RecipeError(file, [Problem((), "a recipe is a YAML mapping (name, seed, data, model, stages, ...)", 1)])
+        raise RecipeError(file, [Problem((), shape, 1)])
     dupes: list[Problem] = []
     lines = _line_index(node, dupes=dupes)
     if dupes:
         raise RecipeError(file, dupes)
     try:
-        return Recipe.model_validate(data)
+        return schema.model_validate(data)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
             path = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
             ctx = err.get("ctx") or {}
             if err["type"] == "extra_forbidden":
-                err["msg"] = _unknown_key(path)
+                err["msg"] = _unknown_key(path, schema)
             if err["type"] == "located":
                 path = tuple(ctx["path"])
             message = err["msg"]
@@ -608,9 +613,11 @@ def parse_recipe(text: str, file: str | Path = "<recipe>") -> Recipe:
 
 
 def load_recipe(path: str | Path) -> Recipe:
-    path = Path(path)
+    return parse_recipe(read_text(path, "recipe"), path)
+
+
+def read_text(path: str | Path, what: str) -> str:
     try:
-        text = path.read_text()
+        return Path(path).read_text()
     except OSError as exc:
-        raise RecipeError(path, [Problem((), f"cannot read recipe: {exc.strerror}", None)]) from None
-    return parse_recipe(text, path)
+        raise RecipeError(path, [Problem((), f"cannot read {what}: {exc.strerror}", None)]) from None

@@ -47,6 +47,8 @@ CODE = (
 MAX_ARENA = 64 << 20
 MODEL = "model.tflite"
 PREDICTIONS = "tflm_test_predictions.npy"
+VECTORS = "test_vectors.npz"  # a few int8 test inputs per class: for firmware tests and hardware-in-the-loop
+VECTORS_PER_CLASS = 2
 # Allocator records whose structs hold pointers or size_t: 8 bytes on the host, 4 on a 32-bit MCU.
 POINTER_RECORDS = (
     "TfLiteEvalTensor data", "Persistent TfLiteTensor data", "Persistent TfLiteTensor quantization data",
@@ -275,6 +277,8 @@ def measure(cfg: TflmConfig, ctx: TargetContext) -> dict[str, Any]:
     )
     pred = measured["predictions"]
     np.save(ctx.out / PREDICTIONS, pred)
+    picks = np.concatenate([np.flatnonzero(test.y == c)[:VECTORS_PER_CLASS] for c in range(len(ctx.data.labels))])
+    np.savez(ctx.out / VECTORS, x=x[picks], y=test.y[picks], tflm_pred=pred[picks])
 
     feats = ctx.recipe.data.features
     features = feats.model_dump(mode="json") | {

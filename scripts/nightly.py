@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Nightly: run a recipe, measure its exports on the attached devices, compare with the previous night.
+
+    .venv/bin/python scripts/nightly.py recipes/kws_mcu.yaml --inventory devices.yaml --history nightly.json
+
+Every figure (per target: accuracy, latency, RAM/arena, flash; per measured device: latency and output match)
+is compared with the last entry of the history file. A regression beyond its tolerance (latency +10%, accuracy
+-1 point, RAM/arena/flash +5% by default) makes the script exit 1 and name the figure; the night is appended to
+the history either way, so tomorrow compares with today. `--run-dir` measures an existing run instead of
+running the recipe (for re-checking a night, and for tests).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pipeline.store import write_json  # noqa: E402
+
+# figure suffix -> (direction, kind of tolerance); "up" means larger is worse
+RULES = {
+    "latency_ms": ("up", "relative"),
+    "ram_bytes": ("up", "relative"),
+    "flash_bytes": ("up", "relative"),
+    "accuracy": ("down", "points"),
+    "outputs_match": ("down", "absolute"),
+}
+
+
+def figures(run_dir: Path) -> dict[str, float]:
+    """Flat figure names -> values from a run's report.json and, when present, its hil.json."""
+    report = json.loads((run_dir / "report.json").read_text())
+    out: dict[str, float] = {}
+    for t in report["targets"]:
+        out[f"{t['name']}.accuracy"] = t["accuracy"]
+        out[f"{t['name']}.latency_ms"] = t["latency_ms"]["median"]
+        out[f"{t['name']}.ram_bytes"] = t["ram_bytes"]
+        out[f"{t['name']}.flash_bytes"] = t["flash_bytes"]
+    hil = run_dir / "hil.json"
+    if hil.exists():
+        for d in json.loads(hil.read_text())["devices"]:
+            if d["status"] == "measured" and "latency_ms" in d:
+                out[f"hil.{d['device']}.latency_ms"] = d["latency_ms"]["median"]
+            if "outputs_match" in d:
+                out[f"hil.{d['device']}.outputs_match"] = d["outputs_match"]
+    return out
+
+
+def compare(previous: dict[str, float], current: dict[str, float], tolerances: dict[str, float]) -> list[dict]:
+    """Every figure present both nights, with its change and whether that change is a regression."""
+    rows = []
+    for name in sorted(set(previous) & set(current)):
+        rule = next((r for suffix, r in RULES.items() if name.endswith(suffix)), None)
+        if rule is None:
+            continue
+        direction, kind = rule
+        before, now = previous[name], current[name]
+        suffix = next(s for s in RULES if name.endswith(s))
+        if kind == "relative":
+            change = (now - before) / before if before else 0.0
+            shown = f"{change:+.1%}"
+        elif kind == "points":
+            change = 100 * (now - before)
+            shown = f"{change:+.2f} pts"
+        else:
+            change = now - before
+            shown = f"{change:+g}"
+        worse = change if direction == "up" else -change
+        rows.append({"figure": name, "before": before, "now": now, "change": shown,
+                     "regression": worse > tolerances[suffix], "tolerance": tolerances[suffix]})  # fmt: skip
+    return rows
+
+
+@click.command()
+@click.argument("recipe", type=click.Path(exists=True, path_type=Path), required=False)
+@click.option("--inventory", type=click.Path(exists=True, path_type=Path), required=True)
+@click.option("--history", type=click.Path(path_type=Path), required=True, help="JSON history, one entry a night.")
+@click.option("--run-dir", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Measure this existing run instead of running RECIPE.")  # fmt: skip
+@click.option("--runs-dir", type=click.Path(path_type=Path), default=ROOT / "runs", show_default=True)
+@click.option("--latency-tolerance", default=0.10, show_default=True, help="Allowed relative latency increase.")
+@click.option("--accuracy-tolerance", default=1.0, show_default=True, help="Allowed accuracy drop, in points.")
+@click.option("--memory-tolerance", default=0.05, show_default=True, help="Allowed relative RAM/arena/flash growth.")
+def main(recipe, inventory, history, run_dir, runs_dir, latency_tolerance, accuracy_tolerance, memory_tolerance):
+    pipeline = [sys.executable, "-m", "pipeline"]
+    if run_dir is None:
+        if recipe is None:
+            raise click.UsageError("give a RECIPE to run, or --run-dir")
+        done = subprocess.run([*pipeline, "run", str(recipe), "--runs-dir", str(runs_dir)], cwd=ROOT)
+        if done.returncode not in (0, 1):  # 1 = a budget failed: still measured, still compared
+            sys.exit(done.returncode)
+        name = subprocess.run([*pipeline, "validate", str(recipe)], capture_output=True, text=True, cwd=ROOT)
+        run_dir = runs_dir / name.stdout.split("(")[1].split(":")[0] / "latest"
+    run_dir = run_dir.resolve()
+    hil = subprocess.run([*pipeline, "hil", str(run_dir), "--inventory", str(inventory)], cwd=ROOT)
+    current = figures(run_dir)
+    past = json.loads(history.read_text()) if history.exists() else []
+    tolerances = {"latency_ms": latency_tolerance, "ram_bytes": memory_tolerance, "flash_bytes": memory_tolerance,
+                  "accuracy": accuracy_tolerance, "outputs_match": 0.0}  # fmt: skip
+    rows = compare(past[-1]["figures"], current, tolerances) if past else []
+    past.append({"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "run": str(run_dir),
+                 "figures": current})  # fmt: skip
+    write_json(history, past)
+
+    console = Console()
+    if not rows:
+        console.print(f"first night in {history}: {len(current)} figures recorded, nothing to compare")
+    table = Table(title="nightly: figures that moved", title_justify="left")
+    for col in ("figure", "before", "now", "change", ""):
+        table.add_column(col, justify="left" if col == "figure" else "right")
+    for r in rows:
+        if r["before"] != r["now"]:
+            table.add_row(r["figure"], f"{r['before']:.6g}", f"{r['now']:.6g}", r["change"],
+                          "[red]REGRESSION[/red]" if r["regression"] else "ok")  # fmt: skip
+    if rows:
+        console.print(table)
+    regressions = [r["figure"] for r in rows if r["regression"]]
+    if regressions:
+        console.print(f"[red]regressions:[/red] {', '.join(regressions)}")
+        sys.exit(1)
+    if hil.returncode != 0:
+        console.print("[red]a device failed its hardware-in-the-loop check (see hil.json)[/red]")
+        sys.exit(hil.returncode)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""Hardware in the loop, here through the software device on a pty: the runner cannot tell it from a board."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.hil import SoftDevice, load_inventory, run_hil, tflm_outputs
+from pipeline.recipe import RecipeError
+from targets.serial_dut import DutError, DutTimeout, SerialDut
+from tests.conftest import ROOT, run_cli
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_run):
+    runs, _ = tiny_run
+    run_dir = (runs / "tiny" / "latest").resolve()
+    tflm = run_dir / "export" / "tflm"
+    return run_dir, tflm, json.loads((tflm / "manifest.json").read_text()), dict(np.load(tflm / "test_vectors.npz"))
+
+
+def test_runner_reads_the_software_device_outputs_equal_to_tflm(bundle):
+    run_dir, tflm, manifest, vectors = bundle
+    expected = tflm_outputs((tflm / "model.tflite").read_bytes(), manifest["arena_bytes"], vectors["x"])
+    with SoftDevice(tflm / "model.tflite", manifest["arena_bytes"], "soft-test") as port:
+        assert port.startswith("/dev/pts/")
+        with SerialDut(port) as dut:
+            assert dut.name() == "soft-test"
+            profile = dut.profile()
+            assert manifest["model_sha256"].startswith(profile["model"])
+            assert int(profile["arena"]) == manifest["arena_bytes"]
+            for x, want in zip(vectors["x"], expected, strict=True):
+                dut.load(x.tobytes())
+                got = dut.infer(20, 3)  # repeated invokes must not change the answer
+                assert np.array_equal(got.outputs, want)
+                assert len(got.timings_us) == 20 and got.lap_us >= got.timings_us.sum()
+            assert np.array_equal(dut.results(), expected[-1])
+            with pytest.raises(DutError, match="unknown command: selfdestruct"):
+                dut.command("selfdestruct")
+
+
+def test_a_device_that_stops_answering_times_out():
+    master, slave = os.openpty()
+    try:
+        started = time.monotonic()
+        with SerialDut(os.ttyname(slave), timeout=0.3, retries=1) as dut, pytest.raises(DutTimeout, match="2 tries"):
+            dut.name()
+        assert time.monotonic() - started < 5
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_garbled_lines_are_skipped_and_counted():
+    import tty
+
+    master, slave = os.openpty()
+    tty.setraw(slave)
+
+    def board():
+        os.read(master, 100)
+        os.write(master, b"\xff\xfe\x00noise\r\nboot banner v1\r\nm-name-dut-flaky\r\nm-ready\r\n")
+
+    thread = threading.Thread(target=board)
+    thread.start()
+    try:
+        with SerialDut(os.ttyname(slave), timeout=2) as dut:
+            assert dut.name() == "flaky"
+            assert dut.garbled == 2
+    finally:
+        thread.join()
+        os.close(master)
+        os.close(slave)
+
+
+def test_pipeline_hil_measures_reachable_devices_and_skips_the_rest(bundle, tmp_path):
+    run_dir, *_ = bundle
+    inventory = tmp_path / "devices.yaml"
+    inventory.write_text(
+        "devices:\n"
+        "  - {name: soft-board, kind: soft-serial}\n"
+        "  - {name: this-host, kind: host}\n"
+        "  - {name: nucleo, kind: serial, port: /dev/ttyACM-not-here}\n"
+        "  - {name: pixel, kind: adb, serial: NOPHONE1, benchmark_model: /opt/benchmark_model}\n"
+    )
+    done = run_cli("hil", str(run_dir), "--inventory", str(inventory), "--runs", "30", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((tmp_path / "hil.json").read_text())
+    status = {d["device"]: d["status"] for d in result["devices"]}
+    assert status == {"soft-board": "measured", "this-host": "measured", "nucleo": "skipped", "pixel": "skipped"}
+    soft = result["devices"][0]
+    assert soft["outputs_match"] == soft["vectors"] == 12 and soft["reported_name"] == "soft-board"
+    assert soft["latency_ms"]["runs"] == 30 and "latency_ms" not in result["devices"][2]
+    suite = ET.parse(tmp_path / "hil.xml").getroot()
+    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("4", "0", "2")
+
+
+def test_bad_inventory_is_rejected_with_its_line(tmp_path):
+    inventory = tmp_path / "devices.yaml"
+    inventory.write_text("devices:\n  - {name: a, kind: host}\n  - {name: b, kind: serail, port: /dev/x}\n")
+    with pytest.raises(RecipeError) as info:
+        load_inventory(inventory)
+    assert f"{inventory}:3: devices[1]" in str(info.value) and "serail" in str(info.value)
+
+
+def test_nightly_names_an_injected_regression(bundle, tmp_path):
+    run_dir, *_ = bundle
+    inventory = tmp_path / "devices.yaml"
+    inventory.write_text("devices:\n  - {name: soft-board, kind: soft-serial}\n")
+    history = tmp_path / "history.json"
+    nightly = [sys.executable, str(ROOT / "scripts" / "nightly.py"), "--run-dir", str(run_dir),
+               "--inventory", str(inventory), "--history", str(history)]  # fmt: skip
+    first = subprocess.run(nightly, capture_output=True, text=True, cwd=ROOT)
+    assert first.returncode == 0, first.stdout + first.stderr
+    past = json.loads(history.read_text())
+    past[0]["figures"]["tflm.ram_bytes"] *= 0.5  # last night's arena was half: today's is a +100% regression
+    history.write_text(json.dumps(past))
+    second = subprocess.run(nightly, capture_output=True, text=True, cwd=ROOT)
+    assert second.returncode == 1
+    assert "regressions: tflm.ram_bytes" in second.stdout
+    assert len(json.loads(history.read_text())) == 2
+
+
+@pytest.mark.hil
+def test_inventory_devices_reproduce_tflm_outputs(bundle):
+    """Nightly boards: HIL_INVENTORY names the attached devices; without one, the software device stands in."""
+    run_dir, *_ = bundle
+    path = os.environ.get("HIL_INVENTORY")
+    if path:
+        inventory = load_inventory(Path(path))
+    else:
+        from pipeline.hil import Inventory
+
+        inventory = Inventory.model_validate({"devices": [{"name": "soft-board", "kind": "soft-serial"}]})
+    result = run_hil(run_dir, inventory, runs=50, warmup=5)
+    assert not [d for d in result["devices"] if d["status"] == "failed"], result
+    for d in result["devices"]:
+        if d["status"] == "measured" and "vectors" in d:
+            assert d["outputs_match"] == d["vectors"]
