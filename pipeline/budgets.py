@@ -62,3 +62,17 @@ def check(recipe: Recipe, final_stage: dict[str, Any], targets: dict[str, dict[s
             ok = actual >= limit if floor else actual <= limit
             results.append(BudgetResult(f"{scope}.{key}", float(limit), float(actual), unit, floor, ok))
     return results
+
+
+def check_explain(recipe: Recipe, explain: dict[str, Any]) -> list[BudgetResult]:
+    """The explain section's floors, on every model compared with the trained one."""
+    floors = recipe.explain.budgets
+    results = []
+    for row in explain["models"][1:]:
+        measured = {"min_agreement": row["agreement"], "min_attribution_correlation": row["occlusion"]["spearman"]}
+        for key, actual in measured.items():
+            limit = getattr(floors, key)
+            if limit is not None:
+                actual = actual if actual is not None else -1.0  # undefined correlation cannot pass a floor
+                results.append(BudgetResult(f"explain.{row['model']}.{key}", limit, actual, "", True, actual >= limit))
+    return results

@@ -163,6 +163,40 @@ def profile(model: Path, target: str, board: str | None, out: Path | None, runs:
 
 @main.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--cache", type=click.Path(path_type=Path), default=None, envvar="PIPELINE_CACHE",
+              help="Artifact cache holding the run's features (default: the run's runs/.cache).")  # fmt: skip
+def explain(run_dir: Path, cache: Path | None) -> None:
+    """Recompute RUN_DIR's explainability section (agreement, attribution drift, pictures) without retraining."""
+    from pipeline.recipe import RecipeError
+
+    if not (run_dir / "report.json").is_file() or not (run_dir / "recipe.yaml").is_file():
+        click.echo(f"error: {run_dir}: not a run directory (needs report.json and recipe.yaml)", err=True)
+        sys.exit(EXIT_INPUT)
+    _quiet_tensorflow()
+    from pipeline.progress import Reporter
+    from pipeline.runner import reexplain
+
+    reporter = Reporter()
+    try:
+        report = reexplain(run_dir, reporter, cache)
+    except RecipeError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(EXIT_INPUT)
+    finally:
+        reporter.close()
+    for row in report["explain"]["models"]:
+        rho = row["occlusion"]["spearman"]
+        click.echo(f"{row['model']:<22} agreement {row['agreement']:.4f}  occlusion Spearman "
+                   f"{'–' if rho is None else f'{rho:.3f}'}  IoU {row['occlusion']['iou']:.3f}")  # fmt: skip
+    click.echo(f"report: {run_dir / 'report.md'}")
+    failed = [b for b in report["budgets"] if not b["ok"]]
+    for b in failed:
+        click.echo(f"budget violated: {b['message']}", err=True)
+    sys.exit(EXIT_BUDGET if failed else 0)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--inventory", type=click.Path(path_type=Path), required=True, help="Devices YAML (see pipeline/hil.py).")
 @click.option("--runs", type=click.IntRange(min=1), default=100, show_default=True, help="Timed inferences per device.")
 @click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True)

@@ -105,32 +105,21 @@ def run_hil(run_dir: Path, inventory: Inventory, runs: int, warmup: int, log=lam
 # --- TFLM boards over serial (real or software) ---------------------------------------------------------------
 
 
-def _bundle(run_dir: Path) -> tuple[bytes, dict[str, Any], dict[str, np.ndarray]]:
+def _bundle(run_dir: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The run's TFLM bundle manifest and test vectors (inputs a board must answer like the interpreter)."""
     bundle = run_dir / TFLM_BUNDLE
     if not (bundle / "manifest.json").exists():
         raise Skip(f"the run has no TFLM bundle ({bundle})")
     manifest = json.loads((bundle / "manifest.json").read_text())
     vectors = dict(np.load(bundle / "test_vectors.npz"))
-    return (bundle / "model.tflite").read_bytes(), manifest, vectors
-
-
-def tflm_outputs(model: bytes, arena: int, inputs: np.ndarray) -> np.ndarray:
-    """The TFLM interpreter's raw outputs for each input, on this host: what a board must reproduce."""
-    from tflite_micro.python.tflite_micro import runtime
-
-    interp = runtime.Interpreter.from_bytes(model, arena_size=arena)
-    outs = []
-    for x in inputs:
-        interp.set_input(x[None], 0)
-        interp.invoke()
-        outs.append(interp.get_output(0).reshape(-1).copy())
-    return np.array(outs)
+    return manifest, vectors
 
 
 def measure_serial_dut(port: str, run_dir: Path, runs: int, warmup: int, timeout: float, baud: int = 115200) -> dict:
     from targets.serial_dut import DutError, SerialDut
+    from targets.tflm import tflm_outputs
 
-    model, manifest, vectors = _bundle(run_dir)
+    manifest, vectors = _bundle(run_dir)
     try:
         dut = SerialDut(port, baud, timeout=timeout)
         dut.open()
@@ -142,7 +131,7 @@ def measure_serial_dut(port: str, run_dir: Path, runs: int, warmup: int, timeout
             return {"reported_name": name, "profile": profile, "problems": [
                 f"the board runs model {profile['model']}, the run exported {manifest['model_sha256'][:16]}: "
                 "flash the run's bundle first"]}  # fmt: skip
-        expected = tflm_outputs(model, manifest["arena_bytes"], vectors["x"])
+        expected = tflm_outputs(run_dir / TFLM_BUNDLE / "model.tflite", manifest["arena_bytes"], vectors["x"])
         got, timing = [], None
         for i, x in enumerate(vectors["x"]):
             dut.load(x.tobytes())
@@ -202,7 +191,7 @@ class SoftDevice:
 
 
 def _soft_serial(device: SoftSerialDevice, run_dir: Path, runs: int, warmup: int) -> dict:
-    _, manifest, _ = _bundle(run_dir)
+    manifest, _ = _bundle(run_dir)
     with SoftDevice(run_dir / TFLM_BUNDLE / "model.tflite", manifest["arena_bytes"], device.name) as port:
         return measure_serial_dut(port, run_dir, runs, warmup, device.timeout)
 
@@ -231,7 +220,7 @@ def _adb(device: AdbDevice, run_dir: Path, runs: int, warmup: int) -> dict:
 def _host(device: HostDevice, run_dir: Path, runs: int, warmup: int) -> dict:
     from targets.tflm import time_invokes
 
-    _, manifest, _ = _bundle(run_dir)
+    manifest, _ = _bundle(run_dir)
     lat = np.array(time_invokes(run_dir / TFLM_BUNDLE / "model.tflite", manifest["arena_bytes"], runs, warmup))
     return {
         "reported_name": device.name,

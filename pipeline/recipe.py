@@ -425,6 +425,30 @@ class TargetEntry(NamedEntry):
     openvino: OpenvinoConfig | None = None
 
 
+class ExplainBudgets(Strict):
+    min_agreement: float | None = Field(None, ge=0, le=1, description="top-1 agreement with the trained model")
+    min_attribution_correlation: float | None = Field(None, ge=-1, le=1, description="mean Spearman of occlusion maps")
+
+
+class ExplainConfig(Strict):
+    """Agreement and attribution drift of every compressed model against the trained float model."""
+
+    enabled: bool = True
+    samples: int = Field(240, ge=1, description="test clips explained (spread over the classes)")
+    patch: tuple[int, int] = Field((7, 2), description="occlusion patch: frames x coefficients")
+    ig_steps: int = Field(32, ge=2)
+    top_fraction: float = Field(0.1, gt=0, le=1)
+    pictures_per_class: int = Field(2, ge=0)
+    budgets: ExplainBudgets = ExplainBudgets()
+
+    @field_validator("patch")
+    @classmethod
+    def _positive_patch(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if min(value) < 1:
+            raise ValueError("patch sides must be at least 1")
+        return value
+
+
 class Recipe(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
     seed: int = 0
@@ -433,6 +457,7 @@ class Recipe(Strict):
     stages: list[StageEntry] = Field(min_length=1)
     targets: list[TargetEntry] = Field(default_factory=list)
     budgets: BudgetsConfig = BudgetsConfig()
+    explain: ExplainConfig = ExplainConfig()
 
     @model_validator(mode="after")
     def _chain(self) -> Recipe:

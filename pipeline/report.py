@@ -117,6 +117,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         ]  # fmt: skip
         out += [_table(["budget", "limit", "actual", "ok"], rows), ""]
 
+    out += _explain(report.get("explain"))
     out += _per_voice(report)
     out += _per_class(report)
     out += ["## Versions", "", ", ".join(f"{k} {v}" for k, v in report["versions"].items()), ""]
@@ -309,6 +310,99 @@ def _pruning(report: dict[str, Any]) -> list[str]:
         "",
     ]
     return lines
+
+
+def _num(v: float | None) -> str:
+    return "–" if v is None else f"{v:.3f}"
+
+
+def _explain(ex: dict[str, Any] | None) -> list[str]:
+    if not ex:
+        return []
+    ref = ex["reference"]
+    lines = [
+        "## Explainability: does compression keep the decisions and their reasons?",
+        "",
+        f"Every model against the trained float model (`{ref}`): top-1 agreement on all {ex['test_clips']:,} test "
+        f"clips; attribution maps on {ex['samples']} clips spread over the classes. Occlusion: "
+        f"{ex['method']['occlusion']}, each model run on its own runtime. Gradient: {ex['method']['gradient']}. "
+        f"Compared by {ex['method']['compare']}.",
+        "",
+        _table(
+            [
+                "model",
+                "runtime",
+                "agreement",
+                "accuracy",
+                "occlusion Spearman",
+                "occlusion IoU",
+                "IG Spearman",
+                "IG IoU",
+            ],
+            [
+                [
+                    r["model"],
+                    r["runtime"],
+                    _pct(r["agreement"]),
+                    _pct(r["accuracy"]),
+                    _num(r["occlusion"]["spearman"]),
+                    _num(r["occlusion"]["iou"]),
+                    _num((r.get("gradient") or {}).get("spearman")),
+                    _num((r.get("gradient") or {}).get("iou")),
+                ]
+                for r in ex["models"]
+            ],
+        ),  # fmt: skip
+        "",
+        f"![agreement and attribution correlation per model](explain/{ex['plot']})",
+        "",
+    ]
+    deployed = next(r for r in ex["models"] if r["model"] == ex["deployed"])
+    labels = list(ex["models"][0]["per_class_accuracy"])
+    lines += [
+        f"Per-class accuracy at every model; the classes that lost most from `{ref}` to `{ex['deployed']}`: "
+        + ", ".join(f"**{c['class']}** ({_pct(c['reference'])} → {_pct(c['deployed'])})" for c in ex["lost_most"])
+        + ".",
+        "",
+        _table(
+            ["class", *[r["model"] for r in ex["models"]], f"occl. Spearman ({ex['deployed']})"],
+            [
+                [
+                    c,
+                    *[_pct(r["per_class_accuracy"].get(c)) for r in ex["models"]],
+                    _num(deployed["occlusion"]["per_class"].get(c, {}).get("spearman")),
+                ]
+                for c in labels
+            ],
+        ),  # fmt: skip
+        "",
+    ]
+    if ex.get("removed"):
+        lines += [
+            "What pruning removed (filter importance by NNCF's criterion on the final kernels):",
+            "",
+            _table(
+                ["layer", "kept", "removed", "mean score kept", "mean score removed", "lowest kept", "highest removed"],
+                [
+                    [
+                        r["layer"],
+                        r["kept"],
+                        r["removed"],
+                        f"{r['kept_mean']:.3f}",
+                        f"{r['removed_mean']:.3f}",
+                        f"{r['kept_min']:.3f}",
+                        f"{r['removed_max']:.3f}",
+                    ]
+                    for r in ex["removed"]
+                ],
+            ),  # fmt: skip
+            "",
+            f"![filter importance, kept and removed](explain/{ex['removed_plot']})",
+            "",
+        ]
+    lines += ["Saliency maps per class (features, then integrated gradients and occlusion for each model):", ""]
+    lines += [f"- [{name}](explain/{name})" for name in ex["pictures"]]
+    return lines + [""]
 
 
 def _per_voice(report: dict[str, Any]) -> list[str]:

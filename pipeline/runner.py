@@ -7,6 +7,7 @@ directory is assembled in a temporary folder and renamed into place, then `lates
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -115,11 +116,14 @@ def run_recipe(
         art = store.get_or_build(f"target-{entry.name}", key, build)
         _log_done(reporter, art)
         targets.append((entry.name, art))
+    explain_art = run_explain(recipe, data, stages, targets, store, reporter)
     reporter.scope = ""
 
     results = budget_checks.check(
         recipe, stages[-1][1].meta["metrics"], {name: art.meta["metrics"] for name, art in targets}
     )
+    if explain_art is not None:
+        results += budget_checks.check_explain(recipe, explain_art.meta["result"])
     run_id = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S") + f"-{recipe.fingerprint()[:6]}"
     report = {
         "recipe": recipe.name,
@@ -132,14 +136,53 @@ def run_recipe(
         "stages": [_row(name, art) for name, art in stages],
         "targets": [_row(name, art) for name, art in targets],
         "budgets": [b.as_dict() for b in results],
+        "explain": explain_art.meta["result"] if explain_art is not None else None,
         "wall_seconds": round(time.time() - started, 2),
         "versions": versions(),
     }
     run_dir = out or runs_root / recipe.name / run_id
-    _publish(run_dir, recipe_file, stages, targets, report)
+    _publish(run_dir, recipe_file, stages, targets, report, explain_art)
     if out is None:
         _point_latest(run_dir)
     return RunResult(run_dir, report)
+
+
+EXPLAIN_CODE = ("pipeline.explain", "pipeline.explain_plots", "pipeline.evaluation", "targets.tflm_child")
+
+
+def run_explain(
+    recipe: Recipe,
+    data: FeatureSet,
+    stages: list[tuple[str, Artifact]],
+    targets: list[tuple[str, Artifact]],
+    store: Store,
+    reporter: Reporter,
+) -> Artifact | None:
+    """The explain section as one more cached step: it depends on every model of the run and on the data."""
+    if not recipe.explain.enabled or not stages or not stages[0][1].file("model.keras").exists():
+        return None
+    from pipeline.explain import explain, find_models
+
+    reporter.scope = "explain"
+    key = digest(
+        {
+            "explain": recipe.explain.model_dump(mode="json", exclude={"budgets"}),  # budgets are checked, not computed
+            "models": [art.key for _, art in stages + targets],
+            "data": data.key,
+            "seed": recipe.seed,
+            "code": code_fingerprint(*EXPLAIN_CODE),
+        }
+    )
+
+    def build(tmp: Path, meta: dict) -> None:
+        models = find_models([(n, a.path) for n, a in stages], [(n, a.path) for n, a in targets])
+        filters = next((a.file("filters.json") for n, a in stages if n == "prune"), None)
+        removed = json.loads(filters.read_text()) if filters is not None and filters.exists() else None
+        meta["result"] = explain(models, data, recipe.explain, recipe.seed, tmp, removed, reporter.log)
+
+    art = store.get_or_build("explain", key, build)
+    _log_done(reporter, art)
+    return art
 
 
 def _last_float_model(recipe: Recipe, stages: list[tuple[str, Artifact]]) -> Path | None:
@@ -168,6 +211,7 @@ def _publish(
     stages: list[tuple[str, Artifact]],
     targets: list[tuple[str, Artifact]],
     report: dict[str, Any],
+    explain_art: Artifact | None = None,
 ) -> None:
     """Assemble the run directory beside its final place, then rename: readers never see half a run."""
     run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -183,6 +227,8 @@ def _publish(
             _copy_artifact(export, tmp / "export")
         for name, art in targets:
             _copy_artifact(art, tmp / "export" / name)
+        if explain_art is not None:
+            _copy_artifact(explain_art, tmp / "explain")
         write_json(tmp / "report.json", report)
         write_atomic(tmp / "report.md", render_markdown(report))
         if run_dir.exists():  # --out onto an earlier run: swap, then drop the old one
@@ -206,3 +252,40 @@ def _point_latest(run_dir: Path) -> None:
     tmp.unlink(missing_ok=True)
     os.symlink(run_dir.name, tmp)
     os.replace(tmp, latest)
+
+
+def reexplain(run_dir: Path, reporter: Reporter, cache: Path | None = None) -> dict[str, Any]:
+    """Recompute the explain section of a finished run from its own files (no retraining), then swap in the new
+    `explain/` folder and rewrite report.json/report.md."""
+    from pipeline.explain import explain, find_models
+    from pipeline.recipe import load_recipe
+
+    recipe = load_recipe(run_dir / "recipe.yaml")
+    report = json.loads((run_dir / "report.json").read_text())
+    store = Store(cache or run_dir.parent.parent / ".cache")
+    reporter.scope = "data"
+    data, _ = prepare(recipe, store, reporter.progress)
+    stage_dirs = [(s["name"], run_dir / "stages" / f"{i}-{s['name']}") for i, s in enumerate(report["stages"], 1)]
+    target_dirs = [(t["name"], run_dir / "export" / t["name"]) for t in report["targets"]]
+    filters = next((d / "filters.json" for n, d in stage_dirs if n == "prune"), None)
+    removed = json.loads(filters.read_text()) if filters is not None and filters.exists() else None
+    reporter.scope = "explain"
+    tmp = run_dir / f".explain.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        models = find_models(stage_dirs, target_dirs)
+        result = explain(models, data, recipe.explain, recipe.seed, tmp, removed, reporter.log)
+        old = run_dir / f".explain.old-{os.getpid()}"
+        if (run_dir / "explain").exists():
+            os.rename(run_dir / "explain", old)
+        os.rename(tmp, run_dir / "explain")
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    budgets = [b for b in report["budgets"] if not b["name"].startswith("explain.")]
+    budgets += [b.as_dict() for b in budget_checks.check_explain(recipe, result)]
+    report |= {"explain": result, "budgets": budgets, "ok": all(b["ok"] for b in budgets)}
+    write_json(run_dir / "report.json", report)
+    write_atomic(run_dir / "report.md", render_markdown(report))
+    return report

@@ -198,6 +198,17 @@ def time_invokes(model_path: Path, arena: int, runs: int, warmup: int = 10, seed
         return [ns / 1e6 for ns in json.loads(result_path.read_text())["latency_ns"]]
 
 
+def tflm_outputs(model_path: Path, arena: int, inputs: np.ndarray) -> np.ndarray:
+    """Raw output tensors of TFLM for a batch of (already quantized) inputs, one invoke each, in a child."""
+    with tempfile.TemporaryDirectory() as tmp:
+        batch, result = Path(tmp) / "inputs.npy", Path(tmp) / "outputs.npy"
+        np.save(batch, inputs)
+        done = _child("outputs", str(model_path), str(arena), str(batch), str(result))
+        if done.returncode != 0:
+            raise TflmError(f"TFLM failed on {len(inputs)} inputs:\n{done.stderr[-2000:]}")
+        return np.load(result)
+
+
 def board_view(board_name: str, arena: dict[str, Any], flash_bytes: int, model_macs: int) -> dict[str, Any]:
     board = BOARDS[board_name]
     mcu_arena = arena["mcu_estimate"]["bytes"]

@@ -6,6 +6,7 @@ Only numpy and tflite_micro are imported: a probe starts in ~0.15 s.
 
     python -m targets.tflm_child probe   MODEL ARENA INPUT.npy          exit 0 if it allocates and invokes
     python -m targets.tflm_child measure MODEL ARENA INPUTS.npy OUT.json --warmup W --runs R
+    python -m targets.tflm_child outputs MODEL ARENA INPUTS.npy OUT.npy     raw output tensor of every input
 """
 
 from __future__ import annotations
@@ -84,6 +85,17 @@ def measure(model_path: str, arena: int, inputs_path: str, out_path: str, warmup
         json.dump(result, f)
 
 
+def outputs(model_path: str, arena: int, inputs_path: str, out_path: str) -> None:
+    inputs = np.load(inputs_path)
+    interp = _interpreter(model_path, arena)
+    results = []
+    for x in inputs:
+        interp.set_input(x[None], 0)  # before every invoke: the planner may reuse the input's bytes
+        interp.invoke()
+        results.append(interp.get_output(0).reshape(-1).copy())
+    np.save(out_path, np.array(results))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m targets.tflm_child")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -98,9 +110,15 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("out")
     m.add_argument("--warmup", type=int, default=10)
     m.add_argument("--runs", type=int, default=100)
+    o = sub.add_parser("outputs")
+    for name in ("model", "arena", "inputs", "out"):
+        o.add_argument(name, type=int if name == "arena" else str)
     args = parser.parse_args(argv)
     if args.cmd == "probe":
         return probe(args.model, args.arena, args.input)
+    if args.cmd == "outputs":
+        outputs(args.model, args.arena, args.inputs, args.out)
+        return 0
     measure(args.model, args.arena, args.inputs, args.out, args.warmup, args.runs)
     return 0
 

@@ -179,3 +179,52 @@ def test_android_variants_run_on_litert_and_no_phone_is_invented(tiny_run):
     assert android["recommended"] in variants
     md = (latest / "report.md").read_text()
     assert "phone tiny-phone-0 not attached" in md and "| dynamic_int8 |" in md
+
+
+def test_explain_section_compares_every_model_with_the_trained_one(tiny_run):
+    runs, _ = tiny_run
+    latest = runs / "tiny" / "latest"
+    report = json.loads((latest / "report.json").read_text())
+    ex = report["explain"]
+    names = [r["model"] for r in ex["models"]]
+    assert names == ["train", "prune", "finetune", "quantize", "tflm", "android.fp32", "android.fp16",
+                     "android.dynamic_int8", "android.int8", "openvino.fp32", "openvino.int8"]  # fmt: skip
+    train = ex["models"][0]
+    assert train["agreement"] == 1.0 and train["occlusion"]["spearman"] == 1.0 and train["gradient"]["iou"] == 1.0
+    rows = {r["model"]: r for r in ex["models"]}
+    assert "gradient" not in rows["tflm"] and rows["tflm"]["runtime"] == "TFLite Micro"
+    # TFLM and LiteRT run the same int8 model: same decisions, same maps
+    assert rows["tflm"]["agreement"] == rows["quantize"]["agreement"]
+    assert rows["tflm"]["accuracy"] == report["targets"][0]["accuracy"]
+    for name in [ex["plot"], ex["removed_plot"], *ex["pictures"]]:
+        assert (latest / "explain" / name).stat().st_size > 1000
+    assert [r["layer"] for r in ex["removed"]] == ["conv0", "pw1"] and ex["removed"][0]["removed"] == 8
+    md = (latest / "report.md").read_text()
+    assert "## Explainability" in md and "](explain/drift.png)" in md
+
+
+def test_explain_budget_fails_the_run_and_names_the_model(tiny_run, tmp_path):
+    runs, _ = tiny_run
+    strict = tmp_path / "tiny.yaml"
+    strict.write_text(TINY.read_text() + "explain: {budgets: {min_attribution_correlation: 0.999}}\n")
+    done = run_cli("run", str(strict), "--runs-dir", str(runs), "--out", str(tmp_path / "run"))
+    assert done.returncode == 1
+    assert "budget violated: explain.prune.min_attribution_correlation:" in done.stderr
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["explain"] is not None and not report["ok"]
+
+
+def test_pipeline_explain_recomputes_a_finished_run(tiny_run, tmp_path):
+    import shutil
+
+    runs, _ = tiny_run
+    run_dir = tmp_path / "copy"
+    shutil.copytree((runs / "tiny" / "latest").resolve(), run_dir)
+    (run_dir / "explain" / "drift.png").unlink()
+    report = json.loads((run_dir / "report.json").read_text())
+    before = report["explain"]["models"]
+    done = run_cli("explain", str(run_dir), "--cache", str(runs / ".cache"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "tflm" in done.stdout and (run_dir / "explain" / "drift.png").exists()
+    after = json.loads((run_dir / "report.json").read_text())["explain"]["models"]
+    assert [r["agreement"] for r in after] == [r["agreement"] for r in before]

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.hil import SoftDevice, load_inventory, run_hil, tflm_outputs
+from pipeline.hil import SoftDevice, load_inventory, run_hil
 from pipeline.recipe import RecipeError
 from targets.serial_dut import DutError, DutTimeout, SerialDut
+from targets.tflm import tflm_outputs
 from tests.conftest import ROOT, run_cli
 
 
@@ -28,7 +29,7 @@ def bundle(tiny_run):
 
 def test_runner_reads_the_software_device_outputs_equal_to_tflm(bundle):
     run_dir, tflm, manifest, vectors = bundle
-    expected = tflm_outputs((tflm / "model.tflite").read_bytes(), manifest["arena_bytes"], vectors["x"])
+    expected = tflm_outputs(tflm / "model.tflite", manifest["arena_bytes"], vectors["x"])
     with SoftDevice(tflm / "model.tflite", manifest["arena_bytes"], "soft-test") as port:
         assert port.startswith("/dev/pts/")
         with SerialDut(port) as dut:
