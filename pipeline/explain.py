@@ -60,12 +60,13 @@ def find_models(stages: list[tuple[str, Path]], targets: list[tuple[str, Path]])
                 variant = path.stem.removeprefix("model_")
                 models.append(ModelRef(f"android.{variant}", "tflite", path, "LiteRT"))
         elif name == "openvino":
-            for xml in sorted(folder.glob("*/model.xml")):
+            for xml in sorted(folder.glob("*/model.xml"), key=lambda p: _PRECISION_ORDER.get(p.parent.name, 9)):
                 models.append(ModelRef(f"openvino.{xml.parent.name}", "openvino", xml, "OpenVINO CPU"))
     return models
 
 
 _VARIANT_ORDER = {"model_fp32": 0, "model_fp16": 1, "model_dynamic_int8": 2, "model_int8": 3}
+_PRECISION_ORDER = {"fp32": 0, "fp16": 1, "int8": 2}
 
 
 def predictor(ref: ModelRef) -> Predictor:
@@ -285,7 +286,7 @@ def explain(models: list[ModelRef], data: Any, cfg: ExplainConfig, seed: int, ou
         "pictures": pictures,
         "plot": plot_drift(out, rows),
     }
-    if removed:
+    if removed and any(layer.get("importance") for layer in removed["layers"]):  # filter pruning only
         result["removed"] = summarize_removed(removed)
         result["removed_plot"] = plot_removed(out, removed)
     return result

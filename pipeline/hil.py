@@ -32,6 +32,7 @@ from pydantic import Field
 
 from pipeline.recipe import Strict, parse_document, read_text
 from pipeline.store import write_atomic, write_json
+from targets import latency_summary
 
 TFLM_BUNDLE = Path("export") / "tflm"
 
@@ -146,12 +147,7 @@ def measure_serial_dut(port: str, run_dir: Path, runs: int, warmup: int, timeout
     return {
         "reported_name": name,
         "profile": profile,
-        "latency_ms": {
-            "median": float(np.median(lat)),
-            "p90": float(np.percentile(lat, 90)),
-            "runs": len(lat),
-            "runtime": f"device {name} over serial ({port})",
-        },  # fmt: skip
+        "latency_ms": latency_summary(lat, f"device {name} over serial ({port})"),
         "vectors": len(match),
         "outputs_match": int(match.sum()),
         "max_abs_diff": float(np.max(np.abs(got_arr - expected))),
@@ -224,12 +220,7 @@ def _host(device: HostDevice, run_dir: Path, runs: int, warmup: int) -> dict:
     lat = np.array(time_invokes(run_dir / TFLM_BUNDLE / "model.tflite", manifest["arena_bytes"], runs, warmup))
     return {
         "reported_name": device.name,
-        "latency_ms": {
-            "median": float(np.median(lat)),
-            "p90": float(np.percentile(lat, 90)),
-            "runs": len(lat),
-            "runtime": "tflite-micro on this host (reference kernels)",
-        },  # fmt: skip
+        "latency_ms": latency_summary(lat, "tflite-micro on this host (reference kernels)"),
         "problems": [],
     }
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from pipeline.data import FeatureSet
 from pipeline.recipe import Recipe
@@ -33,6 +34,15 @@ class TargetContext:
     log: Callable[[str], None]
     progress: Callable[[str, int, int], None]
     float_model: Path | None = None  # the float Keras model the int8 export was made from (for float runtimes)
+
+
+def latency_summary(times_ms: Any, runtime: str) -> dict[str, Any]:
+    """The report's latency fields from raw per-run times; `runtime` says what measured them and how."""
+    import numpy as np
+
+    times = np.asarray(times_ms, dtype=float)
+    return {"median": float(np.median(times)), "p90": float(np.percentile(times, 90)), "runs": int(len(times)),
+            "runtime": runtime}  # fmt: skip
 
 
 def load_target(name: str) -> ModuleType:

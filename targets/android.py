@@ -22,7 +22,7 @@ from pipeline.c_output import captured_c_output
 from pipeline.evaluation import io_details, quantize_input, summarize
 from pipeline.recipe import AndroidConfig
 from pipeline.store import write_json
-from targets import TargetContext
+from targets import TargetContext, latency_summary
 from targets.adb import Adb, AdbError, BenchmarkParseError, benchmark_on_phone
 from targets.tflite_model import live_tensor_lower_bound, read_model
 
@@ -194,17 +194,7 @@ def measure(cfg: AndroidConfig, ctx: TargetContext) -> dict[str, Any]:
         host = []
         for threads in cfg.threads:
             lat = time_invokes(model, data.test.x, threads, cfg.xnnpack, cfg.warmup_runs, cfg.latency_runs)
-            host.append(
-                {
-                    "threads": threads,
-                    "latency_ms": {
-                        "median": float(np.median(lat)),
-                        "p90": float(np.percentile(lat, 90)),
-                        "runs": len(lat),
-                        "runtime": f"{runtime}, {threads} thread(s)",
-                    },
-                }
-            )
+            host.append({"threads": threads, "latency_ms": latency_summary(lat, f"{runtime}, {threads} thread(s)")})
         variants.append(
             {
                 "variant": variant,

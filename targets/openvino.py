@@ -11,6 +11,7 @@ has imported TensorFlow says nothing about what a deployment of OpenVINO alone n
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -22,7 +23,7 @@ import numpy as np
 from pipeline.evaluation import summarize
 from pipeline.recipe import OpenvinoConfig
 from pipeline.store import write_json
-from targets import TargetContext
+from targets import TargetContext, latency_summary
 
 CODE = ("targets.openvino", "targets.openvino_child", "pipeline.evaluation")
 PRIMARY_ORDER = ("int8", "fp16", "fp32")  # the variant the standard report fields describe
@@ -45,16 +46,19 @@ def convert(keras_model_path: Path, input_shape: tuple[int, ...]) -> Any:
     return ov.convert_model(keras_model, input=[1, *input_shape])
 
 
-def quantize_int8(model: Any, calibration: np.ndarray, cfg: OpenvinoConfig) -> Any:
+def quantize_int8(
+    model: Any, calibration: np.ndarray, preset: str, subset_size: int, fast_bias_correction: bool
+) -> Any:
+    """NNCF post-training INT8 of an openvino.Model, calibrated on [n, *input_shape] float clips."""
     import nncf
 
     dataset = nncf.Dataset(list(calibration), lambda x: x[None].astype(np.float32))
     return nncf.quantize(
         model,
         dataset,
-        preset=nncf.QuantizationPreset(cfg.int8.preset),
-        subset_size=min(cfg.int8.subset_size, len(calibration)),
-        fast_bias_correction=cfg.int8.fast_bias_correction,
+        preset=nncf.QuantizationPreset(preset),
+        subset_size=min(subset_size, len(calibration)),
+        fast_bias_correction=fast_bias_correction,
     )
 
 
@@ -63,24 +67,25 @@ def quantize_node_count(model: Any) -> int:
 
 
 def compile(cfg: OpenvinoConfig, ctx: TargetContext) -> None:  # noqa: A001 - the interface's verb
-    import openvino as ov
-
+    """IR per precision, converted and quantized in a fresh process (see `targets.openvino_child`)."""
     if ctx.float_model is None:
         raise RuntimeError("the OpenVINO target needs a float Keras model in the chain (train/finetune)")
     data = ctx.data
-    ctx.log(f"converting {ctx.float_model.parent.name}/{ctx.float_model.name} to OpenVINO IR")
-    model = convert(ctx.float_model, data.input_shape)
-    for precision in cfg.precisions:
-        xml = ir_path(ctx.out, precision)
-        xml.parent.mkdir(parents=True, exist_ok=True)
-        if precision == "int8":
-            rng = np.random.default_rng([ctx.recipe.seed, 31])
-            picks = rng.choice(len(data.train), size=min(cfg.int8.subset_size, len(data.train)), replace=False)
-            ctx.log(f"NNCF post-training INT8 ({cfg.int8.preset} preset, {len(picks)} calibration clips)")
-            quantized = quantize_int8(model, data.train.x[picks][..., None], cfg)
-            ov.save_model(quantized, xml, compress_to_fp16=False)
-        else:
-            ov.save_model(model, xml, compress_to_fp16=precision == "fp16")
+    rng = np.random.default_rng([ctx.recipe.seed, 31])
+    picks = rng.choice(len(data.train), size=min(cfg.int8.subset_size, len(data.train)), replace=False)
+    calibration = ctx.out / "calibration.npy"
+    np.save(calibration, data.train.x[picks][..., None].astype(np.float32))
+    ctx.log(
+        f"converting {ctx.float_model.parent.name}/{ctx.float_model.name} to OpenVINO IR {cfg.precisions}"
+        + (
+            f"; NNCF INT8 ({cfg.int8.preset} preset, {len(picks)} calibration clips)"
+            if "int8" in cfg.precisions
+            else ""
+        )
+    )
+    settings = {"input_shape": list(data.input_shape), "precisions": cfg.precisions, "int8": cfg.int8.model_dump()}
+    _run_child("convert", str(ctx.float_model), str(ctx.out), str(calibration), json.dumps(settings), timeout=900)
+    calibration.unlink()
 
 
 def _compiled(core: Any, xml: Path, device: str, config: dict[str, Any]) -> Any:
@@ -139,16 +144,22 @@ def predict(compiled: Any, x: np.ndarray) -> np.ndarray:
 
 def peak_memory(xml: Path, device: str, config: dict[str, Any], runs: int = 50) -> dict[str, Any]:
     """Peak RSS of a fresh process that imports OpenVINO, loads and compiles the IR and runs it."""
+    done = _run_child("memory", str(xml), device, json.dumps(config), str(runs), timeout=300)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _run_child(*args: str, timeout: float) -> subprocess.CompletedProcess:
     done = subprocess.run(
-        [sys.executable, "-m", "targets.openvino_child", str(xml), device, json.dumps(config), str(runs)],
+        [sys.executable, "-m", "targets.openvino_child", *args],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
         cwd=Path(__file__).resolve().parent.parent,
+        env=os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     if done.returncode != 0:
-        raise RuntimeError(f"OpenVINO memory probe failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+        raise RuntimeError(f"OpenVINO child '{args[0]}' failed:\n{done.stderr[-3000:]}")
+    return done
 
 
 def measure(cfg: OpenvinoConfig, ctx: TargetContext) -> dict[str, Any]:
@@ -174,13 +185,11 @@ def measure(cfg: OpenvinoConfig, ctx: TargetContext) -> dict[str, Any]:
                 "ir": f"{precision}/model.xml",
                 "bytes": ir_bytes(xml),
                 "quantize_nodes": quantize_node_count(core.read_model(xml)),
-                "latency_ms": {
-                    "median": float(np.median(lat)),
-                    "p90": float(np.percentile(lat, 90)),
-                    "runs": len(lat),
-                    "runtime": f"OpenVINO {ov.get_version().split('-')[0]} {cfg.device}, LATENCY hint, "
+                "latency_ms": latency_summary(
+                    lat,
+                    f"OpenVINO {ov.get_version().split('-')[0]} {cfg.device}, LATENCY hint, "
                     f"{cfg.streams} stream(s), {cfg.threads} thread(s), sync single sample",
-                },
+                ),
                 "throughput": throughput(core, xml, cfg.device, test_x, cfg.throughput_seconds),
                 "memory": memory,
                 "agreement_with_float": float(np.mean(pred == float_pred)),

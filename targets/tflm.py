@@ -27,7 +27,7 @@ import numpy as np
 from pipeline.evaluation import quantize_input, summarize
 from pipeline.recipe import TflmConfig
 from pipeline.store import write_json
-from targets import TargetContext
+from targets import TargetContext, latency_summary
 from targets.boards import BOARDS
 from targets.tflite_model import Graph, live_tensor_lower_bound, macs, read_model
 from targets.tflm_bundle import (
@@ -132,18 +132,13 @@ def measure_on_tflm(
         arena, probes = find_min_arena(model_path, sample, log)
         bundle_arena = _align(int(arena * (1 + headroom)))
         log(f"running {len(inputs)} inputs and {runs} timed invokes on TFLM")
-        done = _child(
-            "measure", str(model_path), str(bundle_arena), str(batch), str(result_path),
-            "--warmup", str(warmup), "--runs", str(runs),
-        )  # fmt: skip
-        if done.returncode != 0:
-            raise TflmError(f"TFLM measurement failed with a {bundle_arena}-byte arena:\n{done.stderr[-2000:]}")
-        result = json.loads(result_path.read_text())
+        result = _measure_child(model_path, bundle_arena, batch, result_path, warmup, runs)
     alloc = result["allocations"]
     if "total" not in alloc:
         raise TflmError("TFLM printed no allocation report; cannot cross-check the arena")
     bound = live_tensor_lower_bound(graph)
     latency = np.array(result["latency_ns"]) / 1e6
+    runtime = f"tflite-micro {result['runtime_version']} (host x86-64, reference kernels)"
     return {
         "arena": {
             "measured": arena,
@@ -161,12 +156,7 @@ def measure_on_tflm(
             "arena_over_lower_bound": arena / bound["bytes"] if bound["bytes"] else None,
             "mcu_estimate": mcu_arena_estimate(alloc["head"], alloc["tail"], alloc["records"]),
         },
-        "latency_ms": {
-            "median": float(np.median(latency)),
-            "p90": float(np.percentile(latency, 90)),
-            "runs": int(len(latency)),
-            "runtime": f"tflite-micro {result['runtime_version']} (host x86-64, reference kernels)",
-        },
+        "latency_ms": latency_summary(latency, runtime),
         "predictions": np.array(result["predictions"]),
         "runtime_version": result["runtime_version"],
         "ops": graph.op_names,
@@ -189,13 +179,17 @@ def time_invokes(model_path: Path, arena: int, runs: int, warmup: int = 10, seed
     with tempfile.TemporaryDirectory() as tmp:
         batch, result_path = Path(tmp) / "inputs.npy", Path(tmp) / "result.json"
         np.save(batch, inputs)
-        done = _child(
-            "measure", str(model_path), str(arena), str(batch), str(result_path),
-            "--warmup", str(warmup), "--runs", str(runs),
-        )  # fmt: skip
-        if done.returncode != 0:
-            raise TflmError(f"TFLM timing failed with a {arena}-byte arena:\n{done.stderr[-2000:]}")
-        return [ns / 1e6 for ns in json.loads(result_path.read_text())["latency_ns"]]
+        result = _measure_child(Path(model_path), arena, batch, result_path, warmup, runs)
+        return [ns / 1e6 for ns in result["latency_ns"]]
+
+
+def _measure_child(model_path: Path, arena: int, inputs: Path, result: Path, warmup: int, runs: int) -> dict:
+    done = _child(
+        "measure", str(model_path), str(arena), str(inputs), str(result), "--warmup", str(warmup), "--runs", str(runs),
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise TflmError(f"TFLM measurement failed with a {arena}-byte arena:\n{done.stderr[-2000:]}")
+    return json.loads(result.read_text())
 
 
 def tflm_outputs(model_path: Path, arena: int, inputs: np.ndarray) -> np.ndarray:

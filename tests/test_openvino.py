@@ -39,7 +39,7 @@ def test_int8_model_has_quantize_nodes(keras_file):
     model = convert(keras_file, (49, 10, 1))
     assert quantize_node_count(model) == 0
     calibration = np.random.default_rng(1).normal(size=(32, 49, 10, 1)).astype(np.float32)
-    quantized = quantize_int8(model, calibration, OpenvinoConfig(int8={"subset_size": 32}))
+    quantized = quantize_int8(model, calibration, **OpenvinoConfig(int8={"subset_size": 32}).int8.model_dump())
     assert quantize_node_count(quantized) >= 5  # the conv inputs and weights at least
 
 
