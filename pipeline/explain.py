@@ -38,6 +38,7 @@ class ModelRef:
     path: Path
     runtime: str
     arena: int | None = None  # TFLM only
+    role: str = "stage"  # stage | target: explain budgets gate what is deployed
 
 
 # --- models and their runtimes ----------------------------------------------------------------------------------
@@ -54,14 +55,16 @@ def find_models(stages: list[tuple[str, Path]], targets: list[tuple[str, Path]])
     for name, folder in targets:
         if name == "tflm":
             manifest = json.loads((folder / "manifest.json").read_text())
-            models.append(ModelRef("tflm", "tflm", folder / "model.tflite", "TFLite Micro", manifest["arena_bytes"]))
+            models.append(
+                ModelRef("tflm", "tflm", folder / "model.tflite", "TFLite Micro", manifest["arena_bytes"], "target")
+            )
         elif name == "android":
             for path in sorted(folder.glob("model_*.tflite"), key=lambda p: _VARIANT_ORDER.get(p.stem, 9)):
                 variant = path.stem.removeprefix("model_")
-                models.append(ModelRef(f"android.{variant}", "tflite", path, "LiteRT"))
+                models.append(ModelRef(f"android.{variant}", "tflite", path, "LiteRT", role="target"))
         elif name == "openvino":
             for xml in sorted(folder.glob("*/model.xml"), key=lambda p: _PRECISION_ORDER.get(p.parent.name, 9)):
-                models.append(ModelRef(f"openvino.{xml.parent.name}", "openvino", xml, "OpenVINO CPU"))
+                models.append(ModelRef(f"openvino.{xml.parent.name}", "openvino", xml, "OpenVINO CPU", role="target"))
     return models
 
 
@@ -248,6 +251,7 @@ def explain(models: list[ModelRef], data: Any, cfg: ExplainConfig, seed: int, ou
         pred = predictions[ref.name]
         row: dict[str, Any] = {
             "model": ref.name,
+            "role": ref.role,
             "runtime": ref.runtime,
             "agreement": float(np.mean(pred == predictions[reference.name])),
             "accuracy": float(np.mean(pred == test.y)),

@@ -147,7 +147,10 @@ def run_recipe(
     return RunResult(run_dir, report)
 
 
-EXPLAIN_CODE = ("pipeline.explain", "pipeline.explain_plots", "pipeline.evaluation", "targets.tflm_child")
+EXPLAIN_CODE = (
+    "pipeline.explain", "pipeline.explain_plots", "pipeline.evaluation", "targets.tflm", "targets.tflm_child",
+    "targets.tflite_model",
+)  # fmt: skip
 
 
 def run_explain(
@@ -175,14 +178,22 @@ def run_explain(
     )
 
     def build(tmp: Path, meta: dict) -> None:
-        models = find_models([(n, a.path) for n, a in stages], [(n, a.path) for n, a in targets])
-        filters = next((a.file("filters.json") for n, a in stages if n == "prune"), None)
-        removed = json.loads(filters.read_text()) if filters is not None and filters.exists() else None
+        stage_dirs = [(n, a.path) for n, a in stages]
+        models = find_models(stage_dirs, [(n, a.path) for n, a in targets])
+        removed = _pruned_filters(stage_dirs)
         meta["result"] = explain(models, data, recipe.explain, recipe.seed, tmp, removed, reporter.log)
 
     art = store.get_or_build("explain", key, build)
     _log_done(reporter, art)
     return art
+
+
+def _pruned_filters(stage_dirs: list[tuple[str, Path]]) -> dict[str, Any] | None:
+    """The prune stage's per-filter importance and kept flags, when the chain pruned."""
+    from pipeline.stages.prune import FILTERS
+
+    path = next((folder / FILTERS for name, folder in stage_dirs if name == "prune"), None)
+    return json.loads(path.read_text()) if path is not None and path.exists() else None
 
 
 def _last_float_model(recipe: Recipe, stages: list[tuple[str, Artifact]]) -> Path | None:
@@ -267,8 +278,7 @@ def reexplain(run_dir: Path, reporter: Reporter, cache: Path | None = None) -> d
     data, _ = prepare(recipe, store, reporter.progress)
     stage_dirs = [(s["name"], run_dir / "stages" / f"{i}-{s['name']}") for i, s in enumerate(report["stages"], 1)]
     target_dirs = [(t["name"], run_dir / "export" / t["name"]) for t in report["targets"]]
-    filters = next((d / "filters.json" for n, d in stage_dirs if n == "prune"), None)
-    removed = json.loads(filters.read_text()) if filters is not None and filters.exists() else None
+    removed = _pruned_filters(stage_dirs)
     reporter.scope = "explain"
     tmp = run_dir / f".explain.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)

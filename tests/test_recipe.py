@@ -27,11 +27,16 @@ def problems(text: str) -> list[str]:
     return str(info.value).splitlines()
 
 
-def test_flagship_recipe_is_valid():
+def test_shipped_recipes_and_inventory_are_valid():
+    from pipeline.hil import load_inventory
+
     recipe = load_recipe(ROOT / "recipes" / "kws_mcu.yaml")
-    assert [s.name for s in recipe.stages][0] == "train"
-    assert recipe.data.features.shape == (49, 10)
-    assert recipe.targets[0].name == "tflm"
+    assert [s.name for s in recipe.stages] == ["train", "prune", "finetune", "quantize", "export"]
+    assert recipe.stage("prune").target == 0.5 and recipe.data.features.shape == (49, 10)
+    assert [t.name for t in recipe.targets] == ["tflm", "android", "openvino"]
+    assert load_recipe(ROOT / "recipes" / "kws_mcu_sparse.yaml").stage("prune").method == "magnitude"
+    kinds = [d.kind for d in load_inventory(ROOT / "recipes" / "devices.yaml").devices]
+    assert kinds == ["soft-serial", "host", "serial", "adb"]
 
 
 def test_yes_no_on_off_stay_words():
