@@ -210,6 +210,17 @@ class TrainConfig(StageConfig):
     batch_size: int = Field(100, ge=1)
     lr: float = Field(1e-3, gt=0)
     patience: int = Field(4, ge=0, description="early-stopping patience on validation accuracy; 0 disables")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="cosine: lr decays to 0 over `epochs` (set the epochs you mean to spend)"
+    )
+
+
+class DistillConfig(Strict):
+    """Knowledge distillation (Hinton et al. 2015): the student also matches a teacher's softened outputs."""
+
+    teacher: str = Field(description="an earlier stage whose Keras model teaches, e.g. train (before pruning)")
+    temperature: float = Field(4.0, gt=0)
+    alpha: float = Field(0.5, ge=0, le=1, description="weight of the hard-label loss; 1 - alpha goes to the teacher")
 
 
 class FinetuneConfig(TrainConfig):
@@ -218,6 +229,7 @@ class FinetuneConfig(TrainConfig):
     consumes: ClassVar[str | None] = "keras"
     epochs: int = Field(10, ge=1)
     lr: float = Field(5e-4, gt=0)
+    distill: DistillConfig | None = None
 
 
 FILTER_SCHEDULES = ("exponential", "exponential_with_bias", "baseline")
@@ -472,6 +484,13 @@ class Recipe(Strict):
                 have = f"a {kind} model" if kind else "no model yet"
                 raise _at(("stages", i, entry.name), f"stage '{entry.name}' needs {need}, but gets {have}")
             kind = cfg.produces
+        for i, entry in enumerate(self.stages):
+            distill = getattr(entry.config, "distill", None)
+            teachers = [s.name for s in self.stages[:i] if s.config.produces == "keras"]
+            if distill is not None and distill.teacher not in teachers:
+                where = ("stages", i, entry.name, "distill", "teacher")
+                hint = suggest(distill.teacher, teachers) or " (there is none)"
+                raise _at(where, f"teacher '{distill.teacher}' is not an earlier stage with a Keras model{hint}")
         prune = self.stage("prune")
         if isinstance(prune, PruneConfig):
             from pipeline.models.zoo import layer_names

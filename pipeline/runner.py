@@ -83,7 +83,7 @@ def run_recipe(
         key = stage_key(recipe, i, data, upstream)
 
         def build(tmp: Path, meta: dict, module=module, entry=entry, upstream=upstream) -> None:
-            ctx = StageContext(recipe, data, upstream, tmp, reporter.log, reporter.progress)
+            ctx = StageContext(recipe, data, upstream, tmp, reporter.log, reporter.progress, dict(stages))
             meta["stage"] = entry.name
             meta["metrics"] = module.run(entry.config, ctx)
 

@@ -39,6 +39,15 @@ def test_shipped_recipes_and_inventory_are_valid():
     assert kinds == ["soft-serial", "host", "serial", "adb"]
 
 
+def test_distillation_teacher_must_be_an_earlier_keras_stage():
+    chain = GOOD.replace("  - train: {epochs: 2}", "  - train: {epochs: 2}\n  - finetune: {distill: {teacher: %s}}")
+    assert parse_recipe(chain % "train").stage("finetune").distill.temperature == 4.0
+    assert problems(chain % "quantize") == [
+        "r.yaml:7: stages[1].finetune.distill.teacher: teacher 'quantize' is not an earlier stage with a Keras "
+        "model; expected one of: train"
+    ]
+
+
 def test_yes_no_on_off_stay_words():
     recipe = parse_recipe(GOOD)
     assert recipe.data.keywords == ["yes", "no", "on", "off"]

@@ -1,7 +1,8 @@
 """Stages: one module each, all with the same small interface.
 
 A stage module defines ``CODE`` (the modules whose source its output depends on) and
-``run(config, ctx) -> metrics``: it reads ``ctx.input`` (the previous stage's artifact), writes its files into
+``run(config, ctx) -> metrics``: it reads ``ctx.input`` (the previous stage's artifact; ``ctx.earlier`` has the
+ones before, e.g. a distillation teacher), writes its files into
 ``ctx.out`` and returns JSON-able metrics (accuracy, params, macs, ...). The runner handles caching and
 atomicity, so a stage only computes.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
@@ -37,6 +38,7 @@ class StageContext:
     out: Path
     log: Callable[[str], None]
     progress: Callable[[str, int, int], None]
+    earlier: dict[str, Artifact] = field(default_factory=dict)  # every earlier stage's output, by stage name
 
 
 def load_stage(name: str) -> ModuleType:

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from pipeline.recipe import FinetuneConfig
 from pipeline.stages import StageContext
-from pipeline.stages.train import MODEL, seed_everything, train_and_save
+from pipeline.stages.train import MODEL, Teacher, seed_everything, train_and_save
 
 CODE = ("pipeline.stages.finetune", "pipeline.stages.train", "pipeline.models.zoo", "pipeline.evaluation")
 
@@ -20,7 +20,13 @@ def run(cfg: FinetuneConfig, ctx: StageContext) -> dict[str, Any]:
     if ctx.input.meta.get("metrics", {}).get("method") == "magnitude":
         callbacks.append(KeepZeros(model))
         ctx.log("keeping the sparsity pattern: pruned weights stay zero while fine-tuning")
-    return train_and_save(model, cfg, ctx, callbacks)
+    teacher = None
+    if cfg.distill is not None:
+        source = ctx.earlier[cfg.distill.teacher]
+        ctx.log(f"distilling from the '{cfg.distill.teacher}' model (T={cfg.distill.temperature}, "
+                f"alpha={cfg.distill.alpha}): test accuracy {source.meta['metrics']['accuracy']:.4f}")  # fmt: skip
+        teacher = Teacher(tf.keras.models.load_model(source.file(MODEL)), cfg.distill.temperature, cfg.distill.alpha)
+    return train_and_save(model, cfg, ctx, callbacks, teacher)
 
 
 class KeepZeros(tf.keras.callbacks.Callback):

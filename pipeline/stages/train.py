@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -29,19 +30,27 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def train_and_save(model: Any, cfg: TrainConfig, ctx: StageContext, callbacks: list[Any] = ()) -> dict[str, Any]:
+def train_and_save(
+    model: Any, cfg: TrainConfig, ctx: StageContext, callbacks: list[Any] = (), teacher: Teacher | None = None
+) -> dict[str, Any]:
     """Fit with early stopping, save, evaluate: shared by `train` and `finetune`."""
-    model.compile(
-        optimizer=tf.keras.optimizers.Adam(cfg.lr),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
+    lr = cfg.lr
+    if cfg.lr_schedule == "cosine":
+        lr = tf.keras.optimizers.schedules.CosineDecay(
+            cfg.lr, cfg.epochs * math.ceil(len(ctx.data.train) / cfg.batch_size)
+        )
+    loss, targets = "sparse_categorical_crossentropy", None
+    if teacher is not None:
+        loss, targets = teacher.loss(), teacher.targets(ctx.data)
+    model.compile(optimizer=tf.keras.optimizers.Adam(lr), loss=loss, metrics=[HardLabelAccuracy()])
     callbacks = list(callbacks)
     if cfg.patience:
         callbacks.append(
             tf.keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=cfg.patience, restore_best_weights=True)
         )
-    hist = fit(model, ctx, cfg.epochs, cfg.batch_size, callbacks)
+    hist = fit(model, ctx, cfg.epochs, cfg.batch_size, callbacks, targets)
+    # Saved compiled with stock loss and metric: later stages load it without this module's custom objects.
+    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     model.save(ctx.out / MODEL)
     data = ctx.data
     pred = keras_predict(model, data.test.x)
@@ -58,15 +67,25 @@ def train_and_save(model: Any, cfg: TrainConfig, ctx: StageContext, callbacks: l
     }
 
 
-def fit(model: Any, ctx: StageContext, epochs: int, batch_size: int, callbacks: list[Any]) -> dict[str, list[float]]:
-    """model.fit on the recipe's splits with a line per epoch; returns the rounded history."""
+def fit(
+    model: Any,
+    ctx: StageContext,
+    epochs: int,
+    batch_size: int,
+    callbacks: list[Any],
+    targets: tuple[np.ndarray, np.ndarray] | None = None,
+) -> dict[str, list[float]]:
+    """model.fit on the recipe's splits with a line per epoch; returns the rounded history.
+
+    `targets` replaces the (train, val) labels, e.g. with the label and a teacher's outputs side by side."""
     data = ctx.data
+    train_y, val_y = targets or (data.train.y, data.val.y)
     history = model.fit(
         data.train.x[..., None],
-        data.train.y,
+        train_y,
         batch_size=batch_size,
         epochs=epochs,
-        validation_data=(data.val.x[..., None], data.val.y),
+        validation_data=(data.val.x[..., None], val_y),
         callbacks=[_EpochLog(ctx, epochs), *callbacks],
         verbose=0,
     )
@@ -90,3 +109,46 @@ class _EpochLog(tf.keras.callbacks.Callback):
             f"acc {logs.get('accuracy', float('nan')):.4f} val_acc {logs.get('val_accuracy', float('nan')):.4f} "
             f"({time.time() - self.started:.1f} s)"
         )
+
+
+class HardLabelAccuracy(tf.keras.metrics.Mean):
+    """Top-1 accuracy against the label in column 0 of y_true (1-D labels work too): with distillation the
+    teacher's probabilities ride along in the other columns. Named `accuracy` so logs and callbacks stay put."""
+
+    def __init__(self, name: str = "accuracy", **kwargs: Any):
+        super().__init__(name=name, **kwargs)
+
+    def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
+        label = tf.cast(tf.reshape(y_true, [tf.shape(y_true)[0], -1])[:, 0], tf.int64)
+        hit = tf.cast(tf.equal(label, tf.argmax(y_pred, axis=-1)), tf.float32)
+        super().update_state(hit, sample_weight)
+
+
+class Teacher:
+    """Knowledge distillation with the teacher's outputs computed once: the data are fixed (no augmentation),
+    so per-batch teacher passes would recompute the same numbers every epoch."""
+
+    def __init__(self, model: Any, temperature: float, alpha: float):
+        self.model, self.temperature, self.alpha = model, temperature, alpha
+
+    def targets(self, data: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(label, teacher probabilities) per training clip; validation keeps the hard label only (one-hot),
+        so `val_accuracy` means what it always does."""
+        probs = self.model.predict(data.train.x[..., None], batch_size=512, verbose=0)
+        classes = probs.shape[1]
+        train = np.concatenate([data.train.y[:, None].astype(np.float32), probs], axis=1)
+        val = np.concatenate([data.val.y[:, None].astype(np.float32), np.eye(classes, dtype=np.float32)[data.val.y]], 1)
+        return train, val
+
+    def loss(self) -> Any:
+        t, alpha = self.temperature, self.alpha
+
+        def distillation(y_true: Any, y_pred: Any) -> Any:
+            # Both models end in softmax: log-probabilities are logits up to a constant, which softmax ignores.
+            hard = tf.keras.losses.sparse_categorical_crossentropy(tf.cast(y_true[:, 0], tf.int32), y_pred)
+            student = tf.nn.log_softmax(tf.math.log(y_pred + 1e-8) / t)
+            teacher = tf.nn.log_softmax(tf.math.log(y_true[:, 1:] + 1e-8) / t)
+            soft = tf.reduce_sum(tf.exp(teacher) * (teacher - student), axis=-1)  # KL(teacher || student)
+            return alpha * hard + (1 - alpha) * t * t * soft  # t² keeps the soft gradients' scale (Hinton et al.)
+
+        return distillation

@@ -1,0 +1,51 @@
+"""Distillation loss and the accuracy metric that reads labels packed beside a teacher's outputs."""
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from pipeline.stages.train import HardLabelAccuracy, Teacher  # noqa: E402
+
+
+def packed(labels: list[int], teacher: np.ndarray) -> tf.Tensor:
+    return tf.constant(np.concatenate([np.array(labels, np.float32)[:, None], teacher], axis=1))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_distillation_loss_mixes_label_and_teacher_terms():
+    rng = np.random.default_rng(0)
+    teacher, student = softmax(rng.normal(size=(8, 5)) * 3), softmax(rng.normal(size=(8, 5)) * 3)
+    labels = list(rng.integers(0, 5, size=8))
+    y_true, y_pred = packed(labels, teacher), tf.constant(student)
+    hard = tf.keras.losses.sparse_categorical_crossentropy(labels, y_pred).numpy()
+
+    only_labels = Teacher(None, temperature=4.0, alpha=1.0).loss()(y_true, y_pred).numpy()
+    np.testing.assert_allclose(only_labels, hard, rtol=1e-5)
+
+    # A student that already matches the teacher owes the teacher nothing: only the label term is left.
+    matched = Teacher(None, temperature=4.0, alpha=0.5).loss()(y_true, tf.constant(teacher)).numpy()
+    hard_matched = tf.keras.losses.sparse_categorical_crossentropy(labels, teacher).numpy()
+    np.testing.assert_allclose(matched, 0.5 * hard_matched, rtol=1e-4, atol=1e-6)
+
+    # Otherwise the teacher term is T² · KL(teacher_T || student_T), with both softened by T.
+    t = 4.0
+    soft_t, soft_s = softmax(np.log(teacher) / t), softmax(np.log(student) / t)
+    kl = (soft_t * (np.log(soft_t) - np.log(soft_s))).sum(axis=1)
+    only_teacher = Teacher(None, temperature=t, alpha=0.0).loss()(y_true, y_pred).numpy()
+    np.testing.assert_allclose(only_teacher, t * t * kl, rtol=1e-3)  # the loss adds 1e-8 inside its logs
+    assert (only_teacher > 0).all()
+
+
+def test_accuracy_reads_the_label_column_or_plain_labels():
+    probs = tf.constant([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    metric = HardLabelAccuracy()
+    metric.update_state(packed([0, 0, 0], np.full((3, 2), 0.5, np.float32)), probs)
+    assert metric.result().numpy() == pytest.approx(2 / 3)
+    plain = HardLabelAccuracy()
+    plain.update_state(tf.constant([0, 1, 0]), probs)
+    assert plain.result().numpy() == pytest.approx(1.0) and plain.name == "accuracy"
