@@ -23,7 +23,9 @@ def _version(name: str) -> str:
 
 
 def _kb(n: float | None) -> str:
-    return "–" if n is None else f"{n / 1024:.1f} KB"
+    if n is None:
+        return "–"
+    return f"{n / 2**20:.1f} MB" if n >= 10 * 2**20 else f"{n / 1024:.1f} KB"  # a runtime's RSS is not KB-sized
 
 
 def _pct(x: float | None) -> str:
