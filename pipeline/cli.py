@@ -231,23 +231,21 @@ def _print_summary(report: dict, run_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from pipeline.report import size_text
+
     console = Console()
     table = Table(title=f"{report['recipe']} · {report['run_id']}", title_justify="left")
     for col in ("step", "accuracy", "size / flash", "RAM", "latency median", "time"):
         table.add_column(col, justify="left" if col == "step" else "right")
     for s in report["stages"]:
-        size = f"{s['bytes'] / 1024:.1f} KB" if s.get("bytes") else ""
+        size = size_text(s["bytes"]) if s.get("bytes") else ""
         when = "cached" if s["cached"] else f"{s['seconds']:.1f} s"
         table.add_row(s["name"], f"{s['accuracy']:.4f}", size, "", "", when)
     for t in report["targets"]:
         when = "cached" if t["cached"] else f"{t['seconds']:.1f} s"
         table.add_row(
-            f"→ {t['name']}", f"{t['accuracy']:.4f}", f"{t['flash_bytes'] / 1024:.1f} KB",
-            _size(t["ram_bytes"]), f"{t['latency_ms']['median']:.3f} ms", when,
+            f"→ {t['name']}", f"{t['accuracy']:.4f}", size_text(t["flash_bytes"]),
+            size_text(t["ram_bytes"]), f"{t['latency_ms']['median']:.3f} ms", when,
         )  # fmt: skip
     console.print(table)
     console.print(f"report: {run_dir / 'report.md'}")
-
-
-def _size(n: float) -> str:
-    return f"{n / 2**20:.1f} MB" if n >= 10 * 2**20 else f"{n / 1024:.1f} KB"

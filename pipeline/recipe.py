@@ -475,6 +475,7 @@ class Recipe(Strict):
     def _chain(self) -> Recipe:
         kind: str | None = None
         names = [s.name for s in self.stages]
+        teachers: list[str] = []  # earlier stages with a Keras model
         for i, entry in enumerate(self.stages):
             if names.count(entry.name) > 1 and names.index(entry.name) != i:
                 raise _at(("stages", i, entry.name), f"stage '{entry.name}' appears twice")
@@ -483,14 +484,14 @@ class Recipe(Strict):
                 need = f"a {cfg.consumes} model" if cfg.consumes else "nothing before it"
                 have = f"a {kind} model" if kind else "no model yet"
                 raise _at(("stages", i, entry.name), f"stage '{entry.name}' needs {need}, but gets {have}")
-            kind = cfg.produces
-        for i, entry in enumerate(self.stages):
-            distill = getattr(entry.config, "distill", None)
-            teachers = [s.name for s in self.stages[:i] if s.config.produces == "keras"]
+            distill = getattr(cfg, "distill", None)
             if distill is not None and distill.teacher not in teachers:
                 where = ("stages", i, entry.name, "distill", "teacher")
                 hint = suggest(distill.teacher, teachers) or " (there is none)"
                 raise _at(where, f"teacher '{distill.teacher}' is not an earlier stage with a Keras model{hint}")
+            kind = cfg.produces
+            if kind == "keras":
+                teachers.append(entry.name)
         prune = self.stage("prune")
         if isinstance(prune, PruneConfig):
             from pipeline.models.zoo import layer_names

@@ -22,10 +22,11 @@ def _version(name: str) -> str:
         return "not installed"
 
 
-def _kb(n: float | None) -> str:
+def size_text(n: float | None) -> str:
+    """Bytes for people: KB for models and arenas, MB once a runtime's RSS makes KB unreadable."""
     if n is None:
         return "–"
-    return f"{n / 2**20:.1f} MB" if n >= 10 * 2**20 else f"{n / 1024:.1f} KB"  # a runtime's RSS is not KB-sized
+    return f"{n / 2**20:.1f} MB" if n >= 10 * 2**20 else f"{n / 1024:.1f} KB"
 
 
 def _pct(x: float | None) -> str:
@@ -81,7 +82,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                 _pct(s.get("accuracy")),
                 _int(s.get("params")),
                 _int(s.get("macs")),
-                _kb(s.get("bytes")),
+                size_text(s.get("bytes")),
                 f"{s['seconds']:.1f} s" + (" (cached)" if s["cached"] else ""),
                 s.get("runtime", ""),
             ]
@@ -98,8 +99,8 @@ def render_markdown(report: dict[str, Any]) -> str:
             rows.append(
                 [
                     t["name"],
-                    _kb(t["flash_bytes"]),
-                    _kb(t["ram_bytes"]),
+                    size_text(t["flash_bytes"]),
+                    size_text(t["ram_bytes"]),
                     f"{lat['median']:.3f} / {lat['p90']:.3f} ms ({lat['runs']} runs)",
                     _pct(t["accuracy"]),
                     lat["runtime"],
@@ -178,7 +179,7 @@ def _openvino_table(t: dict[str, Any]) -> list[str]:
     rows = [
         [
             v["precision"].upper() + (" ★" if v["precision"] == t["primary"] else ""),
-            _kb(v["bytes"]),
+            size_text(v["bytes"]),
             f"{_mb(v['memory']['peak_rss_bytes'])} ({_mb(v['memory']['runtime_rss_bytes'])} runtime + "
             f"{_mb(v['memory']['model_bytes'])})",
             f"{v['latency_ms']['median']:.3f} / {v['latency_ms']['p90']:.3f} ms",
@@ -214,8 +215,8 @@ def _android_table(t: dict[str, Any]) -> list[str]:
                 [
                     name if first else "",
                     host["threads"],
-                    _kb(v["bytes"]) if first else "",
-                    f"{_kb(mem['live_lower_bound'])} – {_kb(mem['activations_sum'])}" if first else "",
+                    size_text(v["bytes"]) if first else "",
+                    f"{size_text(mem['live_lower_bound'])} – {size_text(mem['activations_sum'])}" if first else "",
                     f"{lat['median']:.3f} / {lat['p90']:.3f} ms",
                     _pct(v["accuracy"]) if first else "",
                     _pct(v["agreement_with_float"]) if first else "",

@@ -44,7 +44,10 @@ def unpruned_twin(recipe: Recipe) -> dict:
     data = recipe.model_dump(mode="json", exclude_defaults=False)
     # The same fine-tune (learning rate, schedule, patience) minus distillation: a teacher is how the pruned
     # model recovers, and the baseline should be the unpruned model trained the plain way.
-    extra = finetune.model_dump(mode="json", exclude={"distill"}) if finetune else {"lr": prune.lr, "patience": 0}
+    if finetune:
+        extra = finetune.model_dump(mode="json", exclude={"distill"})
+    else:
+        extra = {"lr": prune.lr, "batch_size": prune.batch_size, "patience": 0}
     extra |= {"epochs": prune.epochs + (finetune.epochs if finetune else 0)}
     stages = []
     for entry in data["stages"]:
