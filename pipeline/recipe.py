@@ -303,6 +303,7 @@ class NamedEntry(Strict):
     """A list item that is a one-key mapping from a name to its config, e.g. ``- train: {epochs: 20}``."""
 
     kind: ClassVar[str]
+    example: ClassVar[str]
 
     @model_validator(mode="before")
     @classmethod
@@ -310,7 +311,7 @@ class NamedEntry(Strict):
         if not isinstance(data, dict) or len(data) != 1:
             raise PydanticCustomError(
                 "single_key",
-                f"each {cls.kind} is a mapping with exactly one key, the {cls.kind} name, e.g. '- train: {{}}'",
+                f"each {cls.kind} is a mapping with exactly one key, the {cls.kind} name, e.g. '- {cls.example}: {{}}'",
             )
         (key, value) = next(iter(data.items()))
         return {key: {} if value is None else value}
@@ -326,6 +327,7 @@ class NamedEntry(Strict):
 
 class StageEntry(NamedEntry):
     kind: ClassVar[str] = "stage"
+    example: ClassVar[str] = "train"
     train: TrainConfig | None = None
     prune: PruneConfig | None = None
     finetune: FinetuneConfig | None = None
@@ -432,6 +434,7 @@ class AndroidConfig(Strict):
 
 class TargetEntry(NamedEntry):
     kind: ClassVar[str] = "target"
+    example: ClassVar[str] = "tflm"
     tflm: TflmConfig | None = None
     android: AndroidConfig | None = None
     openvino: OpenvinoConfig | None = None

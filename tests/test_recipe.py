@@ -90,6 +90,16 @@ def test_targets_need_an_export_stage():
     assert problems(text) == ["r.yaml:8: targets: targets need the chain to end with an 'export' stage"]
 
 
+def test_an_entry_names_one_stage_or_target():
+    text = GOOD.replace("  - quantize: {}", "  - quantize: {}\n    export: {}").replace(
+        "  - tflm: {board: cortex-m7-512k}", "  - tflm: {board: cortex-m7-512k}\n    android: {}"
+    )
+    assert problems(text) == [
+        "r.yaml:7: stages[1]: each stage is a mapping with exactly one key, the stage name, e.g. '- train: {}'",
+        "r.yaml:11: targets[0]: each target is a mapping with exactly one key, the target name, e.g. '- tflm: {}'",
+    ]
+
+
 def test_duplicate_keys_are_errors():
     assert problems(GOOD + "seed: 4\n") == ["r.yaml:11: seed: duplicate key (first at line 2)"]
 
