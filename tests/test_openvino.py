@@ -69,3 +69,11 @@ def test_unknown_device_or_precision_is_rejected(old, new, message):
     with pytest.raises(RecipeError) as info:
         parse_recipe(RECIPE.replace(old, new), "r.yaml")
     assert message in str(info.value)
+
+
+def test_openvino_telemetry_stays_off():
+    """A telemetry thread that forks once deadlocked the OpenVINO child; importing `pipeline` keeps it out.
+    (NNCF stubs its own telemetry under pytest, so only the converter's can be checked here.)"""
+    import openvino.tools.ovc.telemetry_utils as ovc_telemetry
+
+    assert ovc_telemetry.tm.__name__ == "openvino.tools.ovc.telemetry_stub"
