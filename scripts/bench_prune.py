@@ -170,8 +170,11 @@ def main(recipe_file: Path, runs_dir: Path, seed: int | None, rounds: int, invok
     }
     missed = []
     for figure in pruned:
-        # Accuracy is judged against the better unpruned model, the rest against the same-epochs twin.
-        ref = max(trained[figure], same[figure]) if "accuracy" in figure else same[figure]
+        ref = same[figure]  # sizes are the same for both unpruned models
+        if "accuracy" in figure:
+            ref = max(trained[figure], same[figure])
+        elif "latency" in figure:  # the same architecture twice: pool their invokes against load drift
+            ref = float(np.median(np.concatenate(latencies[:2])))
         ratio = pruned[figure] / ref if ref else float("nan")
         goal = ""
         if figure in goals:
@@ -181,12 +184,13 @@ def main(recipe_file: Path, runs_dir: Path, seed: int | None, rounds: int, invok
             missed += [] if ok else [figure]
         elif figure == "int8 accuracy (LiteRT)":
             drop = 100 * (ref - pruned[figure])
-            ok = drop <= GOALS["accuracy_points"]
+            ok = round(drop, 6) <= GOALS["accuracy_points"]  # exactly 1.5 points (45 of 3,000 clips) is within
             goal = f"Δ {-drop:+.2f} pts (≥ -{GOALS['accuracy_points']}) {'✓' if ok else '✗'}"
             missed += [] if ok else [figure]
         table.add_row(figure, *(_fmt(figure, c[figure]) for c in columns.values()), f"{ratio:.3f}", goal)
     Console(width=140).print(table)
-    print("pruned / unpruned: accuracy against the more accurate unpruned model, the rest against 'same epochs'")
+    print("pruned / unpruned: accuracy against the more accurate unpruned model, latency against both unpruned")
+    print("models' invokes pooled (the same architecture)")
     for label, result in results.items():
         print(f"{label + ':':<22} {result.run_dir}")
     if missed:
