@@ -50,6 +50,8 @@ def validate(recipes: tuple[Path, ...]) -> None:
 @click.option("--adb-serial", default=None, help="Also measure the android target on this phone (adb serial).")
 @click.option("--benchmark-model", type=click.Path(path_type=Path), default=None,
               help="TFLite's benchmark_model binary for that phone's ABI.")  # fmt: skip
+@click.option("--remeasure", is_flag=True,
+              help="Take every target's measurements again (latency, memory, devices); builds stay cached.")  # fmt: skip
 @click.option("-q", "--quiet", is_flag=True, help="Only print the summary.")
 def run(
     recipe_file: Path,
@@ -58,9 +60,11 @@ def run(
     cache: Path | None,
     adb_serial: str | None,
     benchmark_model: Path | None,
+    remeasure: bool,
     quiet: bool,
 ) -> None:
-    """Run RECIPE_FILE: stages, targets, report. Finished steps are reused from the cache."""
+    """Run RECIPE_FILE: stages, targets, report. Finished steps are reused from the cache; measurements are
+    replayed from it too, unless --remeasure (or a device the recipe names was unreachable last time)."""
     from pydantic import ValidationError
 
     from pipeline.recipe import RecipeError, load_recipe
@@ -79,15 +83,23 @@ def run(
 
     _quiet_tensorflow()
     from pipeline.data import DataError
-    from pipeline.progress import Reporter
-    from pipeline.runner import run_recipe
+    from pipeline.progress import Reporter, new_log_file
+    from pipeline.runner import OutputError, check_out, run_recipe
 
-    reporter = Reporter(quiet=quiet)
+    if out is not None:
+        try:
+            check_out(out)
+        except OutputError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_INPUT)
+    reporter = Reporter(quiet=quiet, log_file=new_log_file(runs_dir / ".logs"))
     try:
-        result = run_recipe(recipe, recipe_file, reporter, runs_root=runs_dir, out=out, cache=cache)
-    except DataError as exc:
+        result = run_recipe(
+            recipe, recipe_file, reporter, runs_root=runs_dir, out=out, cache=cache, remeasure=remeasure
+        )
+    except (DataError, OutputError) as exc:
         reporter.close()
-        click.echo(f"error: {recipe_file}: data: {exc}", err=True)
+        click.echo(f"error: {recipe_file}: {'data: ' if isinstance(exc, DataError) else ''}{exc}", err=True)
         sys.exit(EXIT_INPUT)
     except KeyboardInterrupt:
         reporter.close()
@@ -98,7 +110,11 @@ def run(
         import traceback
 
         traceback.print_exc()
-        click.echo("error: a step failed (above); finished steps are cached, a re-run resumes after them", err=True)
+        click.echo(
+            f"error: a step failed (above; full log {reporter.log_file}); finished steps are cached, a re-run "
+            "resumes after them",
+            err=True,
+        )
         sys.exit(EXIT_FAILED)
     finally:
         reporter.close()
@@ -131,7 +147,7 @@ def profile(model: Path, target: str, board: str | None, out: Path | None, runs:
         click.echo(f"error: --board: unknown board '{board}'{suggest(board, BOARDS)}", err=True)
         sys.exit(EXIT_INPUT)
     from targets.tflite_model import ModelFormatError
-    from targets.tflm import TflmError
+    from targets.tflm import ModelNotSupportedError, TflmError
     from targets.tflm import profile as profile_tflm
     from targets.tflm_bundle import UnsupportedOpError
 
@@ -140,9 +156,12 @@ def profile(model: Path, target: str, board: str | None, out: Path | None, runs:
         report = profile_tflm(
             model, out, board=board, runs=runs, headroom=headroom, log=lambda m: click.echo(m, err=True)
         )
-    except (ModelFormatError, UnsupportedOpError, TflmError) as exc:
+    except (ModelFormatError, UnsupportedOpError, ModelNotSupportedError) as exc:
         click.echo(f"error: {model}: {exc}", err=True)
         sys.exit(EXIT_INPUT)
+    except TflmError as exc:
+        click.echo(f"error: {model}: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
     arena, lat = report["arena"], report["latency_ms"]
     click.echo(f"{model}: {', '.join(report['ops'])}; {report['macs']:,} MACs")
     click.echo(f"  flash  {report['flash_bytes']:,} B (model array)")
@@ -182,6 +201,8 @@ def explain(run_dir: Path, cache: Path | None) -> None:
     except RecipeError as exc:
         click.echo(str(exc), err=True)
         sys.exit(EXIT_INPUT)
+    except Exception:  # a crash is not a budget verdict
+        _step_failed("recomputing the explain section failed")
     finally:
         reporter.close()
     for row in report["explain"]["models"]:
@@ -217,14 +238,25 @@ def hil(run_dir: Path, inventory: Path, runs: int, warmup: int, out: Path | None
         click.echo(f"error: {run_dir}: not a run directory (no report.json)", err=True)
         sys.exit(EXIT_INPUT)
     _quiet_tensorflow()
-    result = run_hil(run_dir.resolve(), devices, runs, warmup, log=lambda m: click.echo(m, err=True))
-    json_path, xml_path = write_results(result, out or run_dir)
+    try:
+        result = run_hil(run_dir.resolve(), devices, runs, warmup, log=lambda m: click.echo(m, err=True))
+        json_path, xml_path = write_results(result, out or run_dir)
+    except Exception:  # a crash is not a budget verdict
+        _step_failed("hardware-in-the-loop measurement failed")
     for d in result["devices"]:
         lat = d.get("latency_ms")
         figure = f"{lat['median']:.3f} ms median" if lat else d.get("reason") or "; ".join(d.get("problems", []))
         click.echo(f"{d['device']:<20} {d['status']:<9} {figure}")
     click.echo(f"results: {json_path}, {xml_path}")
     sys.exit(EXIT_FAILED if any(d["status"] == "failed" for d in result["devices"]) else 0)
+
+
+def _step_failed(what: str) -> None:
+    import traceback
+
+    traceback.print_exc()
+    click.echo(f"error: {what} (above)", err=True)
+    sys.exit(EXIT_FAILED)
 
 
 def _print_summary(report: dict, run_dir: Path) -> None:

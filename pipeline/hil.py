@@ -167,11 +167,11 @@ class SoftDevice:
     """The software device as a child process serving the run's model on a pty; the context gives its port."""
 
     def __init__(self, model_path: Path, arena: int, name: str):
-        self.args = [sys.executable, "-m", "targets.soft_dut", str(model_path), "--arena", str(arena), "--name", name]
+        model = str(Path(model_path).resolve())  # the child runs in our working directory, through the package
+        self.args = [sys.executable, "-m", "targets.soft_dut", model, "--arena", str(arena), "--name", name]
 
     def __enter__(self) -> str:
-        root = Path(__file__).resolve().parent.parent
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root)
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         port = self.proc.stdout.readline().strip()
         if not port:
             self.proc.kill()

@@ -3,6 +3,10 @@
 A recipe is validated completely before any work starts. Every problem is reported as
 ``file:line: key.path: message`` so a typo points at the exact spot in the YAML, and unknown keys are
 errors: a misspelt key that was silently ignored would produce a model nobody asked for.
+
+Nothing in a recipe is trusted: the file must be UTF-8 text of at most 1 MiB, YAML nesting and alias expansion are
+bounded before anything is built from it, counts have upper bounds, and words that become folder names or C strings
+(keywords, unknown words) are restricted to safe identifiers.
 """
 
 from __future__ import annotations
@@ -12,15 +16,18 @@ import hashlib
 import json
 import re
 import typing
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -50,9 +57,14 @@ class RecipeError(Exception):
         lines = []
         for p in self.problems:
             where = f"{self.file}:{p.line}" if p.line else self.file
-            key = format_path(p.path)
-            lines.append(f"{where}: {key + ': ' if key else ''}{p.message}")
+            key = printable(format_path(p.path))
+            lines.append(f"{where}: {key + ': ' if key else ''}{printable(p.message)}")
         return "\n".join(lines)
+
+
+def printable(text: str) -> str:
+    """Control characters (from quoted YAML keys or values) escaped: one problem stays one terminal line."""
+    return re.sub(r"[\x00-\x1f\x7f-\x9f]", lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def suggest(word: str, known: Any) -> str:
@@ -78,7 +90,7 @@ def format_path(path: tuple[str | int, ...]) -> str:
 class Strict(BaseModel):
     """Frozen, and unknown keys are errors (reported with the closest known key, see `_unknown_key`)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 Range = tuple[float, float]
@@ -93,7 +105,7 @@ def _ordered(value: Range) -> Range:
 class FeaturesConfig(Strict):
     kind: Literal["mfcc"] = "mfcc"
     sample_rate: Literal[16000] = 16000
-    clip_ms: int = Field(1000, gt=0)
+    clip_ms: int = Field(1000, gt=0, le=60_000)
     window_ms: float = Field(30.0, gt=0)
     stride_ms: float = Field(20.0, gt=0)
     coefficients: int = Field(10, ge=1, le=40)
@@ -109,6 +121,12 @@ class FeaturesConfig(Strict):
             raise ValueError("need lower_hz < upper_hz <= sample_rate / 2")
         if self.window_ms > self.clip_ms:
             raise ValueError("window_ms is longer than the clip")
+        if self.stride_ms > self.clip_ms:
+            raise ValueError("stride_ms is longer than the clip")
+        if self.window_samples < 1 or self.stride_samples < 1:
+            raise ValueError(
+                f"window_ms and stride_ms must each span at least one sample ({1000 / self.sample_rate} ms)"
+            )
         return self
 
     @property
@@ -142,29 +160,59 @@ DEFAULT_ACCENTS = [
 ]  # fmt: skip
 
 
+SAFE_WORD = re.compile(r"[a-z][a-z0-9_'-]{0,31}")
+
+
+def _safe_word(word: str) -> str:
+    """Keywords and unknown words name folders the generator writes to and C strings in the bundle."""
+    if word.startswith("_"):
+        raise ValueError(f"{word!r} starts with '_' (reserved for _silence_/_unknown_)")
+    if not SAFE_WORD.fullmatch(word):
+        raise ValueError(
+            f"{word!r} is not a usable word: 1 to 32 lowercase letters, digits, _, ' or -, starting with a letter "
+            "(words become folder names and C strings)"
+        )
+    return word
+
+
+Word = Annotated[str, AfterValidator(_safe_word)]
+
+
+def _unique(value: list[Any]) -> list[Any]:
+    dupes = sorted(v for v, n in Counter(value).items() if n > 1)
+    if dupes:
+        raise ValueError(f"listed twice: {', '.join(map(str, dupes))}")
+    return value
+
+
 class SyntheticConfig(Strict):
     """Offline Speech-Commands-like clips spoken by espeak-ng; the split is by voice variant."""
 
-    train_voices: int = Field(1500, ge=1, description="voice draws for training; each says every word once")
-    val_voices: int = Field(150, ge=1)
-    test_voices: int = Field(250, ge=1)
-    val_variants: int = Field(10, ge=1, description="espeak variants held out for validation only")
-    test_variants: int = Field(20, ge=1, description="espeak variants held out for test only")
-    unknown_per_voice: int = Field(1, ge=0, description="non-keywords each voice draw says")
-    unknown_words: list[str] = Field(default_factory=lambda: list(DEFAULT_UNKNOWN_WORDS), min_length=1)
+    train_voices: int = Field(1500, ge=1, le=100_000, description="voice draws for training; each says every word once")
+    val_voices: int = Field(150, ge=1, le=100_000)
+    test_voices: int = Field(250, ge=1, le=100_000)
+    val_variants: int = Field(10, ge=1, le=1000, description="espeak variants held out for validation only")
+    test_variants: int = Field(20, ge=1, le=1000, description="espeak variants held out for test only")
+    unknown_per_voice: int = Field(1, ge=0, le=100, description="non-keywords each voice draw says")
+    unknown_words: list[Word] = Field(default_factory=lambda: list(DEFAULT_UNKNOWN_WORDS), min_length=1)
     accents: list[str] = Field(default_factory=lambda: list(DEFAULT_ACCENTS), min_length=1)
     rate_wpm: Range = (120.0, 220.0)
     pitch: Range = (20.0, 80.0)
     snr_db: Range = (5.0, 30.0)
 
     _ranges = field_validator("rate_wpm", "pitch", "snr_db")(_ordered)
+    _unique_words = field_validator("unknown_words")(_unique)
 
 
 class DataConfig(Strict):
     source: Literal["speech_commands"] = "speech_commands"
-    path: Path | None = Field(None, description="real Speech Commands v2 folder; used when it exists")
-    fallback: Literal["synthetic", "error"] = "synthetic"
-    keywords: list[str] = Field(min_length=1)
+    path: Path | None = Field(
+        None, description="real Speech Commands v2 folder, relative to the recipe's folder; used when it exists"
+    )
+    fallback: Literal["synthetic", "none", "error"] = Field(
+        "synthetic", description="when data.path does not exist: synthetic data, or none (an error; 'error' is kept)"
+    )
+    keywords: list[Word] = Field(min_length=1)
     silence_fraction: float = Field(0.1, ge=0, le=1)
     unknown_fraction: float = Field(0.1, ge=0, le=1)
     synthetic: SyntheticConfig = SyntheticConfig()
@@ -173,13 +221,24 @@ class DataConfig(Strict):
     @field_validator("keywords")
     @classmethod
     def _unique_keywords(cls, value: list[str]) -> list[str]:
-        dupes = sorted({k for k in value if value.count(k) > 1})
+        dupes = sorted(k for k, n in Counter(value).items() if n > 1)
         if dupes:
             raise ValueError(f"duplicate keywords: {', '.join(dupes)}")
-        reserved = [k for k in value if k.startswith("_")]
+        reserved = [k for k in value if k.startswith("_")]  # also refused word by word (`_safe_word`)
         if reserved:
             raise ValueError(f"keywords cannot start with '_' (reserved for _silence_/_unknown_): {reserved}")
         return value
+
+    @model_validator(mode="after")
+    def _fallback_needs_path(self) -> DataConfig:
+        if not self.fallback_allowed and self.path is None:
+            raise ValueError(f"fallback '{self.fallback}' needs a path: the real Speech Commands v2 folder")
+        return self
+
+    @property
+    def fallback_allowed(self) -> bool:
+        """Whether a missing data.path falls back to synthetic data (else it is an error)."""
+        return self.fallback == "synthetic"
 
     @property
     def labels(self) -> list[str]:
@@ -206,10 +265,10 @@ class StageConfig(Strict):
 class TrainConfig(StageConfig):
     consumes: ClassVar[str | None] = None
     produces: ClassVar[str] = "keras"
-    epochs: int = Field(20, ge=1)
-    batch_size: int = Field(100, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    patience: int = Field(4, ge=0, description="early-stopping patience on validation accuracy; 0 disables")
+    epochs: int = Field(20, ge=1, le=10_000)
+    batch_size: int = Field(100, ge=1, le=100_000)
+    lr: float = Field(1e-3, gt=0, le=10)
+    patience: int = Field(4, ge=0, le=10_000, description="early-stopping patience on validation accuracy; 0 disables")
     lr_schedule: Literal["constant", "cosine"] = Field(
         "constant", description="cosine: lr decays to 0 over `epochs` (set the epochs you mean to spend)"
     )
@@ -219,7 +278,7 @@ class DistillConfig(Strict):
     """Knowledge distillation (Hinton et al. 2015): the student also matches a teacher's softened outputs."""
 
     teacher: str = Field(description="an earlier stage whose Keras model teaches, e.g. train (before pruning)")
-    temperature: float = Field(4.0, gt=0)
+    temperature: float = Field(4.0, gt=0, le=100)
     alpha: float = Field(0.5, ge=0, le=1, description="weight of the hard-label loss; 1 - alpha goes to the teacher")
 
 
@@ -227,8 +286,8 @@ class FinetuneConfig(TrainConfig):
     """Training again, on the (physically pruned) model the previous stage produced."""
 
     consumes: ClassVar[str | None] = "keras"
-    epochs: int = Field(10, ge=1)
-    lr: float = Field(5e-4, gt=0)
+    epochs: int = Field(10, ge=1, le=10_000)
+    lr: float = Field(5e-4, gt=0, le=10)
     distill: DistillConfig | None = None
 
 
@@ -252,15 +311,17 @@ class PruneConfig(StageConfig):
         None,
         description="filter: exponential|exponential_with_bias|baseline; magnitude: polynomial|exponential|multistep",
     )
-    steps: int = Field(3, ge=1, description="epochs over which the level rises from init to target")
-    warmup_epochs: int = Field(0, ge=0, description="epochs trained before any pruning (NNCF num_init_steps)")
+    steps: int = Field(3, ge=1, le=10_000, description="epochs over which the level rises from init to target")
+    warmup_epochs: int = Field(
+        0, ge=0, le=10_000, description="epochs trained before any pruning (NNCF num_init_steps)"
+    )
     importance: Literal["L1", "L2", "geometric_median"] = "L2"
     prune_first_conv: bool = True
     prune_downsample_convs: bool = True
     ignore: list[str] = Field(default_factory=list, description="layer names NNCF must leave whole")
-    epochs: int = Field(6, ge=1, description="epochs trained under the compression scheduler")
-    batch_size: int = Field(100, ge=1)
-    lr: float = Field(5e-4, gt=0)
+    epochs: int = Field(6, ge=1, le=10_000, description="epochs trained under the compression scheduler")
+    batch_size: int = Field(100, ge=1, le=100_000)
+    lr: float = Field(5e-4, gt=0, le=10)
 
     @model_validator(mode="after")
     def _consistent(self) -> PruneConfig:
@@ -291,7 +352,7 @@ class QuantizeConfig(StageConfig):
     consumes: ClassVar[str | None] = "keras"
     produces: ClassVar[str] = "tflite"
     mode: Literal["int8"] = "int8"
-    calibration_samples: int = Field(500, ge=1)
+    calibration_samples: int = Field(500, ge=1, le=100_000)
 
 
 class ExportConfig(StageConfig):
@@ -347,8 +408,8 @@ class BudgetsConfig(Strict):
 
 class TflmConfig(Strict):
     board: str | None = Field(None, description="a board from targets/boards.py; RAM/flash are shown as its share")
-    latency_runs: int = Field(100, ge=50)
-    warmup_runs: int = Field(10, ge=0)
+    latency_runs: int = Field(100, ge=50, le=100_000)
+    warmup_runs: int = Field(10, ge=0, le=100_000)
     arena_headroom: float = Field(0.0, ge=0, le=4, description="extra share added to the measured arena in the bundle")
     budgets: BudgetsConfig = BudgetsConfig()
 
@@ -363,20 +424,14 @@ class TflmConfig(Strict):
 
 
 OPENVINO_DEVICES = ("CPU", "GPU", "NPU", "AUTO")
-
-
-def _unique(value: list[Any]) -> list[Any]:
-    dupes = sorted({v for v in value if value.count(v) > 1})
-    if dupes:
-        raise ValueError(f"listed twice: {', '.join(map(str, dupes))}")
-    return value
+MAX_THREADS = 256
 
 
 class OpenvinoInt8Config(Strict):
     """NNCF post-training quantization of the OpenVINO model (`nncf.quantize`)."""
 
     preset: Literal["performance", "mixed"] = "performance"
-    subset_size: int = Field(300, ge=1, description="calibration clips from the training split")
+    subset_size: int = Field(300, ge=1, le=100_000, description="calibration clips from the training split")
     fast_bias_correction: bool = True
 
 
@@ -384,11 +439,11 @@ class OpenvinoConfig(Strict):
     device: str = "CPU"
     precisions: list[Literal["fp32", "fp16", "int8"]] = Field(default_factory=lambda: ["fp32", "int8"], min_length=1)
     int8: OpenvinoInt8Config = OpenvinoInt8Config()
-    threads: int = Field(1, ge=1, description="INFERENCE_NUM_THREADS for the latency measurement")
-    streams: int = Field(1, ge=1, description="NUM_STREAMS for the latency measurement")
-    latency_runs: int = Field(200, ge=10)
-    warmup_runs: int = Field(20, ge=0)
-    throughput_seconds: float = Field(2.0, gt=0, description="how long the THROUGHPUT-hint run lasts")
+    threads: int = Field(1, ge=1, le=MAX_THREADS, description="INFERENCE_NUM_THREADS for the latency measurement")
+    streams: int = Field(1, ge=1, le=MAX_THREADS, description="NUM_STREAMS for the latency measurement")
+    latency_runs: int = Field(200, ge=10, le=100_000)
+    warmup_runs: int = Field(20, ge=0, le=100_000)
+    throughput_seconds: float = Field(2.0, gt=0, le=3600, description="how long the THROUGHPUT-hint run lasts")
     budgets: BudgetsConfig = BudgetsConfig()
 
     _unique_precisions = field_validator("precisions")(_unique)
@@ -410,10 +465,12 @@ class AndroidConfig(Strict):
     )
     threads: list[int] = Field(default_factory=lambda: [1, 4], min_length=1)
     xnnpack: bool = True
-    latency_runs: int = Field(100, ge=10)
-    warmup_runs: int = Field(10, ge=0)
+    latency_runs: int = Field(100, ge=10, le=100_000)
+    warmup_runs: int = Field(10, ge=0, le=100_000)
     adb_serial: str | None = Field(None, description="a phone's adb serial: also measure there")
-    benchmark_model: Path | None = Field(None, description="TFLite's benchmark_model binary for the phone's ABI")
+    benchmark_model: Path | None = Field(
+        None, description="TFLite's benchmark_model binary for the phone's ABI, relative to the recipe's folder"
+    )
     budgets: BudgetsConfig = BudgetsConfig()
 
     _unique_variants = field_validator("variants", "threads")(_unique)
@@ -423,6 +480,8 @@ class AndroidConfig(Strict):
     def _positive(cls, value: list[int]) -> list[int]:
         if any(t < 1 for t in value):
             raise ValueError("thread counts must be at least 1")
+        if any(t > MAX_THREADS for t in value):
+            raise ValueError(f"thread counts must be at most {MAX_THREADS}")
         return value
 
     @model_validator(mode="after")
@@ -449,11 +508,11 @@ class ExplainConfig(Strict):
     """Agreement and attribution drift of every compressed model against the trained float model."""
 
     enabled: bool = True
-    samples: int = Field(240, ge=1, description="test clips explained (spread over the classes)")
+    samples: int = Field(240, ge=1, le=100_000, description="test clips explained (spread over the classes)")
     patch: tuple[int, int] = Field((7, 2), description="occlusion patch: frames x coefficients")
-    ig_steps: int = Field(32, ge=2)
+    ig_steps: int = Field(32, ge=2, le=1024)
     top_fraction: float = Field(0.1, gt=0, le=1)
-    pictures_per_class: int = Field(2, ge=0)
+    pictures_per_class: int = Field(2, ge=0, le=100)
     budgets: ExplainBudgets = ExplainBudgets()
 
     @field_validator("patch")
@@ -461,18 +520,24 @@ class ExplainConfig(Strict):
     def _positive_patch(cls, value: tuple[int, int]) -> tuple[int, int]:
         if min(value) < 1:
             raise ValueError("patch sides must be at least 1")
+        if max(value) > 1000:
+            raise ValueError("patch sides must be at most 1000")
         return value
 
 
 class Recipe(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)
     data: DataConfig
     model: ModelConfig = ModelConfig()
     stages: list[StageEntry] = Field(min_length=1)
     targets: list[TargetEntry] = Field(default_factory=list)
     budgets: BudgetsConfig = BudgetsConfig()
     explain: ExplainConfig = ExplainConfig()
+
+    # The folder relative paths in the recipe are resolved against: the recipe file's folder (`load_recipe`),
+    # None for text without a file (the current directory). Not part of the content: `fingerprint` ignores it.
+    _base_dir: Path | None = PrivateAttr(None)
 
     @model_validator(mode="after")
     def _chain(self) -> Recipe:
@@ -515,22 +580,46 @@ class Recipe(Strict):
             seen.add(t.name)
         return self
 
+    @property
+    def base_dir(self) -> Path | None:
+        """The folder relative paths resolve against (None: the current directory)."""
+        return self._base_dir
+
+    def resolve_path(self, path: Path | str) -> Path:
+        """A path from the recipe as it is meant: relative to the recipe file's folder, not the current directory."""
+        path = Path(path).expanduser()
+        if path.is_absolute():
+            return path
+        return (self._base_dir if self._base_dir is not None else Path.cwd()) / path
+
+    def with_base_dir(self, base_dir: Path | str | None) -> Recipe:
+        """A copy whose relative paths resolve against `base_dir`, e.g. a recipe re-read from its run folder."""
+        copy = self.model_copy()
+        copy._base_dir = Path(base_dir).expanduser().resolve() if base_dir is not None else None
+        return copy
+
     def with_target_options(self, target: str, **options: Any) -> Recipe:
-        """A copy with one target's options replaced (command-line overrides), validated like the file."""
+        """A copy with one target's options replaced (command-line overrides), validated like the file.
+
+        Paths given here come from the command line, so a relative one is taken from the current directory."""
         data = self.model_dump(mode="json")
         entry = next((t for t in data["targets"] if t.get(target) is not None), None)
         if entry is None:
             raise ValueError(f"the recipe has no '{target}' target")
-        entry[target].update({k: str(v) if isinstance(v, Path) else v for k, v in options.items()})
+        entry[target].update(
+            {k: str(v.expanduser().absolute()) if isinstance(v, Path) else v for k, v in options.items()}
+        )
         data["targets"] = [{k: v for k, v in t.items() if v is not None} for t in data["targets"]]
         data["stages"] = [{k: v for k, v in s.items() if v is not None} for s in data["stages"]]
-        return Recipe.model_validate(data)
+        copy = Recipe.model_validate(data)
+        copy._base_dir = self._base_dir
+        return copy
 
     def stage(self, name: str) -> StageConfig | None:
         return next((s.config for s in self.stages if s.name == name), None)
 
     def fingerprint(self) -> str:
-        """Hash of the validated content: comments and key order do not change it."""
+        """Hash of the validated content: comments, key order and the recipe's folder do not change it."""
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
 
@@ -542,10 +631,46 @@ def _at(path: tuple[str | int, ...], message: str) -> PydanticCustomError:
 # ---------------------------------------------------------------------------------------------------------
 # Loading
 
+MAX_FILE_BYTES = 1 << 20  # a recipe is a few kilobytes; this also stops reading /dev/zero
+MAX_DEPTH = 64  # YAML nesting; a recipe needs about 6. Composing recurses, deeper input overflows Python's stack.
+MAX_NODES = 100_000  # YAML nodes after alias expansion; a recipe has a few hundred
+
+
+class YAMLLimitError(yaml.MarkedYAMLError):
+    """A document that is well-formed YAML but beyond what a recipe could need."""
+
 
 class RecipeLoader(yaml.SafeLoader):
     """SafeLoader with YAML 1.2 booleans: only true/false. Under YAML 1.1 the keywords yes, no, on and off
-    would silently become booleans (the "Norway problem")."""
+    would silently become booleans (the "Norway problem").
+
+    Nesting is bounded while composing, and a value a constructor cannot read (``!!int`` with 5000 digits,
+    ``!!timestamp nonsense``) is a located YAML error instead of an exception from the constructor's depths."""
+
+    depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise YAMLLimitError(None, None, f"nested more than {MAX_DEPTH} levels deep", mark)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except yaml.YAMLError:
+            raise
+        except (ArithmeticError, AttributeError, LookupError, TypeError, ValueError):
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            value = node.value if isinstance(node, yaml.ScalarNode) else ""
+            shown = repr(value) if len(value) <= 40 else f"{value[:40]!r}... ({len(value)} characters)"
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {shown} as {tag}", node.start_mark
+            ) from None
 
 
 RecipeLoader.yaml_implicit_resolvers = {
@@ -557,6 +682,84 @@ RecipeLoader.add_implicit_resolver(
 )
 
 
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _expansion_problem(root: yaml.Node) -> Problem | None:
+    """Refuse a node graph that is recursive, expands to more than MAX_NODES nodes or nests deeper than MAX_DEPTH.
+
+    An alias repeats its anchor's whole node, so nine lines of nine aliases each stand for 9**9 nodes ("billion
+    laughs"); building the data or walking the graph would take that long. A chain of aliases can also nest deeper
+    than the composer's bound. Size and depth are computed once per node (memoised by identity, depth-first without
+    recursion), so this check is linear in the document."""
+    size: dict[int, int] = {}
+    height: dict[int, int] = {}
+    open_nodes: set[int] = set()  # on the current depth-first path: reaching one again is a cycle
+    stack: list[tuple[yaml.Node, tuple, bool]] = [(root, (), False)]
+    while stack:
+        node, path, finished = stack.pop()
+        if finished:
+            open_nodes.discard(id(node))
+            size[id(node)] = total = 1 + sum(size[id(child)] for child in _children(node))
+            height[id(node)] = 1 + max((height[id(child)] for child in _children(node)), default=0)
+            if height[id(node)] > MAX_DEPTH:
+                return Problem(path, f"aliases nest more than {MAX_DEPTH} levels deep", node.start_mark.line + 1)
+            if total > MAX_NODES:
+                what = "aliases expand to" if len(size) <= MAX_NODES else "the document has"
+                message = f"{what} more than {MAX_NODES:,} nodes" + (" (an alias bomb?)" if "alias" in what else "")
+                return Problem(path, message, node.start_mark.line + 1)
+            continue
+        if id(node) in size:
+            continue
+        if id(node) in open_nodes:
+            return Problem(
+                path, "an alias refers to a node that contains it (recursive data)", node.start_mark.line + 1
+            )
+        open_nodes.add(id(node))
+        stack.append((node, path, True))
+        children: list[tuple[yaml.Node, tuple, bool]] = []
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
+                children += [(key_node, path + (key,), False), (value_node, path + (key,), False)]
+        elif isinstance(node, yaml.SequenceNode):
+            children = [(item, path + (i,), False) for i, item in enumerate(node.value)]
+        stack += reversed(children)  # visited in document order: a node is named by the path of its anchor
+    return None
+
+
+def _line_column(text: str, index: int) -> tuple[int, int]:
+    """1-based line and column of text[index], counting line breaks as YAML does."""
+    lines = re.split(r"\r\n|[\r\n\x85\u2028\u2029]", text[:index])
+    return len(lines), len(lines[-1]) + 1
+
+
+def _yaml_problem(exc: yaml.YAMLError, text: str) -> Problem:
+    if isinstance(exc, yaml.reader.ReaderError):  # a character YAML refuses; it has a position, not a mark
+        line, column = _line_column(text, exc.position)
+        char = f"U+{exc.character:04X}" if isinstance(exc.character, int) else repr(exc.character)
+        return Problem((), f"YAML syntax: character {char} at column {column}: {exc.reason}", line)
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        message = exc.problem or exc.context or str(exc)
+        if exc.context and exc.problem and exc.problem.startswith("but "):  # "expected X" + "but found Y"
+            message = f"{exc.context}, {exc.problem}"
+        tag = re.match(r"could not determine a constructor for the tag '(.*)'", message)
+        if tag:
+            name = tag[1].replace("tag:yaml.org,2002:", "!!")
+            message = f"tag '{name}' is not allowed: a recipe holds plain data (mappings, lists, strings, numbers)"
+        if "'\\t'" in message:
+            message += " (a tab: YAML indents with spaces only)"
+        kind = "YAML" if isinstance(exc, (YAMLLimitError, yaml.constructor.ConstructorError)) else "YAML syntax"
+        return Problem((), f"{kind}: {message}", mark.line + 1 if mark else None)
+    return Problem((), f"YAML: {exc}", None)
+
+
 def _line_index(node: yaml.Node, path: tuple = (), out: dict | None = None, dupes: list | None = None):
     """Map every key path to its 1-based line, and collect duplicate keys (safe_load keeps the last silently)."""
     out = {} if out is None else out
@@ -564,7 +767,7 @@ def _line_index(node: yaml.Node, path: tuple = (), out: dict | None = None, dupe
     if isinstance(node, yaml.MappingNode):
         seen: dict[Any, int] = {}
         for key_node, value_node in node.value:
-            key = key_node.value
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
             line = key_node.start_mark.line + 1
             if key in seen and dupes is not None:
                 dupes.append(Problem(path + (key,), f"duplicate key (first at line {seen[key]})", line))
@@ -617,14 +820,22 @@ def parse_recipe(text: str, file: str | Path = "<recipe>") -> Recipe:
 
 
 def parse_document(text: str, file: str | Path, schema: type[BaseModel], shape: str) -> Any:
-    """YAML text validated against `schema`, every problem reported as `file:line: key.path: message`."""
+    """YAML text validated against `schema`, every problem reported as `file:line: key.path: message`.
+
+    The document is composed (nesting bounded), its alias expansion checked, and only then built into data."""
+    loader = None
     try:
-        node = yaml.compose(text, Loader=RecipeLoader)
-        data = yaml.load(text, Loader=RecipeLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
-        raise RecipeError(file, [Problem((), f"YAML syntax: {exc.problem or exc}", line)]) from None
+        loader = RecipeLoader(text)  # the reader refuses control characters right here
+        node = loader.get_single_node()
+        problem = _expansion_problem(node) if node is not None else None
+        if problem is not None:
+            raise RecipeError(file, [problem])
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as exc:
+        raise RecipeError(file, [_yaml_problem(exc, text)]) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
     if node is None or not isinstance(data, dict):
         raise RecipeError(file, [Problem((), shape, 1)])
     dupes: list[Problem] = []
@@ -661,11 +872,41 @@ def parse_document(text: str, file: str | Path, schema: type[BaseModel], shape: 
 
 
 def load_recipe(path: str | Path) -> Recipe:
-    return parse_recipe(read_text(path, "recipe"), path)
+    """A recipe file, validated; its relative paths resolve against the file's folder (see `Recipe.resolve_path`)."""
+    recipe = parse_recipe(read_text(path, "recipe"), path)
+    return recipe.with_base_dir(Path(path).resolve().parent)
 
 
 def read_text(path: str | Path, what: str) -> str:
+    """The file as UTF-8 text; unreadable, oversized, binary or mis-encoded files are located RecipeErrors."""
     try:
-        return Path(path).read_text()
+        with open(path, "rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
-        raise RecipeError(path, [Problem((), f"cannot read {what}: {exc.strerror}", None)]) from None
+        raise RecipeError(path, [Problem((), f"cannot read {what}: {exc.strerror or exc}", None)]) from None
+    a_what = f"{'an' if what[:1] in 'aeiou' else 'a'} {what}"
+    if len(raw) > MAX_FILE_BYTES:
+        raise RecipeError(
+            path, [Problem((), f"larger than {MAX_FILE_BYTES >> 20} MiB: {a_what} is a small text file", None)]
+        )
+    try:
+        text, bad = raw.decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        text, bad = None, exc.start
+    nul = raw.find(b"\0")
+    if nul >= 0 and (bad is None or nul < bad):
+        line, column = _byte_position(raw, nul)
+        message = f"NUL byte at line {line}, column {column}: {a_what} is text, not binary"
+        raise RecipeError(path, [Problem((), message, line)])
+    if bad is not None:
+        line, column = _byte_position(raw, bad)
+        message = f"invalid UTF-8 at line {line}, column {column} (byte offset {bad}): {a_what} is UTF-8 text"
+        raise RecipeError(path, [Problem((), message, line)])
+    assert text is not None
+    return text
+
+
+def _byte_position(raw: bytes, offset: int) -> tuple[int, int]:
+    """1-based line and column (in characters) of byte `offset`; the bytes before it are valid UTF-8."""
+    before = raw[:offset].decode("utf-8", errors="replace")
+    return _line_column(before, len(before))

@@ -2,24 +2,7 @@
 
 from __future__ import annotations
 
-import platform
-from importlib import metadata
 from typing import Any
-
-VERSIONED = ["tensorflow", "keras", "tflite-micro", "ai-edge-litert", "nncf", "openvino", "numpy", "espeakng-loader"]
-
-
-def versions() -> dict[str, str]:
-    out = {"python": platform.python_version(), "edge-pipeline": _version("edge-pipeline")}
-    out.update({name: _version(name) for name in VERSIONED})
-    return out
-
-
-def _version(name: str) -> str:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "not installed"
 
 
 def size_text(n: float | None) -> str:
@@ -53,6 +36,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         out.append(f"- ✗ {b['message']}")
     if failed:
         out.append("")
+    for warning in report.get("warnings", []):
+        out += [f"> **Warning:** {warning}", ""]
 
     data = report["data"]
     out += [
@@ -104,10 +89,16 @@ def render_markdown(report: dict[str, Any]) -> str:
                     f"{lat['median']:.3f} / {lat['p90']:.3f} ms ({lat['runs']} runs)",
                     _pct(t["accuracy"]),
                     lat["runtime"],
+                    t.get("measured_at", "–") + (" (replayed from cache)" if t["cached"] else ""),
                 ]
             )
-        out += [_table(["target", "flash", "RAM", "latency median / p90", "accuracy on target", "runtime"], rows)]
-        out.append("")
+        header = ["target", "flash", "RAM", "latency median / p90", "accuracy on target", "runtime", "measured"]
+        out += [_table(header, rows), ""]
+        if any(t["cached"] for t in report["targets"]):
+            out += [
+                "Replayed measurements were taken at the time shown; `pipeline run --remeasure` takes them again.",
+                "",
+            ]
         for t in report["targets"]:
             out += _target_notes(t)
 

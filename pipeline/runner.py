@@ -1,8 +1,15 @@
 """The runner: recipe -> data -> stages -> artifacts -> targets -> report, one way.
 
 Each step's output is a content-addressed store entry (see `pipeline.store`): an unchanged re-run finds every
-entry and re-computes nothing; a changed stage config changes that stage's key and so every key after it. The run
-directory is assembled in a temporary folder and renamed into place, then `latest` is repointed.
+entry and re-computes nothing; a changed stage config changes that stage's key and so every key after it. Keys
+cover the code each step runs and the runtime versions it uses (`pipeline.fingerprint`).
+
+A target is two entries: what it compiles (cached like a stage) and what it measures. Measurements of a machine
+are not a pure function of their inputs: `remeasure=True` (`pipeline run --remeasure`, nightly) re-takes them,
+and a measurement that could not reach a device the recipe names is never reused.
+
+The run directory is assembled in a temporary folder and renamed into place, then `latest` is repointed. An
+existing `--out` folder is replaced only when this tool wrote it (it holds `RUN_MARKER`).
 """
 
 from __future__ import annotations
@@ -18,14 +25,32 @@ from typing import Any
 
 from pipeline import budgets as budget_checks
 from pipeline.data import FeatureSet, prepare
+from pipeline.fingerprint import fingerprint
 from pipeline.progress import Reporter
 from pipeline.recipe import Recipe
-from pipeline.report import render_markdown, versions
+from pipeline.report import render_markdown
 from pipeline.stages import StageContext, load_stage
-from pipeline.store import META, Artifact, Store, code_fingerprint, digest, write_atomic, write_json
+from pipeline.store import META, Artifact, Store, digest, write_atomic, write_json
+from pipeline.versions import versions
 from targets import TargetContext, load_target
 
 DEFAULT_RUNS = Path("runs")
+RUN_MARKER = ".edge-pipeline-run"  # in every run folder: --out may replace a folder only when it holds this
+
+
+class OutputError(ValueError):
+    """--out names something this tool must not overwrite."""
+
+
+def check_out(out: Path) -> None:
+    """Refuse, before any work, an --out that is a file or a non-empty folder no run of this tool wrote."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise OutputError(f"--out {out}: exists and is not a folder; nothing was written")
+    if out.is_dir() and not (out / RUN_MARKER).is_file() and any(out.iterdir()):
+        raise OutputError(
+            f"--out {out}: the folder exists and was not written by `pipeline run` (no {RUN_MARKER} in it); "
+            "refusing to replace it. Choose a new or empty folder, or an earlier run's folder."
+        )
 
 
 @dataclass
@@ -49,7 +74,7 @@ def stage_key(recipe: Recipe, index: int, data: FeatureSet, upstream: Artifact |
             "seed": recipe.seed,
             # Only the first stage builds the model; later ones inherit it through their input's key.
             "model": recipe.model.model_dump(mode="json") if entry.config.consumes is None else None,
-            "code": code_fingerprint(*load_stage(entry.name).CODE),
+            "code": fingerprint(load_stage(entry.name).__name__),
         }
     )
 
@@ -61,15 +86,18 @@ def run_recipe(
     runs_root: Path = DEFAULT_RUNS,
     out: Path | None = None,
     cache: Path | None = None,
+    remeasure: bool = False,
 ) -> RunResult:
     started = time.time()
+    if out is not None:
+        check_out(out)
     store = Store(cache or runs_root / ".cache")
     removed = store.clean_partial()
     if removed:
         reporter.log(f"removed {removed} unfinished artifact(s) left by an interrupted run")
 
     reporter.scope = "data"
-    data, data_art = prepare(recipe, store, reporter.progress)
+    data, data_art = prepare(recipe, store, reporter.progress, reporter.warn)
     reporter.log(
         f"{data.source}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test clips"
         + (" (cached)" if data_art.cached else "")
@@ -94,29 +122,15 @@ def run_recipe(
 
     float_model = _last_float_model(recipe, stages)
     targets: list[tuple[str, Artifact]] = []
+    compiled_keys: list[str] = []
     for entry in recipe.targets:
         reporter.scope = entry.name
-        module = load_target(entry.name)
-        key = digest(
-            {
-                "target": entry.name,
-                "config": entry.config.model_dump(mode="json"),
-                "export": upstream.key,
-                "data": data.key,
-                "code": code_fingerprint(*module.CODE),
-            }
-        )
-
-        def build(tmp: Path, meta: dict, module=module, entry=entry) -> None:
-            ctx = TargetContext(recipe, data, upstream, tmp, reporter.log, reporter.progress, float_model)
-            module.compile(entry.config, ctx)
-            meta["target"] = entry.name
-            meta["metrics"] = module.measure(entry.config, ctx)
-
-        art = store.get_or_build(f"target-{entry.name}", key, build)
+        compiled, art = run_target(entry.name, entry.config, recipe, data, upstream, float_model, store, reporter,
+                                   remeasure)  # fmt: skip
         _log_done(reporter, art)
         targets.append((entry.name, art))
-    explain_art = run_explain(recipe, data, stages, targets, store, reporter)
+        compiled_keys.append(compiled.key)
+    explain_art = run_explain(recipe, data, stages, targets, compiled_keys, store, reporter)
     reporter.scope = ""
 
     results = budget_checks.check(
@@ -132,6 +146,8 @@ def run_recipe(
         "run_id": run_id,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "ok": all(b.ok for b in results),
+        "warnings": list(reporter.warnings),
+        "recipe_dir": str(recipe.base_dir or Path.cwd()),  # relative paths in recipe.yaml resolve against it
         "data": data.summary() | {"seconds": data_art.meta.get("seconds"), "cached": data_art.cached},
         "stages": [_row(name, art) for name, art in stages],
         "targets": [_row(name, art) for name, art in targets],
@@ -141,16 +157,65 @@ def run_recipe(
         "versions": versions(),
     }
     run_dir = out or runs_root / recipe.name / run_id
-    _publish(run_dir, recipe_file, stages, targets, report, explain_art)
+    _publish(run_dir, recipe_file, stages, targets, report, explain_art, reporter.log_file)
     if out is None:
         _point_latest(run_dir)
     return RunResult(run_dir, report)
 
 
-EXPLAIN_CODE = (
-    "pipeline.explain", "pipeline.explain_plots", "pipeline.evaluation", "targets.tflm", "targets.tflm_child",
-    "targets.tflite_model",
-)  # fmt: skip
+def run_target(
+    name: str,
+    config: Any,
+    recipe: Recipe,
+    data: FeatureSet,
+    export: Artifact,
+    float_model: Path | None,
+    store: Store,
+    reporter: Reporter,
+    remeasure: bool = False,
+) -> tuple[Artifact, Artifact]:
+    """(compiled, measured) entries of one target. The measured entry holds the compiled files too, so it is
+    what a run folder publishes."""
+    module = load_target(name)
+    key = digest(
+        {
+            "target": name,
+            "config": config.model_dump(mode="json"),
+            "export": export.key,
+            "data": data.key,
+            "code": fingerprint(module.__name__),
+        }
+    )
+
+    def context(out: Path) -> TargetContext:
+        return TargetContext(recipe, data, export, out, reporter.log, reporter.progress, float_model)
+
+    def build_compiled(tmp: Path, meta: dict) -> None:
+        module.compile(config, context(tmp))
+        meta["target"] = name
+
+    compiled = store.get_or_build(f"compiled-{name}", key, build_compiled)
+
+    def build_measured(tmp: Path, meta: dict) -> None:
+        shutil.copytree(compiled.path, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(META))
+        ctx = context(tmp)
+        meta["target"] = name
+        meta["metrics"] = module.measure(config, ctx)
+        meta["measured_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        if ctx.unreachable:
+            meta["unreachable"] = ctx.unreachable
+
+    def reusable(art: Artifact) -> bool:
+        if art.meta.get("unreachable"):
+            reporter.log(f"measuring again: last time {'; '.join(art.meta['unreachable'])}")
+            return False
+        return not remeasure
+
+    measured = store.get_or_build(f"target-{name}", key, build_measured, reuse=reusable)
+    return compiled, measured
+
+
+EXPLAIN_CODE = "pipeline.explain"
 
 
 def run_explain(
@@ -158,10 +223,12 @@ def run_explain(
     data: FeatureSet,
     stages: list[tuple[str, Artifact]],
     targets: list[tuple[str, Artifact]],
+    compiled_keys: list[str],
     store: Store,
     reporter: Reporter,
 ) -> Artifact | None:
-    """The explain section as one more cached step: it depends on every model of the run and on the data."""
+    """The explain section as one more cached step: it depends on every model of the run (the compiled targets,
+    not their measurements, so `--remeasure` does not redo it) and on the data."""
     if not recipe.explain.enabled or not stages or not stages[0][1].file("model.keras").exists():
         return None
     from pipeline.explain import explain, find_models
@@ -170,10 +237,10 @@ def run_explain(
     key = digest(
         {
             "explain": recipe.explain.model_dump(mode="json", exclude={"budgets"}),  # budgets are checked, not computed
-            "models": [art.key for _, art in stages + targets],
+            "models": [art.key for _, art in stages] + compiled_keys,
             "data": data.key,
             "seed": recipe.seed,
-            "code": code_fingerprint(*EXPLAIN_CODE),
+            "code": fingerprint(EXPLAIN_CODE),
         }
     )
 
@@ -213,7 +280,10 @@ def _log_done(reporter: Reporter, art: Artifact) -> None:
 
 
 def _row(name: str, art: Artifact) -> dict[str, Any]:
-    return {"name": name, **art.meta["metrics"], "seconds": art.meta.get("seconds", 0.0), "cached": art.cached}
+    row = {"name": name, **art.meta["metrics"], "seconds": art.meta.get("seconds", 0.0), "cached": art.cached}
+    if "measured_at" in art.meta:
+        row["measured_at"] = art.meta["measured_at"]
+    return row
 
 
 def _publish(
@@ -223,8 +293,10 @@ def _publish(
     targets: list[tuple[str, Artifact]],
     report: dict[str, Any],
     explain_art: Artifact | None = None,
+    log_file: Path | None = None,
 ) -> None:
-    """Assemble the run directory beside its final place, then rename: readers never see half a run."""
+    """Assemble the run directory beside its final place, then rename: readers never see half a run. A folder
+    already at `run_dir` is replaced only when an earlier run wrote it (checked again here, just before)."""
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = run_dir.parent / f".{run_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -242,7 +314,11 @@ def _publish(
             _copy_artifact(explain_art, tmp / "explain")
         write_json(tmp / "report.json", report)
         write_atomic(tmp / "report.md", render_markdown(report))
-        if run_dir.exists():  # --out onto an earlier run: swap, then drop the old one
+        if log_file is not None and log_file.is_file():
+            shutil.copyfile(log_file, tmp / "run.log")
+        write_atomic(tmp / RUN_MARKER, f"{report['recipe']} {report['run_id']}\n")
+        check_out(run_dir)
+        if run_dir.exists():  # --out onto an earlier run (or an empty folder): swap, then drop the old one
             old = run_dir.parent / f".{run_dir.name}.old-{os.getpid()}"
             os.rename(run_dir, old)
             os.rename(tmp, run_dir)
@@ -271,11 +347,11 @@ def reexplain(run_dir: Path, reporter: Reporter, cache: Path | None = None) -> d
     from pipeline.explain import explain, find_models
     from pipeline.recipe import load_recipe
 
-    recipe = load_recipe(run_dir / "recipe.yaml")
     report = json.loads((run_dir / "report.json").read_text())
+    recipe = load_recipe(run_dir / "recipe.yaml").with_base_dir(report.get("recipe_dir", run_dir))
     store = Store(cache or run_dir.parent.parent / ".cache")
     reporter.scope = "data"
-    data, _ = prepare(recipe, store, reporter.progress)
+    data, _ = prepare(recipe, store, reporter.progress, reporter.warn)
     stage_dirs = [(s["name"], run_dir / "stages" / f"{i}-{s['name']}") for i, s in enumerate(report["stages"], 1)]
     target_dirs = [(t["name"], run_dir / "export" / t["name"]) for t in report["targets"]]
     removed = _pruned_filters(stage_dirs)

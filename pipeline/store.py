@@ -1,7 +1,7 @@
 """Content-addressed artifact store and atomic writes.
 
 Every step's output lives in ``<cache>/<kind>-<key>/`` where the key hashes what the output is a pure function
-of (its config, its inputs' keys, the code that makes it). An entry is built in a temporary directory and
+of (its config, its inputs' keys, the code that makes it and the runtimes it uses: `pipeline.fingerprint`). An entry is built in a temporary directory and
 renamed into place only when complete, so a crash leaves no half artifact and a re-run resumes from the last
 finished entry.
 """
@@ -9,13 +9,12 @@ finished entry.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,18 +26,6 @@ META = "meta.json"
 def digest(obj: Any) -> str:
     blob = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()
-
-
-def code_fingerprint(*module_names: str) -> str:
-    """Hash of the named modules' source: changing the code that makes an artifact invalidates it."""
-    h = hashlib.sha256()
-    for name in sorted(set(module_names)):
-        module = importlib.util.find_spec(name)
-        if module is None or module.origin is None:
-            raise ValueError(f"cannot fingerprint unknown module {name!r}")
-        h.update(name.encode())
-        h.update(Path(module.origin).read_bytes())
-    return h.hexdigest()
 
 
 def sha256_file(path: Path) -> str:
@@ -130,9 +117,10 @@ class Store:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
 
-    def get_or_build(self, kind: str, key: str, build_fn) -> Artifact:
+    def get_or_build(self, kind: str, key: str, build_fn, reuse: Callable[[Artifact], bool] | None = None) -> Artifact:
+        """The entry for (kind, key), built by `build_fn(tmp, meta)` when absent or when `reuse` refuses it."""
         found = self.get(kind, key)
-        if found is not None:
+        if found is not None and (reuse is None or reuse(found)):
             return found
         with self.build(kind, key) as (tmp, meta):
             build_fn(tmp, meta)

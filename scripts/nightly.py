@@ -4,7 +4,8 @@
     .venv/bin/python scripts/nightly.py recipes/kws_mcu.yaml --inventory devices.yaml --history nightly.json
 
 Every figure (per target: accuracy, latency, RAM/arena, flash; per measured device: latency and output match)
-is compared with the last entry of the history file. A regression beyond its tolerance (latency +10%, accuracy
+is compared with the last entry of the history file. Every night measures again: the run is made with
+`--remeasure`, so builds come from the cache but latency, memory and device figures are taken tonight. A regression beyond its tolerance (latency +10%, accuracy
 -1 point, RAM/arena/flash +5% by default) makes the script exit 1 and name the figure; the night is appended to
 the history either way, so tomorrow compares with today. `--run-dir` measures an existing run instead of
 running the recipe (for re-checking a night, and for tests).
@@ -25,6 +26,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from pipeline.recipe import load_recipe  # noqa: E402
 from pipeline.store import write_json  # noqa: E402
 
 # figure suffix -> (direction, kind of tolerance); "up" means larger is worse
@@ -96,13 +98,12 @@ def main(recipe, inventory, history, run_dir, runs_dir, latency_tolerance, accur
     if run_dir is None:
         if recipe is None:
             raise click.UsageError("give a RECIPE to run, or --run-dir")
-        done = subprocess.run([*pipeline, "run", str(recipe), "--runs-dir", str(runs_dir)], cwd=ROOT)
+        done = subprocess.run([*pipeline, "run", str(recipe), "--runs-dir", str(runs_dir), "--remeasure"])
         if done.returncode not in (0, 1):  # 1 = a budget failed: still measured, still compared
             sys.exit(done.returncode)
-        name = subprocess.run([*pipeline, "validate", str(recipe)], capture_output=True, text=True, cwd=ROOT)
-        run_dir = runs_dir / name.stdout.split("(")[1].split(":")[0] / "latest"
+        run_dir = runs_dir / load_recipe(recipe).name / "latest"
     run_dir = run_dir.resolve()
-    hil = subprocess.run([*pipeline, "hil", str(run_dir), "--inventory", str(inventory)], cwd=ROOT)
+    hil = subprocess.run([*pipeline, "hil", str(run_dir), "--inventory", str(inventory)])
     current = figures(run_dir)
     past = json.loads(history.read_text()) if history.exists() else []
     tolerances = {"latency_ms": latency_tolerance, "ram_bytes": memory_tolerance, "flash_bytes": memory_tolerance,
@@ -126,7 +127,7 @@ def main(recipe, inventory, history, run_dir, runs_dir, latency_tolerance, accur
         console.print(table)
     regressions = [r["figure"] for r in rows if r["regression"]]
     if regressions:
-        console.print(f"[red]regressions:[/red] {', '.join(regressions)}")
+        click.echo(f"regressions: {', '.join(regressions)}")  # one line, never wrapped: scripts read it
         sys.exit(1)
     if hil.returncode != 0:
         console.print("[red]a device failed its hardware-in-the-loop check (see hil.json)[/red]")

@@ -26,7 +26,6 @@ from targets import TargetContext, latency_summary
 from targets.adb import Adb, AdbError, BenchmarkParseError, benchmark_on_phone
 from targets.tflite_model import live_tensor_lower_bound, read_model
 
-CODE = ("targets.android", "targets.adb", "targets.tflite_model", "pipeline.evaluation")
 DESCRIPTIONS = {
     "fp32": "float32 weights and compute",
     "fp16": "float16 weights, float32 compute",
@@ -206,6 +205,8 @@ def measure(cfg: AndroidConfig, ctx: TargetContext) -> dict[str, Any]:
                 **summarize(pred, data.test.y, data.test.groups, data.labels),
             }
         )
+    if cfg.benchmark_model is not None:  # relative to the recipe's folder, like every path in a recipe
+        cfg = cfg.model_copy(update={"benchmark_model": ctx.recipe.resolve_path(cfg.benchmark_model)})
     phone = measure_on_phone(cfg, ctx)
     for v in variants:
         v["phone"] = phone.get("variants", {}).get(v["variant"], [])
@@ -235,7 +236,7 @@ def measure_on_phone(cfg: AndroidConfig, ctx: TargetContext) -> dict[str, Any]:
         return {"status": "not requested", "message": "no adb serial given: no phone measurement"}
     adb = Adb(cfg.adb_serial)
     if not adb.attached():
-        ctx.log(f"phone {cfg.adb_serial} is not attached: no on-device numbers")
+        ctx.unavailable(f"phone {cfg.adb_serial} is not attached: no on-device numbers")
         return {"status": "not attached", "serial": cfg.adb_serial,
                 "message": f"phone {cfg.adb_serial} not attached (adb get-state): nothing measured on it"}  # fmt: skip
     device = adb.model_name()

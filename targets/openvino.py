@@ -11,21 +11,20 @@ has imported TensorFlow says nothing about what a deployment of OpenVINO alone n
 from __future__ import annotations
 
 import json
-import os
+import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pipeline.child import describe_exit, run_module
 from pipeline.evaluation import summarize
 from pipeline.recipe import OpenvinoConfig
 from pipeline.store import write_json
 from targets import TargetContext, latency_summary
 
-CODE = ("targets.openvino", "targets.openvino_child", "pipeline.evaluation")
 PRIMARY_ORDER = ("int8", "fp16", "fp32")  # the variant the standard report fields describe
 
 
@@ -62,6 +61,25 @@ def quantize_int8(
     )
 
 
+def canonical_names(model: Any) -> Any:
+    """Rename OpenVINO's auto-named nodes (`Constant_26817`: a counter of every node the process ever made) by
+    their position in the graph, so the saved IR is the same bytes however the process got there (a run resumed
+    after a crash and an uninterrupted one used to differ only in these names)."""
+    renamed: dict[str, str] = {}
+    ops = model.get_ordered_ops()
+    for index, op in enumerate(ops):
+        kind, name = op.get_type_name(), op.get_friendly_name()
+        if re.fullmatch(rf"{re.escape(kind)}_\d+", name):
+            renamed[name] = f"{kind}_{index}"
+            op.set_friendly_name(renamed[name])
+    for op in ops:  # tensors named after an auto-named node (a Result's output) follow it
+        for output in op.outputs():
+            names = output.get_names()
+            if names & renamed.keys():
+                output.set_names({renamed.get(n, n) for n in names})
+    return model
+
+
 def quantize_node_count(model: Any) -> int:
     return sum(op.get_type_name() in ("FakeQuantize", "FakeConvert") for op in model.get_ops())
 
@@ -84,7 +102,7 @@ def compile(cfg: OpenvinoConfig, ctx: TargetContext) -> None:  # noqa: A001 - th
         )
     )
     settings = {"input_shape": list(data.input_shape), "precisions": cfg.precisions, "int8": cfg.int8.model_dump()}
-    _run_child("convert", str(ctx.float_model), str(ctx.out), str(calibration), json.dumps(settings), timeout=900)
+    _run_child("convert", ctx.float_model, ctx.out, calibration, json.dumps(settings), timeout=900)
     calibration.unlink()
 
 
@@ -144,21 +162,16 @@ def predict(compiled: Any, x: np.ndarray) -> np.ndarray:
 
 def peak_memory(xml: Path, device: str, config: dict[str, Any], runs: int = 50) -> dict[str, Any]:
     """Peak RSS of a fresh process that imports OpenVINO, loads and compiles the IR and runs it."""
-    done = _run_child("memory", str(xml), device, json.dumps(config), str(runs), timeout=300)
+    done = _run_child("memory", xml, device, json.dumps(config), str(runs), timeout=300)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _run_child(*args: str, timeout: float) -> subprocess.CompletedProcess:
-    done = subprocess.run(
-        [sys.executable, "-m", "targets.openvino_child", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=Path(__file__).resolve().parent.parent,
-        env=os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
+def _run_child(*args: str | Path, timeout: float) -> subprocess.CompletedProcess:
+    done = run_module("targets.openvino_child", *args, timeout=timeout, env={"TF_CPP_MIN_LOG_LEVEL": "3"})
     if done.returncode != 0:
-        raise RuntimeError(f"OpenVINO child '{args[0]}' failed:\n{done.stderr[-3000:]}")
+        raise RuntimeError(
+            f"OpenVINO child '{args[0]}' failed ({describe_exit(done.returncode)}):\n{done.stderr[-3000:]}"
+        )
     return done
 
 

@@ -3,7 +3,7 @@
     python -m targets.openvino_child memory MODEL.xml DEVICE CONFIG_JSON RUNS
     python -m targets.openvino_child convert MODEL.keras OUT_DIR CALIBRATION.npy SETTINGS_JSON
 
-`memory` imports only numpy and openvino, so the peak RSS (VmHWM) is what a deployment that loads, compiles and
+`memory` imports only numpy and openvino (the `targets` package itself imports nothing heavy), so the peak RSS (VmHWM) is what a deployment that loads, compiles and
 runs this IR holds, not what the measuring pipeline (TensorFlow, NNCF) holds; the RSS after `import openvino`
 alone is reported too, so the model's own share can be told apart. Prints one JSON line.
 
@@ -31,8 +31,8 @@ def convert(keras_path: str, out_dir: str, calibration_path: str, settings: dict
     import numpy as np
     import openvino as ov
 
+    from targets.openvino import canonical_names, quantize_int8
     from targets.openvino import convert as to_openvino
-    from targets.openvino import quantize_int8
 
     model = to_openvino(keras_path, tuple(settings["input_shape"]))
     for precision in settings["precisions"]:
@@ -40,9 +40,9 @@ def convert(keras_path: str, out_dir: str, calibration_path: str, settings: dict
         xml.parent.mkdir(parents=True, exist_ok=True)
         if precision == "int8":
             quantized = quantize_int8(model, np.load(calibration_path), **settings["int8"])
-            ov.save_model(quantized, xml, compress_to_fp16=False)
+            ov.save_model(canonical_names(quantized), xml, compress_to_fp16=False)
         else:
-            ov.save_model(model, xml, compress_to_fp16=precision == "fp16")
+            ov.save_model(canonical_names(model), xml, compress_to_fp16=precision == "fp16")
 
 
 def main(argv: list[str]) -> int:

@@ -93,6 +93,22 @@ def read_model(data: bytes) -> Graph:
     return Graph(tensors, operators, tuple(int(x) for x in graph.inputs), tuple(int(x) for x in graph.outputs))
 
 
+WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "BATCH_MATMUL")
+
+
+def hybrid_ops(graph: Graph) -> list[str]:
+    """Operators that take float activations with integer weights (dynamic-range quantization): LiteRT runs
+    them, TFLite Micro does not."""
+    found = []
+    for op in graph.operators:
+        if op.name not in WEIGHTED_OPS or len(op.inputs) < 2:
+            continue
+        activation, weights = graph.tensors[op.inputs[0]], graph.tensors[op.inputs[1]]
+        if activation.dtype == "FLOAT32" and weights.constant and weights.dtype in ("INT8", "UINT8", "INT4"):
+            found.append(op.name)
+    return list(dict.fromkeys(found))
+
+
 def live_tensor_lower_bound(graph: Graph) -> dict:
     """The largest total size of non-constant tensors that must coexist at some step of the execution order.
 

@@ -17,19 +17,19 @@ import hashlib
 import json
 import re
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pipeline.child import describe_exit, run_module
 from pipeline.evaluation import quantize_input, summarize
 from pipeline.recipe import TflmConfig
 from pipeline.store import write_json
 from targets import TargetContext, latency_summary
 from targets.boards import BOARDS
-from targets.tflite_model import Graph, live_tensor_lower_bound, macs, read_model
+from targets.tflite_model import Graph, hybrid_ops, live_tensor_lower_bound, macs, read_model
 from targets.tflm_bundle import (
     ALIGN,
     UnsupportedOpError,
@@ -40,10 +40,6 @@ from targets.tflm_bundle import (
     write_readme,
 )
 
-CODE = (
-    "targets.tflm", "targets.tflm_child", "targets.tflm_bundle", "targets.tflite_model", "targets.boards",
-    "pipeline.evaluation", "pipeline.c_output",
-)  # fmt: skip
 MAX_ARENA = 64 << 20
 MODEL = "model.tflite"
 PREDICTIONS = "tflm_test_predictions.npy"
@@ -60,24 +56,44 @@ class TflmError(RuntimeError):
     pass
 
 
-def _child(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "targets.tflm_child", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
+class ModelNotSupportedError(TflmError):
+    """The model itself cannot run on TFLM (a hybrid model): the input is at fault, not the tool."""
+
+
+def _child(*args: str | Path | int, timeout: float = 600) -> subprocess.CompletedProcess:
+    return run_module("targets.tflm_child", *args, timeout=timeout)
+
+
+# What TFLM prints when the arena is too small (sometimes just before it segfaults). Only these make a probe "no".
+ARENA_TOO_SMALL = re.compile(r"Failed to allocate|Failed to resize buffer|missing: \d+")
+HYBRID_FIX = (
+    "TFLite Micro runs fully integer models only: convert with full-integer quantization and a representative "
+    "data set (converter.optimizations = [tf.lite.Optimize.DEFAULT]; converter.representative_dataset = ...; "
+    "converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]; int8 input and output types)"
+)
+
+
+def explain_failure(stderr: str, returncode: int, what: str) -> Exception:
+    """The error for a TFLM child that failed for a reason other than arena size: TFLM's own words, named."""
+    missing = re.search(r"Didn't find op for builtin opcode '(\w+)'", stderr)
+    if missing:
+        return UnsupportedOpError(f"TFLite Micro has no kernel for operator {missing.group(1)}")
+    if "Hybrid models are not supported" in stderr or re.search(r"Input type: FLOAT32 with filter type: INT8", stderr):
+        return ModelNotSupportedError(f"a hybrid model (float activations, int8 weights): {HYBRID_FIX}")
+    tail = "\n".join(stderr.strip().splitlines()[-15:]) or "(it printed nothing)"
+    return TflmError(f"TFLM {what} failed ({describe_exit(returncode)}); TFLM said:\n{tail}")
 
 
 def allocates(model_path: Path, arena: int, input_path: Path) -> bool:
-    """Whether TFLM allocates and invokes with `arena` bytes (a crash counts as no). An operator TFLM does not
-    have is not a matter of arena size: it raises UnsupportedOpError naming the op."""
-    done = _child("probe", str(model_path), str(arena), str(input_path), timeout=120)
-    missing = re.search(r"Didn't find op for builtin opcode '(\w+)'", done.stderr)
-    if missing:
-        raise UnsupportedOpError(f"TFLite Micro has no kernel for operator {missing.group(1)}")
-    return done.returncode == 0
+    """Whether TFLM allocates and invokes with `arena` bytes. Only TFLM's own allocation failure means no (it
+    may crash right after saying so); any other failure (a missing file, an operator TFLM lacks, a hybrid model,
+    an import error) raises with the child's message instead of passing for a small arena."""
+    done = _child("probe", Path(model_path), arena, Path(input_path), timeout=120)
+    if done.returncode == 0:
+        return True
+    if ARENA_TOO_SMALL.search(done.stderr):
+        return False
+    raise explain_failure(done.stderr, done.returncode, f"probe of {Path(model_path).name} with a {arena}-byte arena")
 
 
 def _align(n: int) -> int:
@@ -125,6 +141,11 @@ def measure_on_tflm(
     model_path: Path, graph: Graph, inputs: np.ndarray, warmup: int, runs: int, headroom: float, log=lambda msg: None
 ) -> dict[str, Any]:
     """Arena search, allocation report, timed invokes and top-1 of every input, all on the TFLM interpreter."""
+    hybrid = hybrid_ops(graph)
+    if hybrid:
+        raise ModelNotSupportedError(
+            f"a hybrid model ({', '.join(hybrid)} with float activations and int8 weights): {HYBRID_FIX}"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         sample, batch, result_path = Path(tmp) / "sample.npy", Path(tmp) / "inputs.npy", Path(tmp) / "result.json"
         np.save(sample, inputs[:1])
@@ -184,11 +205,9 @@ def time_invokes(model_path: Path, arena: int, runs: int, warmup: int = 10, seed
 
 
 def _measure_child(model_path: Path, arena: int, inputs: Path, result: Path, warmup: int, runs: int) -> dict:
-    done = _child(
-        "measure", str(model_path), str(arena), str(inputs), str(result), "--warmup", str(warmup), "--runs", str(runs),
-    )  # fmt: skip
+    done = _child("measure", Path(model_path), arena, inputs, result, "--warmup", warmup, "--runs", runs)
     if done.returncode != 0:
-        raise TflmError(f"TFLM measurement failed with a {arena}-byte arena:\n{done.stderr[-2000:]}")
+        raise explain_failure(done.stderr, done.returncode, f"measurement with a {arena}-byte arena")
     return json.loads(result.read_text())
 
 
@@ -197,9 +216,9 @@ def tflm_outputs(model_path: Path, arena: int, inputs: np.ndarray) -> np.ndarray
     with tempfile.TemporaryDirectory() as tmp:
         batch, result = Path(tmp) / "inputs.npy", Path(tmp) / "outputs.npy"
         np.save(batch, inputs)
-        done = _child("outputs", str(model_path), str(arena), str(batch), str(result))
+        done = _child("outputs", Path(model_path), arena, batch, result)
         if done.returncode != 0:
-            raise TflmError(f"TFLM failed on {len(inputs)} inputs:\n{done.stderr[-2000:]}")
+            raise explain_failure(done.stderr, done.returncode, f"run of {len(inputs)} inputs")
         return np.load(result)
 
 
@@ -267,7 +286,7 @@ def compile(cfg: TflmConfig, ctx: TargetContext) -> None:  # noqa: A001 - the in
 
 
 def measure(cfg: TflmConfig, ctx: TargetContext) -> dict[str, Any]:
-    from pipeline.report import versions
+    from pipeline.versions import versions
 
     info = json.loads(ctx.export.file("model_info.json").read_text())
     inp = info["input"]
@@ -320,7 +339,7 @@ def profile(
     log=lambda msg: None,
 ) -> dict[str, Any]:  # fmt: skip
     """Bundle and TFLM measurements for any .tflite; inputs are seeded random values (no data set, no accuracy)."""
-    from pipeline.report import versions
+    from pipeline.versions import versions
 
     model = Path(model_path).read_bytes()
     out.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,9 @@
 
 A too-small arena makes `Interpreter.from_bytes` raise, but a failed allocation has also been seen to take the
 whole process down, so every call into TFLM that might fail runs here, never in the pipeline's own process.
-Only numpy and tflite_micro are imported: a probe starts in ~0.15 s.
+Only numpy, tflite_micro and two small project modules (`targets`, `pipeline.c_output`, which import nothing
+heavy) are imported: a probe starts in ~0.2 s. TFLM prints its own errors on stderr; the parent
+(`targets.tflm.allocates`) reads them to tell "arena too small" from every other failure.
 
     python -m targets.tflm_child probe   MODEL ARENA INPUT.npy          exit 0 if it allocates and invokes
     python -m targets.tflm_child measure MODEL ARENA INPUTS.npy OUT.json --warmup W --runs R
@@ -46,7 +48,8 @@ def probe(model_path: str, arena: int, input_path: str) -> int:
         interp = _interpreter(model_path, arena)
         interp.set_input(np.load(input_path), 0)
         interp.invoke()
-    except (RuntimeError, ValueError):
+    except (RuntimeError, ValueError) as exc:  # TFLM printed why on stderr; the parent reads it
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     return 0
 

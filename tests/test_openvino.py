@@ -77,3 +77,24 @@ def test_openvino_telemetry_stays_off():
     import openvino.tools.ovc.telemetry_utils as ovc_telemetry
 
     assert ovc_telemetry.tm.__name__ == "openvino.tools.ovc.telemetry_stub"
+
+
+def test_saved_ir_does_not_depend_on_what_the_process_built_before(tmp_path):
+    """OpenVINO names unnamed nodes from a process-wide counter; canonical names make the IR the same bytes
+    whether it is the first model a process builds or the second (a resumed run vs an uninterrupted one)."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from targets.openvino import canonical_names
+
+    def build() -> ov.Model:
+        x = ops.parameter([1, 4], np.float32, name="x")
+        y = ops.matmul(x, ops.constant(np.ones((4, 3), np.float32)), False, False)
+        return ov.Model([ops.relu(y)], [x], "m")
+
+    def saved(model: ov.Model, name: str) -> bytes:
+        ov.save_model(model, tmp_path / f"{name}.xml")
+        return (tmp_path / f"{name}.xml").read_bytes()
+
+    assert saved(build(), "a") != saved(build(), "b")  # the counter moved on between the two
+    assert saved(canonical_names(build()), "c") == saved(canonical_names(build()), "d")

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.fingerprint import fingerprint
 from pipeline.recipe import Recipe
-from pipeline.store import Artifact, Store, code_fingerprint, digest
+from pipeline.store import Artifact, Store, digest
 
 SPLITS = ("train", "val", "test")
 
@@ -59,6 +60,7 @@ class FeatureSet:
 
 
 Progress = Callable[[str, int, int], None]
+Warn = Callable[[str], None]
 
 
 def _real_dataset_key(root: Path) -> str:
@@ -73,14 +75,25 @@ def _real_dataset_key(root: Path) -> str:
     return digest(sorted(entries))
 
 
-def resolve_source(recipe: Recipe, store: Store, progress: Progress | None = None) -> tuple[str, Path, str]:
-    """Return (source name, data root, content key), generating the synthetic set if needed."""
+def resolve_source(
+    recipe: Recipe, store: Store, progress: Progress | None = None, warn: Warn | None = None
+) -> tuple[str, Path, str]:
+    """Return (source name, data root, content key), generating the synthetic set if needed. A `data.path` that
+    does not exist is never passed over in silence: an error, or a warning before any work when the recipe lets
+    the run fall back to synthetic data."""
     data = recipe.data
-    if data.path is not None and Path(data.path).is_dir():
-        root = Path(data.path).resolve()
-        return "speech_commands", root, _real_dataset_key(root)
-    if data.fallback == "error":
-        raise DataError(f"data.path '{data.path}' does not exist and data.fallback is 'error'")
+    if data.path is not None:
+        root = recipe.resolve_path(data.path).resolve()
+        if root.is_dir():
+            return "speech_commands", root, _real_dataset_key(root)
+        if not data.fallback_allowed:
+            raise DataError(f"data.path '{data.path}' does not exist (looked for {root}) and data.fallback is "
+                            f"'{data.fallback}'")  # fmt: skip
+        if warn is not None:
+            warn(
+                f"data.path '{data.path}' does not exist (looked for {root}): training on the offline synthetic "
+                "set instead. Set `data.fallback: none` to make this an error."
+            )
 
     from pipeline.data import synthetic
 
@@ -93,7 +106,7 @@ def resolve_source(recipe: Recipe, store: Store, progress: Progress | None = Non
             "seed": recipe.seed,
             "sample_rate": feats.sample_rate,
             "clip_samples": feats.clip_samples,
-            "code": code_fingerprint("pipeline.data.synthetic", "pipeline.data.espeak"),
+            "code": fingerprint("pipeline.data.synthetic"),
         }
     )
 
@@ -112,11 +125,13 @@ def resolve_source(recipe: Recipe, store: Store, progress: Progress | None = Non
     return "synthetic", art.path / "speech_commands", key
 
 
-def prepare(recipe: Recipe, store: Store, progress: Progress | None = None) -> tuple[FeatureSet, Artifact]:
+def prepare(
+    recipe: Recipe, store: Store, progress: Progress | None = None, warn: Warn | None = None
+) -> tuple[FeatureSet, Artifact]:
     """Features for every split, computed once per (data set, labels, features config) and cached."""
     from pipeline.data import features, speech_commands, synthetic
 
-    source, root, source_key = resolve_source(recipe, store, progress)
+    source, root, source_key = resolve_source(recipe, store, progress, warn)
     data = recipe.data
     key = digest(
         {
@@ -126,7 +141,7 @@ def prepare(recipe: Recipe, store: Store, progress: Progress | None = None) -> t
             "unknown": data.unknown_fraction,
             "features": data.features.model_dump(mode="json"),
             "seed": recipe.seed,
-            "code": code_fingerprint("pipeline.data.speech_commands", "pipeline.data.features", "pipeline.data"),
+            "code": fingerprint("pipeline.data"),
         }
     )
 

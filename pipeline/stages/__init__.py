@@ -1,10 +1,9 @@
 """Stages: one module each, all with the same small interface.
 
-A stage module defines ``CODE`` (the modules whose source its output depends on) and
-``run(config, ctx) -> metrics``: it reads ``ctx.input`` (the previous stage's artifact; ``ctx.earlier`` has the
+A stage module defines ``run(config, ctx) -> metrics``: it reads ``ctx.input`` (the previous stage's artifact; ``ctx.earlier`` has the
 ones before, e.g. a distillation teacher), writes its files into
 ``ctx.out`` and returns JSON-able metrics (accuracy, params, macs, ...). The runner handles caching and
-atomicity, so a stage only computes.
+atomicity (the cache key covers the module's import closure and runtime versions), so a stage only computes.
 """
 
 from __future__ import annotations

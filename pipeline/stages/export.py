@@ -11,7 +11,6 @@ from pipeline.recipe import ExportConfig
 from pipeline.stages import PREDICTIONS, StageContext
 from pipeline.store import sha256_file, write_json
 
-CODE = ("pipeline.stages.export", "pipeline.evaluation")
 MODEL = "model.tflite"
 INFO = "model_info.json"
 LABELS = "labels.txt"

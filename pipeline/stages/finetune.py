@@ -10,8 +10,6 @@ from pipeline.recipe import FinetuneConfig
 from pipeline.stages import StageContext
 from pipeline.stages.train import MODEL, Teacher, seed_everything, train_and_save
 
-CODE = ("pipeline.stages.finetune", "pipeline.stages.train", "pipeline.models.zoo", "pipeline.evaluation")
-
 
 def run(cfg: FinetuneConfig, ctx: StageContext) -> dict[str, Any]:
     seed_everything(ctx.recipe.seed)

@@ -27,7 +27,6 @@ from pipeline.stages import PREDICTIONS, StageContext
 from pipeline.stages.train import MODEL, fit, seed_everything
 from pipeline.store import write_json
 
-CODE = ("pipeline.stages.prune", "pipeline.stages.train", "pipeline.models.zoo", "pipeline.evaluation")
 TOLERANCE = 1e-4
 FILTERS = "filters.json"
 

@@ -13,7 +13,6 @@ from pipeline.models import model_cost
 from pipeline.recipe import QuantizeConfig
 from pipeline.stages import PREDICTIONS, StageContext
 
-CODE = ("pipeline.stages.quantize", "pipeline.evaluation", "pipeline.models.zoo")
 MODEL = "model.tflite"
 
 

@@ -14,7 +14,6 @@ from pipeline.models import build_model, model_cost
 from pipeline.recipe import TrainConfig
 from pipeline.stages import PREDICTIONS, StageContext
 
-CODE = ("pipeline.stages.train", "pipeline.models.zoo", "pipeline.evaluation")
 MODEL = "model.keras"
 
 

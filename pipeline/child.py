@@ -1,0 +1,41 @@
+"""Run one of the project's modules in a fresh interpreter (`python -m MODULE ...`).
+
+Children run where the caller runs (the user's working directory), so every path handed to them is made
+absolute here: a relative path means the same file in both processes. The module is found through the installed
+package, never through the checkout. Modules started this way are part of the calling step's code fingerprint
+(`pipeline.fingerprint` looks for `run_module("...")` calls).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def run_module(
+    module: str, *args: str | Path | int, timeout: float, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """`python -m module args`; Path arguments are passed absolute. Returns the finished process (not checked)."""
+    argv = [str(Path(a).resolve()) if isinstance(a, Path) else str(a) for a in args]
+    return subprocess.run(
+        [sys.executable, "-m", module, *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        env=os.environ | (env or {}),
+    )
+
+
+def describe_exit(returncode: int) -> str:
+    """'exit code 3' or 'killed by SIGSEGV': how a child ended, for error messages."""
+    if returncode < 0:
+        import signal
+
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"
