@@ -218,6 +218,52 @@ def explain(run_dir: Path, cache: Path | None) -> None:
 
 @main.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True,
+              help="A folder of recordings in the Speech Commands layout (<label>/<file>.wav).")  # fmt: skip
+@click.option("--name", default=None, help="Name of this field set in the report (default: the folder's name).")
+@click.option("--cache", type=click.Path(path_type=Path), default=None, envvar="PIPELINE_CACHE",
+              help="Artifact cache holding the run's features (default: the run's runs/.cache).")  # fmt: skip
+def evaluate(run_dir: Path, data_dir: Path, name: str | None, cache: Path | None) -> None:
+    """Judge every model of RUN_DIR on a folder of real recordings, beside the synthetic test (no retraining)."""
+    import re
+
+    from pipeline.recipe import RecipeError
+
+    if not (run_dir / "report.json").is_file() or not (run_dir / "recipe.yaml").is_file():
+        click.echo(f"error: {run_dir}: not a run directory (needs report.json and recipe.yaml)", err=True)
+        sys.exit(EXIT_INPUT)
+    if not data_dir.is_dir():
+        click.echo(f"error: --data {data_dir}: no such folder", err=True)
+        sys.exit(EXIT_INPUT)
+    name = name or data_dir.resolve().name
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
+        click.echo(f"error: --name {name!r}: use letters, digits, '.', '_' or '-'", err=True)
+        sys.exit(EXIT_INPUT)
+    _quiet_tensorflow()
+    from pipeline.data import DataError
+    from pipeline.progress import Reporter
+    from pipeline.runner import evaluate_run
+
+    reporter = Reporter()
+    try:
+        report = evaluate_run(run_dir, data_dir, name, reporter, cache)
+    except (RecipeError, DataError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_INPUT)
+    except Exception:
+        _step_failed("evaluating the run failed")
+    finally:
+        reporter.close()
+    field = report["field_tests"]
+    click.echo(f"{'model':<22} {'runtime':<14} {'synthetic':>10} {name:>14}")
+    for row in field["models"]:
+        click.echo(f"{row['model']:<22} {row['runtime']:<14} {row['sets']['synthetic']['accuracy']:>10.4f} "
+                   f"{row['sets'][name]['accuracy']:>14.4f}")  # fmt: skip
+    click.echo(f"report: {run_dir / 'report.md'}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--inventory", type=click.Path(path_type=Path), required=True, help="Devices YAML (see pipeline/hil.py).")
 @click.option("--runs", type=click.IntRange(min=1), default=100, show_default=True, help="Timed inferences per device.")
 @click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True)

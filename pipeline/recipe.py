@@ -204,6 +204,14 @@ class SyntheticConfig(Strict):
     _unique_words = field_validator("unknown_words")(_unique)
 
 
+class FieldTestConfig(Strict):
+    """Real recordings to judge every model on, beside the synthetic test split (never trained on)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
+    path: Path = Field(description="a folder in the Speech Commands layout, relative to the recipe's folder")
+    optional: bool = Field(False, description="true: a missing folder is skipped with a warning, not an error")
+
+
 class DataConfig(Strict):
     source: Literal["speech_commands"] = "speech_commands"
     path: Path | None = Field(
@@ -217,6 +225,15 @@ class DataConfig(Strict):
     unknown_fraction: float = Field(0.1, ge=0, le=1)
     synthetic: SyntheticConfig = SyntheticConfig()
     features: FeaturesConfig = FeaturesConfig()
+    field_tests: list[FieldTestConfig] = Field(default_factory=list, max_length=32)
+
+    @field_validator("field_tests")
+    @classmethod
+    def _unique_field_names(cls, value: list[FieldTestConfig]) -> list[FieldTestConfig]:
+        dupes = sorted(n for n, c in Counter(t.name for t in value).items() if c > 1)
+        if dupes:
+            raise ValueError(f"field test names listed twice: {', '.join(dupes)}")
+        return value
 
     @field_validator("keywords")
     @classmethod

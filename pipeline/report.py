@@ -54,9 +54,12 @@ def render_markdown(report: dict[str, Any]) -> str:
     ]
     if data["source"] == "synthetic":
         out += [
-            "Voices are espeak-ng variants; test variants are never heard in training or validation.",
+            "**Trained on synthetic speech only** (espeak-ng voices; no real recording): test variants are never "
+            "heard in training or validation, but the synthetic test says nothing about people — see the field tests.",
             "",
         ]
+    else:
+        out += [f"**Trained on real recordings**: the Speech Commands folder `{data['root']}`.", ""]
 
     out += ["## Stages", ""]
     rows = []
@@ -75,6 +78,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     out += [_table(["stage", "test accuracy", "params", "MACs", "size", "time", "evaluated on"], rows), ""]
 
     out += _pruning(report)
+    out += _field_tests(report.get("field_tests"))
 
     if report["targets"]:
         out += ["## Targets", ""]
@@ -116,6 +120,47 @@ def render_markdown(report: dict[str, Any]) -> str:
     out += _per_class(report)
     out += ["## Versions", "", ", ".join(f"{k} {v}" for k, v in report["versions"].items()), ""]
     return "\n".join(out)
+
+
+def _field_tests(field: dict[str, Any] | None) -> list[str]:
+    if not field:
+        return []
+    from pipeline.field import worst_confusions
+
+    real = [fs for fs in field["sets"] if fs["name"] != "synthetic"]
+    out = ["## Field tests: synthetic voices vs real people", ""]
+    for fs in real:
+        out.append(
+            f"- **{fs['name']}**: {fs['clips']:,} clips, {fs['speakers']:,} speakers, from `{fs['root']}`; never "
+            f"trained on. {fs['unreadable']} unreadable file(s) skipped, {fs['converted']} converted to 16 kHz mono."
+        )
+        for name, reason in fs.get("unreadable_files", {}).items():
+            out.append(f"  - unreadable: `{name}`: {reason}")
+    out.append("")
+    names = ["synthetic", *(fs["name"] for fs in real)]
+    rows = []
+    for m in field["models"]:
+        accs = [m["sets"][n]["accuracy"] for n in names]
+        gap = [f"{100 * (accs[0] - a):+.1f} pts" for a in accs[1:]]
+        rows.append([m["model"], m["runtime"], *(_pct(a) for a in accs), *gap])
+    header = ["model", "runtime", "synthetic test", *(f"{n}" for n in names[1:])]
+    header += [f"synthetic − {n}" for n in names[1:]]
+    out += [_table(header, rows), ""]
+    deployed = next((m for m in field["models"] if m["role"] == "target"), field["models"][-1])
+    for fs in real:
+        n = fs["name"]
+        synthetic, here = deployed["sets"]["synthetic"]["per_class"], deployed["sets"][n]["per_class"]
+        out += [f"Per class on **{n}**, {deployed['model']} ({deployed['runtime']}):", ""]
+        confusion: dict[str, tuple[str, float]] = {}
+        for true, heard_as, share in worst_confusions(field, deployed["model"], n, top=len(field["labels"]) ** 2):
+            confusion.setdefault(true, (heard_as, share))  # largest first
+        rows = []
+        for label in field["labels"]:
+            miss = confusion.get(label)
+            heard = f"{miss[0]} ({miss[1]:.0%})" if miss and miss[1] > 0 else "–"
+            rows.append([label, _pct(synthetic.get(label)), _pct(here.get(label)), heard])
+        out += [_table(["class", "synthetic test", n, "most often heard as"], rows), ""]
+    return out
 
 
 def _target_notes(t: dict[str, Any]) -> list[str]:

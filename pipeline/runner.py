@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import budgets as budget_checks
-from pipeline.data import FeatureSet, prepare
+from pipeline.data import FeatureSet, FieldSet, prepare, prepare_field_set, prepare_field_sets, synthetic_test_set
 from pipeline.fingerprint import fingerprint
 from pipeline.progress import Reporter
 from pipeline.recipe import Recipe
@@ -102,6 +102,9 @@ def run_recipe(
         f"{data.source}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test clips"
         + (" (cached)" if data_art.cached else "")
     )
+    field_sets = prepare_field_sets(recipe, data.labels, store, reporter.progress, reporter.warn)
+    for fs in field_sets:
+        reporter.log(f"field test {fs.name}: {len(fs.y)} real clips from {fs.root}")
 
     stages: list[tuple[str, Artifact]] = []
     upstream: Artifact | None = None
@@ -130,6 +133,7 @@ def run_recipe(
         _log_done(reporter, art)
         targets.append((entry.name, art))
         compiled_keys.append(compiled.key)
+    field_art = run_field_tests(field_sets, data, stages, targets, compiled_keys, store, reporter)
     explain_art = run_explain(recipe, data, stages, targets, compiled_keys, store, reporter)
     reporter.scope = ""
 
@@ -152,6 +156,7 @@ def run_recipe(
         "stages": [_row(name, art) for name, art in stages],
         "targets": [_row(name, art) for name, art in targets],
         "budgets": [b.as_dict() for b in results],
+        "field_tests": field_art.meta["result"] if field_art is not None else None,
         "explain": explain_art.meta["result"] if explain_art is not None else None,
         "wall_seconds": round(time.time() - started, 2),
         "versions": versions(),
@@ -216,6 +221,41 @@ def run_target(
 
 
 EXPLAIN_CODE = "pipeline.explain"
+FIELD_CODE = "pipeline.field"
+
+
+def run_field_tests(
+    field_sets: list[FieldSet],
+    data: FeatureSet,
+    stages: list[tuple[str, Artifact]],
+    targets: list[tuple[str, Artifact]],
+    compiled_keys: list[str],
+    store: Store,
+    reporter: Reporter,
+) -> Artifact | None:
+    """Every model of the run on the synthetic test split and on each field set, through its own runtime."""
+    if not field_sets:
+        return None
+    from pipeline.explain import find_models
+    from pipeline.field import evaluate
+
+    reporter.scope = "field"
+    sets = [synthetic_test_set(data), *field_sets]
+    key = digest(
+        {
+            "field": [fs.key for fs in sets],
+            "models": [art.key for _, art in stages] + compiled_keys,
+            "code": fingerprint(FIELD_CODE),
+        }
+    )
+
+    def build(tmp: Path, meta: dict) -> None:
+        models = find_models([(n, a.path) for n, a in stages], [(n, a.path) for n, a in targets])
+        meta["result"] = evaluate(models, sets, data.labels, reporter.log)
+
+    art = store.get_or_build("field-tests", key, build)
+    _log_done(reporter, art)
+    return art
 
 
 def run_explain(
@@ -372,6 +412,39 @@ def reexplain(run_dir: Path, reporter: Reporter, cache: Path | None = None) -> d
     budgets = [b for b in report["budgets"] if not b["name"].startswith("explain.")]
     budgets += [b.as_dict() for b in budget_checks.check_explain(recipe, result)]
     report |= {"explain": result, "budgets": budgets, "ok": all(b["ok"] for b in budgets)}
+    write_json(run_dir / "report.json", report)
+    write_atomic(run_dir / "report.md", render_markdown(report))
+    return report
+
+
+def evaluate_run(
+    run_dir: Path, data_dir: Path, name: str, reporter: Reporter, cache: Path | None = None
+) -> dict[str, Any]:
+    """Judge every model of a finished run on another folder of recordings (no retraining); the set joins the
+    run's field tests in report.json/report.md."""
+    from pipeline.explain import find_models
+    from pipeline.field import evaluate
+    from pipeline.recipe import load_recipe
+
+    report = json.loads((run_dir / "report.json").read_text())
+    recipe = load_recipe(run_dir / "recipe.yaml").with_base_dir(report.get("recipe_dir", run_dir))
+    store = Store(cache or run_dir.parent.parent / ".cache")
+    reporter.scope = "data"
+    data, _ = prepare(recipe, store, reporter.progress, reporter.warn)
+    field_set = prepare_field_set(name, data_dir, data.labels, recipe.data.features, store, reporter.progress)
+    if field_set.unreadable:
+        reporter.warn(f"{len(field_set.unreadable)} unreadable file(s) in {data_dir} skipped")
+    stage_dirs = [(s["name"], run_dir / "stages" / f"{i}-{s['name']}") for i, s in enumerate(report["stages"], 1)]
+    target_dirs = [(t["name"], run_dir / "export" / t["name"]) for t in report["targets"]]
+    reporter.scope = "field"
+    new = evaluate(find_models(stage_dirs, target_dirs), [synthetic_test_set(data), field_set], data.labels,
+                   reporter.log)  # fmt: skip
+    old = report.get("field_tests")
+    if old:  # keep the sets judged before; this one replaces a set of the same name
+        new["sets"] = [s for s in old["sets"] if s["name"] != name] + [s for s in new["sets"] if s["name"] == name]
+        for row, old_row in zip(new["models"], old["models"], strict=True):
+            row["sets"] = {k: v for k, v in old_row["sets"].items() if k != name} | {name: row["sets"][name]}
+    report["field_tests"] = new
     write_json(run_dir / "report.json", report)
     write_atomic(run_dir / "report.md", render_markdown(report))
     return report

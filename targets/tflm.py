@@ -13,6 +13,7 @@ labelled as such. Latency is host `invoke()` time of TFLM's reference kernels, n
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -64,8 +65,8 @@ def _child(*args: str | Path | int, timeout: float = 600) -> subprocess.Complete
     return run_module("targets.tflm_child", *args, timeout=timeout)
 
 
-# What TFLM prints when the arena is too small (sometimes just before it segfaults). Only these make a probe "no".
-ARENA_TOO_SMALL = re.compile(r"Failed to allocate|Failed to resize buffer|missing: \d+")
+# What TFLM prints when the arena is too small (sometimes just before it segfaults).
+ARENA_TOO_SMALL = re.compile(r"Failed to allocate|Failed to resize buffer|missing: \d+|temp buffers must be freed")
 HYBRID_FIX = (
     "TFLite Micro runs fully integer models only: convert with full-integer quantization and a representative "
     "data set (converter.optimizations = [tf.lite.Optimize.DEFAULT]; converter.representative_dataset = ...; "
@@ -85,15 +86,29 @@ def explain_failure(stderr: str, returncode: int, what: str) -> Exception:
 
 
 def allocates(model_path: Path, arena: int, input_path: Path) -> bool:
-    """Whether TFLM allocates and invokes with `arena` bytes. Only TFLM's own allocation failure means no (it
-    may crash right after saying so); any other failure (a missing file, an operator TFLM lacks, a hybrid model,
-    an import error) raises with the child's message instead of passing for a small arena."""
+    """Whether TFLM allocates and invokes with `arena` bytes.
+
+    "No" needs evidence that size is the reason: TFLM's own allocation-failure message (it may crash right after
+    printing it), or, for any other failure, the same model running with the largest arena we search. Anything
+    else (a missing file, an operator TFLM lacks, a hybrid model, an import error) raises with the child's own
+    message instead of passing for a small arena."""
     done = _child("probe", Path(model_path), arena, Path(input_path), timeout=120)
     if done.returncode == 0:
         return True
     if ARENA_TOO_SMALL.search(done.stderr):
         return False
+    if arena < MAX_ARENA and _runs_at_all(Path(model_path).resolve(), Path(input_path).resolve()):
+        return False
     raise explain_failure(done.stderr, done.returncode, f"probe of {Path(model_path).name} with a {arena}-byte arena")
+
+
+@functools.lru_cache(maxsize=64)
+def _runs_at_all(model_path: Path, input_path: Path) -> bool:
+    """Whether the model allocates and invokes with the largest arena searched (then a failure below is size)."""
+    done = _child("probe", model_path, MAX_ARENA, input_path, timeout=120)
+    if done.returncode == 0:
+        return True
+    raise explain_failure(done.stderr, done.returncode, f"probe of {model_path.name} with a {MAX_ARENA}-byte arena")
 
 
 def _align(n: int) -> int:

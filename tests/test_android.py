@@ -90,14 +90,17 @@ def test_android_target_fills_phone_rows_through_adb(software_phone, tflite_file
     binary = software_phone / "benchmark_model"
     binary.write_text("stand-in\n")
     cfg = AndroidConfig(variants=["fp32"], threads=[1, 2], latency_runs=20, adb_serial="soft-1", benchmark_model=binary)
-    got = measure_on_phone(cfg, SimpleNamespace(out=out, log=lambda msg: None))
+    got = measure_on_phone(cfg, SimpleNamespace(out=out, log=lambda msg: None, unavailable=lambda msg: None))
     assert got["status"] == "measured" and got["device"] == "Software Phone"
     rows = got["variants"]["fp32"]
     assert [r["threads"] for r in rows] == [1, 2]
     assert all(r["latency_ms"]["statistic"] == "median" and r["latency_ms"]["runs"] == 20 for r in rows)
     assert rows[0]["latency_ms"]["runtime"] == "benchmark_model on Software Phone (soft-1)"
     absent = AndroidConfig(variants=["fp32"], adb_serial="soft-2", benchmark_model=binary)
-    assert measure_on_phone(absent, SimpleNamespace(out=out, log=lambda msg: None))["status"] == "not attached"
+    unreachable: list[str] = []  # the runner will not reuse a measurement that could not reach its phone
+    ctx = SimpleNamespace(out=out, log=lambda msg: None, unavailable=unreachable.append)
+    assert measure_on_phone(absent, ctx)["status"] == "not attached"
+    assert len(unreachable) == 1 and "soft-2" in unreachable[0]
 
 
 RECIPE = """\

@@ -181,3 +181,103 @@ def load_features(art: Artifact) -> FeatureSet:
     with np.load(art.file("features.npz")) as z:
         splits = {s: Split(z[f"{s}_x"], z[f"{s}_y"], z[f"{s}_speakers"], z[f"{s}_groups"]) for s in SPLITS}
     return FeatureSet(art.key, art.meta["labels"], art.meta["source"], Path(art.meta["root"]), **splits)
+
+
+# --- field test sets ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FieldSet:
+    """Features of one folder of real recordings, for judging models on people (never for training)."""
+
+    name: str
+    key: str
+    root: Path
+    x: np.ndarray  # float32 [n, frames, coefficients]
+    y: np.ndarray
+    speakers: np.ndarray
+    unreadable: dict[str, str]
+    converted: int
+
+    def summary(self) -> dict:
+        counts = np.bincount(self.y, minlength=0).tolist() if len(self.y) else []
+        return {
+            "name": self.name,
+            "root": str(self.root),
+            "clips": int(len(self.y)),
+            "speakers": len(set(self.speakers[self.y != 0].tolist())),  # people: silence clips have none
+            "per_class_clips": counts,
+            "unreadable": len(self.unreadable),
+            "unreadable_files": dict(list(self.unreadable.items())[:20]),
+            "converted": self.converted,
+        }
+
+
+def synthetic_test_set(data: FeatureSet) -> FieldSet:
+    """The synthetic test split in a field set's shape, so both are scored by the same code, side by side."""
+    return FieldSet("synthetic", data.key, data.root, data.test.x, data.test.y, data.test.groups, {}, 0)
+
+
+def field_speaker(rel: str) -> str:
+    """Speaker of a Speech Commands file name: `<speaker>_nohash_<n>.wav` (`_unknown_`: `<word>_<speaker>_...`)."""
+    stem = Path(rel).name.split("_nohash_")[0]
+    return stem.split("_", 1)[1] if rel.startswith("_unknown_/") and "_" in stem else stem
+
+
+def prepare_field_set(
+    name: str, root: Path, labels: list[str], features_cfg, store: Store, progress: Progress | None = None
+) -> FieldSet:
+    """MFCC features of a field folder, cached by its listing (names and sizes), labels and feature settings."""
+    from pipeline.data import features
+    from pipeline.data.field import listing_key, load_field_clips
+
+    root = Path(root).resolve()
+    key = digest(
+        {
+            "field": listing_key(root),
+            "labels": labels,
+            "features": features_cfg.model_dump(mode="json"),
+            "code": fingerprint("pipeline.data.field", "pipeline.data.features"),
+        }
+    )
+
+    def build(tmp: Path, meta: dict) -> None:
+        if progress:
+            progress(f"field test {name}: reading", 0, 1)
+        clips = load_field_clips(root, labels, features_cfg.sample_rate, features_cfg.clip_samples)
+        if not len(clips.y):
+            raise DataError(f"field test '{name}': no readable WAV in {root} (expected <label>/<file>.wav folders)")
+        x = features.mfcc(clips.audio, features_cfg)
+        speakers = np.array([field_speaker(f) for f in clips.files])
+        np.savez(tmp / "features.npz", x=x, y=clips.y, speakers=speakers)
+        meta.update(unreadable=clips.unreadable, converted=clips.converted, files=clips.files)
+        if progress:
+            progress(f"field test {name}: reading", 1, 1)
+
+    art = store.get_or_build("field", key, build)
+    with np.load(art.file("features.npz")) as z:
+        return FieldSet(name, key, root, z["x"], z["y"], z["speakers"], art.meta["unreadable"], art.meta["converted"])
+
+
+def prepare_field_sets(
+    recipe: Recipe, labels: list[str], store: Store, progress: Progress | None = None, warn: Warn | None = None
+) -> list[FieldSet]:
+    """Every field test the recipe lists; a missing optional one is skipped with a warning."""
+    sets = []
+    for test in recipe.data.field_tests:
+        root = recipe.resolve_path(test.path)
+        if not root.is_dir():
+            message = f"field test '{test.name}': {test.path} does not exist (looked for {root.resolve()})"
+            if not test.optional:
+                raise DataError(message + "; mark it `optional: true` to run without it")
+            if warn is not None:
+                warn(message + ": skipped (optional)")
+            continue
+        fs = prepare_field_set(test.name, root, labels, recipe.data.features, store, progress)
+        if fs.unreadable and warn is not None:
+            names = ", ".join(list(fs.unreadable)[:3])
+            warn(
+                f"field test '{test.name}': {len(fs.unreadable)} unreadable file(s) skipped ({names}{', ...' if len(fs.unreadable) > 3 else ''})"
+            )
+        sets.append(fs)
+    return sets
