@@ -199,8 +199,38 @@ class SyntheticConfig(Strict):
     rate_wpm: Range = (120.0, 220.0)
     pitch: Range = (20.0, 80.0)
     snr_db: Range = (5.0, 30.0)
+    # Off by default: on the development set none of these helped (README: "Synthetic speech that transfers").
+    formant_scale: Range = Field(
+        (1.0, 1.0), description="vocal-tract-length factor drawn per voice for its formants, e.g. [0.85, 1.18]"
+    )
+    reverb_probability: float = Field(0.0, ge=0, le=1, description="share of words spoken in a simulated room")
+    rt60_s: Range = Field((0.15, 0.8), description="reverberation time of the simulated rooms, seconds")
+    microphone_probability: float = Field(0.0, ge=0, le=1, description="share of words through a coloured mic")
+    peak_dbfs: Range = Field((-12.0, -1.0), description="level of the spoken word's peak, dB full scale")
 
-    _ranges = field_validator("rate_wpm", "pitch", "snr_db")(_ordered)
+    _ranges = field_validator("rate_wpm", "pitch", "snr_db", "formant_scale", "rt60_s", "peak_dbfs")(_ordered)
+
+    @field_validator("formant_scale")
+    @classmethod
+    def _plausible_tract(cls, value: Range) -> Range:
+        if not (0.5 <= value[0] and value[1] <= 2.0):
+            raise ValueError(f"formant_scale must lie within [0.5, 2.0], got {list(value)}")
+        return value
+
+    @field_validator("rt60_s")
+    @classmethod
+    def _plausible_room(cls, value: Range) -> Range:
+        if not (0.05 <= value[0] and value[1] <= 3.0):
+            raise ValueError(f"rt60_s must lie within [0.05, 3.0] seconds, got {list(value)}")
+        return value
+
+    @field_validator("peak_dbfs")
+    @classmethod
+    def _below_full_scale(cls, value: Range) -> Range:
+        if not (-80.0 <= value[0] and value[1] <= 0.0):
+            raise ValueError(f"peak_dbfs must lie within [-80, 0] dB full scale, got {list(value)}")
+        return value
+
     _unique_words = field_validator("unknown_words")(_unique)
 
 
@@ -210,6 +240,17 @@ class FieldTestConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
     path: Path = Field(description="a folder in the Speech Commands layout, relative to the recipe's folder")
     optional: bool = Field(False, description="true: a missing folder is skipped with a warning, not an error")
+
+
+SPEECH_COMMANDS_V2_URL = "https://storage.googleapis.com/download.tensorflow.org/data/speech_commands_v0.02.tar.gz"
+SPEECH_COMMANDS_V2_SHA256 = "af14739ee7dc311471de98f5f9d2c9191b18aedfe957f4a6ff791c709868ff58"
+
+
+class DownloadConfig(Strict):
+    """Where to fetch the data set from when `data.path` does not exist (`download: true`: Speech Commands v2)."""
+
+    url: str = Field(SPEECH_COMMANDS_V2_URL, pattern=r"^(https?|file)://", max_length=2048)
+    sha256: str = Field(SPEECH_COMMANDS_V2_SHA256, pattern=r"^[0-9a-fA-F]{64}$")
 
 
 class DataConfig(Strict):
@@ -226,6 +267,18 @@ class DataConfig(Strict):
     synthetic: SyntheticConfig = SyntheticConfig()
     features: FeaturesConfig = FeaturesConfig()
     field_tests: list[FieldTestConfig] = Field(default_factory=list, max_length=32)
+    download: bool | DownloadConfig | None = Field(
+        None, description="true: fetch Speech Commands v2 into data.path when it does not exist (checksummed)"
+    )
+    extra_train: list[Path] = Field(
+        default_factory=list, max_length=32, description="folders of your own recordings mixed into training only"
+    )
+
+    @field_validator("download")
+    @classmethod
+    def _download_defaults(cls, value: bool | DownloadConfig | None) -> DownloadConfig | None:
+        """`true` means Speech Commands v2 from its home; `false` and null mean no download."""
+        return DownloadConfig() if value is True else value or None
 
     @field_validator("field_tests")
     @classmethod
@@ -250,6 +303,8 @@ class DataConfig(Strict):
     def _fallback_needs_path(self) -> DataConfig:
         if not self.fallback_allowed and self.path is None:
             raise ValueError(f"fallback '{self.fallback}' needs a path: the real Speech Commands v2 folder")
+        if self.download and self.path is None:
+            raise ValueError("download needs data.path: the folder to fetch Speech Commands v2 into")
         return self
 
     @property
@@ -279,6 +334,16 @@ class StageConfig(Strict):
     produces: ClassVar[str]
 
 
+class AugmentConfig(Strict):
+    """Time shift and SpecAugment on the training batches' features (fresh every epoch; never on val/test)."""
+
+    time_shift_frames: int = Field(0, ge=0, le=100, description="shift each clip by up to this many frames")
+    time_masks: int = Field(0, ge=0, le=10, description="SpecAugment: bands of frames masked per clip")
+    time_mask_frames: int = Field(5, ge=0, le=100, description="... each up to this wide")
+    coefficient_masks: int = Field(0, ge=0, le=10, description="bands of feature coefficients masked per clip")
+    coefficient_mask_width: int = Field(2, ge=0, le=40, description="... each up to this wide")
+
+
 class TrainConfig(StageConfig):
     consumes: ClassVar[str | None] = None
     produces: ClassVar[str] = "keras"
@@ -289,6 +354,7 @@ class TrainConfig(StageConfig):
     lr_schedule: Literal["constant", "cosine"] = Field(
         "constant", description="cosine: lr decays to 0 over `epochs` (set the epochs you mean to spend)"
     )
+    augment: AugmentConfig | None = Field(None, description="time shift and SpecAugment on training batches")
 
 
 class DistillConfig(Strict):

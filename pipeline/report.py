@@ -60,6 +60,12 @@ def render_markdown(report: dict[str, Any]) -> str:
         ]
     else:
         out += [f"**Trained on real recordings**: the Speech Commands folder `{data['root']}`.", ""]
+    for extra in data.get("extra_train", []):
+        out += [
+            f"**Plus your own recordings in training**: {extra['clips']:,} clips from `{extra['path']}` "
+            f"(training split only; {extra['unreadable']} unreadable skipped, {extra['converted']} converted).",
+            "",
+        ]
 
     out += ["## Stages", ""]
     rows = []

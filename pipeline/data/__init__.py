@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,7 @@ class FeatureSet:
     train: Split
     val: Split
     test: Split
+    extra_train: list[dict] = field(default_factory=list)  # the user's own recordings in the train split
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -56,6 +57,7 @@ class FeatureSet:
             "input_shape": list(self.input_shape),
             "clips": {s: len(self.split(s)) for s in SPLITS},
             "voices": {s: len(set(self.split(s).groups.tolist()) - {"_silence_"}) for s in SPLITS},
+            "extra_train": self.extra_train,
         }
 
 
@@ -84,6 +86,13 @@ def resolve_source(
     data = recipe.data
     if data.path is not None:
         root = recipe.resolve_path(data.path).resolve()
+        if not root.is_dir() and data.download:
+            from pipeline.data.download import DownloadError, fetch_dataset
+
+            try:
+                fetch_dataset(data.download.url, data.download.sha256, root, progress)
+            except DownloadError as exc:
+                raise DataError(f"data.download: {exc}") from None
         if root.is_dir():
             return "speech_commands", root, _real_dataset_key(root)
         if not data.fallback_allowed:
@@ -130,9 +139,14 @@ def prepare(
 ) -> tuple[FeatureSet, Artifact]:
     """Features for every split, computed once per (data set, labels, features config) and cached."""
     from pipeline.data import features, speech_commands, synthetic
+    from pipeline.data.field import listing_key, load_field_clips
 
     source, root, source_key = resolve_source(recipe, store, progress, warn)
     data = recipe.data
+    extra_roots = [recipe.resolve_path(p).resolve() for p in data.extra_train]
+    for path, root_ in zip(data.extra_train, extra_roots, strict=True):
+        if not root_.is_dir():
+            raise DataError(f"data.extra_train: '{path}' does not exist (looked for {root_})")
     key = digest(
         {
             "source": source_key,
@@ -141,6 +155,7 @@ def prepare(
             "unknown": data.unknown_fraction,
             "features": data.features.model_dump(mode="json"),
             "seed": recipe.seed,
+            "extra_train": [listing_key(p) for p in extra_roots],
             "code": fingerprint("pipeline.data"),
         }
     )
@@ -170,8 +185,20 @@ def prepare(
             )
             if progress:
                 progress(f"features ({split})", len(clips), len(clips))
+        extra = []
+        for extra_root in extra_roots:
+            clips = load_field_clips(extra_root, data.labels, data.features.sample_rate, data.features.clip_samples)
+            if not len(clips.y):
+                raise DataError(f"data.extra_train: no readable WAV in {extra_root} (expected <label>/<file>.wav)")
+            speakers = np.array([f"{extra_root.name}/{field_speaker(f)}" for f in clips.files])
+            own = {"x": features.mfcc(clips.audio, data.features), "y": clips.y.astype(np.int64),
+                   "speakers": speakers, "groups": speakers}  # fmt: skip
+            for name, values in own.items():
+                arrays[f"train_{name}"] = np.concatenate([arrays[f"train_{name}"], values])
+            extra.append({"path": str(extra_root), "clips": int(len(clips.y)), "unreadable": len(clips.unreadable),
+                          "converted": clips.converted})  # fmt: skip
         np.savez(tmp / "features.npz", **arrays)
-        meta.update(source=source, root=str(root), labels=data.labels)
+        meta.update(source=source, root=str(root), labels=data.labels, extra_train=extra)
 
     art = store.get_or_build("features", key, build)
     return load_features(art), art
@@ -180,7 +207,10 @@ def prepare(
 def load_features(art: Artifact) -> FeatureSet:
     with np.load(art.file("features.npz")) as z:
         splits = {s: Split(z[f"{s}_x"], z[f"{s}_y"], z[f"{s}_speakers"], z[f"{s}_groups"]) for s in SPLITS}
-    return FeatureSet(art.key, art.meta["labels"], art.meta["source"], Path(art.meta["root"]), **splits)
+    return FeatureSet(
+        art.key, art.meta["labels"], art.meta["source"], Path(art.meta["root"]), **splits,
+        extra_train=art.meta.get("extra_train", []),
+    )  # fmt: skip
 
 
 # --- field test sets ------------------------------------------------------------------------------------------

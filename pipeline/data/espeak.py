@@ -26,12 +26,16 @@ class EspeakError(RuntimeError):
 class Espeak:
     """A speaking engine. espeak-ng keeps global state, so create one per process."""
 
-    def __init__(self) -> None:
+    def __init__(self, data_parent: Path | None = None) -> None:
+        """`data_parent`: a folder holding `espeak-ng-data` (e.g. from `data_with_variants`); default: the
+        package's own."""
         import espeakng_loader
 
         self._lib = ctypes.CDLL(espeakng_loader.get_library_path())
-        data_parent = str(Path(espeakng_loader.get_data_path()).parent).encode()
-        self.sample_rate = self._lib.espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0, data_parent, INITIALIZE_DONT_EXIT)
+        data_parent = data_parent or Path(espeakng_loader.get_data_path()).parent
+        self.sample_rate = self._lib.espeak_Initialize(
+            AUDIO_OUTPUT_SYNCHRONOUS, 0, str(data_parent).encode(), INITIALIZE_DONT_EXIT
+        )
         if self.sample_rate <= 0:
             raise EspeakError(f"espeak_Initialize failed ({self.sample_rate})")
         self._chunks: list[np.ndarray] = []
@@ -64,9 +68,37 @@ class Espeak:
         return np.concatenate(self._chunks)
 
 
-def variants() -> list[str]:
-    """Voice variants shipped with espeak-ng (``en-us+<variant>``), sorted for a stable split."""
+def _variant_folder() -> Path:
     import espeakng_loader
 
-    folder = Path(espeakng_loader.get_data_path()) / "voices" / "!v"
-    return sorted(p.name for p in folder.iterdir() if p.is_file())
+    return Path(espeakng_loader.get_data_path()) / "voices" / "!v"
+
+
+def variants() -> list[str]:
+    """Voice variants shipped with espeak-ng (``en-us+<variant>``), sorted for a stable split."""
+    return sorted(p.name for p in _variant_folder().iterdir() if p.is_file())
+
+
+def variant_text(name: str) -> str:
+    return (_variant_folder() / name).read_text(encoding="utf-8", errors="replace")
+
+
+def data_with_variants(dest: Path, extra: dict[str, str]) -> Path:
+    """An espeak-ng data folder under `dest` that is the package's own plus `extra` variant files (name -> text),
+    made of symlinks so nothing large is copied. Returns the folder to pass as `Espeak(data_parent=...)`."""
+    import espeakng_loader
+
+    source = Path(espeakng_loader.get_data_path())
+    data = Path(dest) / "espeak-ng-data"
+    (data / "voices" / "!v").mkdir(parents=True)
+    for entry in source.iterdir():
+        if entry.name != "voices":
+            (data / entry.name).symlink_to(entry)
+    for entry in (source / "voices").iterdir():
+        if entry.name != "!v":
+            (data / "voices" / entry.name).symlink_to(entry)
+    for entry in _variant_folder().iterdir():
+        (data / "voices" / "!v" / entry.name).symlink_to(entry)
+    for name, text in extra.items():
+        (data / "voices" / "!v" / name).write_text(text, encoding="utf-8")
+    return Path(dest)

@@ -1,5 +1,11 @@
 """Offline synthetic Speech Commands: espeak-ng voices saying the words, placed in 1 s of generated noise.
 
+To sound less like one synthesiser and more like people in rooms, every voice draw gets its own espeak-ng variant
+file: the base variant's formants scaled by a vocal-tract-length factor (women and children have shorter tracts,
+higher formants) with per-formant jitter. Each spoken word then passes a room (an impulse response from a bank
+that pyroomacoustics simulates once per data set), a microphone (audiomentations' parametric EQ and band limits)
+and a recording level, before it is placed in noise.
+
 It writes the real data set's folder layout (a folder per word, ``_background_noise_``, ``validation_list.txt``,
 ``testing_list.txt``, files named ``<speaker>_nohash_<n>.wav``) so one loader serves both. The split is by voice
 *variant*: a variant heard in test is never heard in training or validation. ``voices.csv`` records every
@@ -29,6 +35,8 @@ SPLITS = ("train", "val", "test")
 BACKGROUND_SECONDS = 60
 SHARDS = 32  # fixed: changing it changes the audio (see the module docstring)
 BACKGROUNDS = ("white_noise", "pink_noise", "brown_noise", "mains_hum", "fan")
+IMPULSE_RESPONSES = "_impulse_responses_"  # a leading underscore: not a word folder
+IMPULSE_RESPONSE_COUNT = 120  # at most
 
 
 @dataclass(frozen=True)
@@ -40,12 +48,18 @@ class Voice:
     rate: int
     pitch: int
     pitch_range: int
+    formant_scale: float
     words: tuple[str, ...]
     seed: tuple[int, ...]
 
     @property
+    def own_variant(self) -> str:
+        """The name of this draw's own variant file (its base variant, perturbed)."""
+        return f"x{self.speaker}"
+
+    @property
     def espeak_name(self) -> str:
-        return f"{self.accent}+{self.variant}"
+        return f"{self.accent}+{self.own_variant}"
 
 
 def split_variants(all_variants: list[str], cfg: SyntheticConfig, seed: int) -> dict[str, list[str]]:
@@ -83,11 +97,83 @@ def plan_voices(cfg: SyntheticConfig, keywords: list[str], seed: int, all_varian
                     rate=int(rng.uniform(*cfg.rate_wpm)),
                     pitch=int(rng.uniform(*cfg.pitch)),
                     pitch_range=int(rng.uniform(20, 80)),
+                    formant_scale=round(float(rng.uniform(*cfg.formant_scale)), 3),
                     words=tuple(keywords) + tuple(str(w) for w in extra),
                     seed=vseed,
                 )
             )
     return voices
+
+
+def perturbed_variant(base: str, voice: Voice) -> str:
+    """The text of `voice`'s own variant file: `base` with every formant's frequency scaled by the voice's
+    vocal-tract factor (jittered +-4% per formant) and its height and width by +-20%."""
+    rng = np.random.default_rng((*voice.seed, 101))
+    lines, seen = [], set()
+    for line in base.splitlines():
+        parts = line.split()
+        if len(parts) == 5 and parts[0] == "formant" and parts[1].isdigit():
+            seen.add(int(parts[1]))
+            parts[2:5] = _scaled_formant([float(v) for v in parts[2:5]], voice.formant_scale, rng)
+            line = " ".join(parts)
+        lines.append(line)
+    for n in sorted(set(range(9)) - seen):  # a variant that leaves a formant alone uses 100 100 100
+        lines.append(" ".join(["formant", str(n), *_scaled_formant([100, 100, 100], voice.formant_scale, rng)]))
+    return "\n".join(lines) + "\n"
+
+
+def _scaled_formant(values: list[float], scale: float, rng: np.random.Generator) -> list[str]:
+    frequency, height, width = values
+    return [
+        str(max(1, round(frequency * scale * rng.uniform(0.96, 1.04)))),
+        str(max(1, round(height * rng.uniform(0.8, 1.2)))),
+        str(max(1, round(width * rng.uniform(0.8, 1.2)))),
+    ]
+
+
+# --- rooms and microphones ------------------------------------------------------------------------------
+
+
+def make_impulse_responses(count: int, seed: int, sample_rate: int, rt60_s: tuple[float, float]) -> list[np.ndarray]:
+    """Room impulse responses of simulated shoebox rooms (image source method), speaker 0.3-2.5 m from the mic."""
+    import pyroomacoustics as pra
+
+    rng = np.random.default_rng([seed, 31])
+    out = []
+    for _ in range(count):
+        dims = rng.uniform([3.0, 2.5, 2.4], [9.0, 7.0, 3.5])
+        rt60 = rng.uniform(*rt60_s)
+        try:
+            absorption, max_order = pra.inverse_sabine(rt60, dims)
+        except ValueError:  # a reverberation time the room cannot have: use the room's longest
+            absorption, max_order = 0.01, 30
+        room = pra.ShoeBox(dims, fs=sample_rate, materials=pra.Material(absorption), max_order=min(max_order, 30))
+        mic = rng.uniform(0.5, dims - 0.5)
+        direction = rng.standard_normal(3)
+        source = np.clip(mic + direction / np.linalg.norm(direction) * rng.uniform(0.3, 2.5), 0.2, dims - 0.2)
+        room.add_source(source)
+        room.add_microphone(mic)
+        room.compute_rir()
+        rir = np.asarray(room.rir[0][0], np.float64)
+        out.append((rir / np.max(np.abs(rir))).astype(np.float32))
+    return out
+
+
+def microphone_chain(root: Path, cfg: SyntheticConfig):
+    """The audiomentations chain a spoken word passes before it is placed in noise."""
+    import audiomentations as am
+
+    return am.Compose(
+        [
+            am.ApplyImpulseResponse(
+                sorted((root / IMPULSE_RESPONSES).glob("*.wav")), p=cfg.reverb_probability,
+                leave_length_unchanged=False,
+            ),
+            am.SevenBandParametricEQ(-10.0, 10.0, p=cfg.microphone_probability),
+            am.HighPassFilter(60.0, 400.0, p=cfg.microphone_probability / 2),
+            am.LowPassFilter(3000.0, 7800.0, p=cfg.microphone_probability / 2),
+        ]
+    )  # fmt: skip
 
 
 # --- noise ------------------------------------------------------------------------------------------------
@@ -129,12 +215,18 @@ def make_background(kind: str, seed: int, sample_rate: int) -> np.ndarray:
 
 
 def place_in_clip(
-    speech: np.ndarray, background: np.ndarray, clip_samples: int, snr_db: float, rng: np.random.Generator
+    speech: np.ndarray,
+    background: np.ndarray,
+    clip_samples: int,
+    snr_db: float,
+    peak_dbfs: float,
+    rng: np.random.Generator,
 ) -> np.ndarray:
-    """Trim the spoken word, put it at a random offset in the clip and add noise at `snr_db`."""
+    """Trim the spoken word, scale it to `peak_dbfs`, put it at a random offset in the clip and add noise at
+    `snr_db`."""
     loud = np.flatnonzero(np.abs(speech) > 0.02 * np.max(np.abs(speech)))
     word = speech[loud[0] : loud[-1] + 1][:clip_samples]
-    word = word / np.max(np.abs(word)) * rng.uniform(0.25, 0.9)
+    word = word / np.max(np.abs(word)) * 10 ** (peak_dbfs / 20)
     clip = np.zeros(clip_samples, np.float32)
     offset = int(rng.integers(0, clip_samples - len(word) + 1))
     clip[offset : offset + len(word)] = word
@@ -167,36 +259,57 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
 _worker: dict = {}
 
 
-def _init_worker(root: str, sample_rate: int, clip_samples: int, snr_db: tuple[float, float]) -> None:
-    from pipeline.data.espeak import Espeak
+def _init_worker(root: str, scratch: str, sample_rate: int, clip_samples: int, cfg: SyntheticConfig) -> None:
+    import tempfile
 
-    engine = Espeak()
+    from pipeline.data.espeak import Espeak, data_with_variants
+
+    espeak_data = data_with_variants(Path(tempfile.mkdtemp(dir=scratch)), {})
     _worker.update(
-        engine=engine,
+        engine=Espeak(espeak_data),
+        variants=espeak_data / "espeak-ng-data" / "voices" / "!v",
         root=Path(root),
         sample_rate=sample_rate,
         clip_samples=clip_samples,
-        snr_db=snr_db,
+        cfg=cfg,
+        microphone=microphone_chain(Path(root), cfg),
         backgrounds=[read_wav(Path(root) / "_background_noise_" / f"{b}.wav")[0] for b in BACKGROUNDS],
     )
 
 
 def _speak_shard(voices: list[Voice]) -> list[list[str]]:
-    return [_speak_voice(v) for v in voices]
+    from pipeline.data.espeak import variant_text
+
+    written = []
+    for voice in voices:
+        # espeak-ng lists at most 350 voices and variants: each draw's own file exists only while it speaks.
+        own = _worker["variants"] / voice.own_variant
+        own.write_text(perturbed_variant(variant_text(voice.variant), voice), encoding="utf-8")
+        written.append(_speak_voice(voice))
+        own.unlink()
+    return written
 
 
 def _speak_voice(voice: Voice) -> list[str]:
+    import random
+
     from scipy.signal import resample_poly
 
     w = _worker
+    cfg: SyntheticConfig = w["cfg"]
     written = []
     for i, word in enumerate(voice.words):
         rng = np.random.default_rng(voice.seed + (i,))
         noise_seed = int(rng.integers(1 << 31))
         raw = w["engine"].speak(word, voice.espeak_name, voice.rate, voice.pitch, voice.pitch_range, noise_seed)
         speech = resample_poly(raw.astype(np.float32) / 32768.0, w["sample_rate"], w["engine"].sample_rate)
+        chain_seed = int(rng.integers(1 << 31))  # audiomentations draws from the global generators
+        random.seed(chain_seed)
+        np.random.seed(chain_seed)
+        speech = w["microphone"](speech.astype(np.float32), sample_rate=w["sample_rate"])
         background = w["backgrounds"][int(rng.integers(len(w["backgrounds"])))]
-        clip = place_in_clip(speech, background, w["clip_samples"], rng.uniform(*w["snr_db"]), rng)
+        snr_db, peak_dbfs = rng.uniform(*cfg.snr_db), rng.uniform(*cfg.peak_dbfs)
+        clip = place_in_clip(speech, background, w["clip_samples"], snr_db, peak_dbfs, rng)
         rel = f"{word}/{voice.speaker}_nohash_{i}.wav"
         write_wav(w["root"] / rel, clip, w["sample_rate"])
         written.append(rel)
@@ -221,27 +334,21 @@ def generate(
     (root / "_background_noise_").mkdir(parents=True)
     for b in BACKGROUNDS:
         write_wav(root / "_background_noise_" / f"{b}.wav", make_background(b, seed, sample_rate), sample_rate)
+    (root / IMPULSE_RESPONSES).mkdir()
+    rooms = min(IMPULSE_RESPONSE_COUNT, max(8, len(voices) // 16))  # ~0.15 s each
+    for i, rir in enumerate(make_impulse_responses(rooms, seed, sample_rate, cfg.rt60_s)):
+        write_wav(root / IMPULSE_RESPONSES / f"room_{i:03d}.wav", rir, sample_rate)
     for word in sorted({w for v in voices for w in v.words}):
         (root / word).mkdir()
 
-    workers = workers or min(mp.cpu_count(), 4)
-    ctx = mp.get_context("spawn")  # never fork a process that may hold TensorFlow threads
-    init_args = (str(root), sample_rate, clip_samples, tuple(cfg.snr_db))
-    shards = [voices[i::SHARDS] for i in range(SHARDS) if voices[i::SHARDS]]
-    files: dict[str, list[str]] = {s: [] for s in SPLITS}
-    done = 0
-    with ctx.Pool(workers, initializer=_init_worker, initargs=init_args, maxtasksperchild=1) as pool:
-        for shard, shard_files in zip(shards, pool.imap(_speak_shard, shards), strict=True):
-            for voice, rels in zip(shard, shard_files, strict=True):
-                files[voice.split].extend(rels)
-            done += len(shard)
-            if on_progress:
-                on_progress(done, len(voices))
+    files = _speak_all(root, voices, sample_rate, clip_samples, cfg, workers, on_progress)
 
     (root / "validation_list.txt").write_text("".join(f"{r}\n" for r in sorted(files["val"])))
     (root / "testing_list.txt").write_text("".join(f"{r}\n" for r in sorted(files["test"])))
     with open(root / "voices.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, ["speaker", "split", "accent", "variant", "rate", "pitch", "pitch_range"])
+        writer = csv.DictWriter(
+            f, ["speaker", "split", "accent", "variant", "rate", "pitch", "pitch_range", "formant_scale"]
+        )
         writer.writeheader()
         for v in voices:
             row = asdict(v)
@@ -251,6 +358,35 @@ def generate(
         "clips": {s: len(files[s]) for s in SPLITS},
         "variants": split_variants(all_variants, cfg, seed),
     }
+
+
+def _speak_all(
+    root: Path,
+    voices: list[Voice],
+    sample_rate: int,
+    clip_samples: int,
+    cfg: SyntheticConfig,
+    workers: int | None,
+    on_progress: Callable[[int, int], None] | None,
+) -> dict[str, list[str]]:
+    import tempfile
+
+    workers = workers or min(mp.cpu_count(), 4)
+    ctx = mp.get_context("spawn")  # never fork a process that may hold TensorFlow threads
+    shards = [voices[i::SHARDS] for i in range(SHARDS) if voices[i::SHARDS]]
+    files: dict[str, list[str]] = {s: [] for s in SPLITS}
+    done = 0
+    # Each worker's espeak-ng data folder (symlinks, plus the variant file of the voice speaking) is scratch.
+    with tempfile.TemporaryDirectory(prefix="espeak-") as scratch:
+        init_args = (str(root), scratch, sample_rate, clip_samples, cfg)
+        with ctx.Pool(workers, initializer=_init_worker, initargs=init_args, maxtasksperchild=1) as pool:
+            for shard, shard_files in zip(shards, pool.imap(_speak_shard, shards), strict=True):
+                for voice, rels in zip(shard, shard_files, strict=True):
+                    files[voice.split].extend(rels)
+                done += len(shard)
+                if on_progress:
+                    on_progress(done, len(voices))
+    return files
 
 
 def read_voices(root: Path) -> dict[str, dict[str, str]]:

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from pipeline.evaluation import keras_predict, summarize
 from pipeline.models import build_model, model_cost
-from pipeline.recipe import TrainConfig
+from pipeline.recipe import AugmentConfig, TrainConfig
 from pipeline.stages import PREDICTIONS, StageContext
 
 MODEL = "model.keras"
@@ -47,7 +47,7 @@ def train_and_save(
         callbacks.append(
             tf.keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=cfg.patience, restore_best_weights=True)
         )
-    hist = fit(model, ctx, cfg.epochs, cfg.batch_size, callbacks, targets)
+    hist = fit(model, ctx, cfg.epochs, cfg.batch_size, callbacks, targets, cfg.augment)
     # Saved compiled with stock loss and metric: later stages load it without this module's custom objects.
     model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     model.save(ctx.out / MODEL)
@@ -73,16 +73,21 @@ def fit(
     batch_size: int,
     callbacks: list[Any],
     targets: tuple[np.ndarray, np.ndarray] | None = None,
+    augment: AugmentConfig | None = None,
 ) -> dict[str, list[float]]:
     """model.fit on the recipe's splits with a line per epoch; returns the rounded history.
 
     `targets` replaces the (train, val) labels, e.g. with the label and a teacher's outputs side by side."""
     data = ctx.data
     train_y, val_y = targets or (data.train.y, data.val.y)
+    if augment is not None:
+        from pipeline.augment import training_dataset
+
+        train = {"x": training_dataset(data.train.x, train_y, batch_size, augment, ctx.recipe.seed)}
+    else:
+        train = {"x": data.train.x[..., None], "y": train_y, "batch_size": batch_size}
     history = model.fit(
-        data.train.x[..., None],
-        train_y,
-        batch_size=batch_size,
+        **train,
         epochs=epochs,
         validation_data=(data.val.x[..., None], val_y),
         callbacks=[_EpochLog(ctx, epochs), *callbacks],
@@ -124,8 +129,8 @@ class HardLabelAccuracy(tf.keras.metrics.Mean):
 
 
 class Teacher:
-    """Knowledge distillation with the teacher's outputs computed once: the data are fixed (no augmentation),
-    so per-batch teacher passes would recompute the same numbers every epoch."""
+    """Knowledge distillation with the teacher's outputs computed once, on the clean clips: with `augment`, the
+    student learns to give the teacher's answer for the clean clip from an augmented one."""
 
     def __init__(self, model: Any, temperature: float, alpha: float):
         self.model, self.temperature, self.alpha = model, temperature, alpha

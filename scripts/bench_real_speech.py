@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""Does the model hear people? Synthetic test accuracy against the recipe's field tests (real recordings).
+
+    .venv/bin/python scripts/bench_real_speech.py [recipes/kws_mcu.yaml]              # every stage and target
+    .venv/bin/python scripts/bench_real_speech.py [recipes/kws_mcu.yaml] --ablation   # what each data change buys
+
+Default: runs the recipe (cached steps are reused) and, beside it, its `train` model quantized unpruned (the
+"as trained" chain of bench_prune), then prints every stage's and target's accuracy on the synthetic test split
+and on each field test, and what pruning costs on each.
+
+`--ablation`: trains the recipe's model (its `train` stage, `--epochs` long, nothing after) on a ladder of
+synthetic data sets, each adding one change to the one before: espeak-ng voices (each draw its own variant file,
+formants jittered), + vocal-tract-length perturbation, + microphones and recording levels, + rooms, + time shift
+and SpecAugment in training; and the voices alone with time shift and SpecAugment. Field tests judge every rung;
+none of them is trained on.
+
+`--field NAME=DIR` adds a field test to the recipe's own (repeatable). Without any, there is nothing to compare.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from bench_prune import _entries, as_trained  # noqa: E402
+
+from pipeline.progress import Reporter  # noqa: E402
+from pipeline.recipe import Recipe, load_recipe  # noqa: E402
+from pipeline.runner import RunResult, run_recipe  # noqa: E402
+
+# Each rung: (label, data.synthetic settings, train.augment). Rungs are cumulative: each keeps the ones above.
+AS_SHIPPED = {"formant_scale": [1.0, 1.0], "reverb_probability": 0.0, "microphone_probability": 0.0,
+              "peak_dbfs": [-12.0, -1.0]}  # fmt: skip
+TRACT = AS_SHIPPED | {"formant_scale": [0.85, 1.18]}
+MICROPHONES = TRACT | {"microphone_probability": 0.7, "peak_dbfs": [-30.0, -1.0]}
+ROOMS = MICROPHONES | {"reverb_probability": 0.5}
+AUGMENT = {"time_shift_frames": 5, "time_masks": 2, "time_mask_frames": 5, "coefficient_masks": 1,
+           "coefficient_mask_width": 2}  # fmt: skip
+LADDER = [
+    ("espeak-ng voices, formant jitter", AS_SHIPPED, None),
+    ("+ vocal tract length", TRACT, None),
+    ("+ microphones, levels", MICROPHONES, None),
+    ("+ rooms", ROOMS, None),
+    ("+ time shift, SpecAugment", ROOMS, AUGMENT),
+    ("voices + time shift, SpecAugment", AS_SHIPPED, AUGMENT),
+]
+
+
+def with_fields(data: dict, recipe: Recipe, extra: dict[str, Path]) -> dict:
+    """The recipe (as a dict) with `extra` field tests appended, paths absolute so any temp file means the same."""
+    fields = [
+        {**f, "path": str(recipe.resolve_path(Path(f["path"])).resolve())} for f in data["data"].get("field_tests", [])
+    ]
+    fields += [{"name": name, "path": str(path.resolve()), "optional": False} for name, path in extra.items()]
+    return {**data, "data": {**data["data"], "field_tests": fields}}
+
+
+def ablation_recipe(data: dict, label: str, synthetic: dict, augment: dict | None, epochs: int) -> dict:
+    train = dict(next(cfg for name, cfg in _entries(data["stages"]) if name == "train"))
+    train |= {"epochs": epochs, "augment": augment}
+    synth = {**data["data"]["synthetic"], **synthetic}
+    slug = "".join(c if c.isalnum() else "-" for c in label).strip("-").lower()
+    return {
+        **data,
+        "name": f"{data['name']}-ablation-{slug}"[:64].rstrip("-"),
+        "data": {**data["data"], "synthetic": synth},
+        "stages": [{"train": train}],
+        "targets": [],
+        "explain": {"enabled": False},
+    }
+
+
+def run_variant(recipe: Recipe, variant: dict, tmp: Path, reporter: Reporter, runs_dir: Path) -> RunResult:
+    file = tmp / f"{variant['name']}.yaml"
+    file.write_text(yaml.safe_dump(variant, sort_keys=False))
+    return run_recipe(load_recipe(file).with_base_dir(recipe.base_dir), file, reporter, runs_root=runs_dir)
+
+
+def field_rows(result: RunResult) -> list[dict]:
+    """The report's field-test rows: model, runtime and `sets` ({"synthetic" or a field name: its scores})."""
+    return (result.report.get("field_tests") or {}).get("models", [])
+
+
+def accuracy(row: dict, name: str) -> float | None:
+    return row["sets"][name]["accuracy"] if name in row["sets"] else None
+
+
+def print_table(
+    console: Console, title: str, rows: list[tuple[str, dict]], names: list[str], first: str = "model"
+) -> None:
+    table = Table(title=title)
+    for column in (first, "runtime", "synthetic test", *names, *(f"gap: {n}" for n in names)):
+        table.add_column(column, justify="left" if column in (first, "runtime") else "right", no_wrap=True)
+    for label, row in rows:
+        synthetic, field = accuracy(row, "synthetic"), [accuracy(row, n) for n in names]
+        table.add_row(
+            label,
+            row.get("runtime", ""),
+            f"{synthetic:.2%}",
+            *(f"{a:.2%}" if a is not None else "-" for a in field),
+            *(f"{100 * (synthetic - a):+.1f} pts" if a is not None else "-" for a in field),
+        )
+    console.print(table)
+
+
+@click.command()
+@click.argument("recipe_file", type=click.Path(exists=True, path_type=Path), default=ROOT / "recipes/kws_mcu.yaml")
+@click.option("--runs-dir", type=click.Path(path_type=Path), default=ROOT / "runs", show_default=True)
+@click.option("--field", "fields", multiple=True, metavar="NAME=DIR", help="Another field test (repeatable).")
+@click.option("--ablation", is_flag=True, help="Train on each rung of the synthetic-data ladder instead.")
+@click.option("--epochs", default=20, show_default=True, help="Training epochs per ablation rung.")
+@click.option("--rungs", default=None, help="Comma-separated rung numbers to run (1-based; default: all).")
+def main(
+    recipe_file: Path, runs_dir: Path, fields: tuple[str, ...], ablation: bool, epochs: int, rungs: str | None
+) -> None:
+    extra = {}
+    for item in fields:
+        name, sep, path = item.partition("=")
+        if not sep or not Path(path).is_dir():
+            raise click.BadParameter(f"{item!r}: expected NAME=DIR with an existing DIR", param_hint="--field")
+        extra[name] = Path(path)
+    recipe = load_recipe(recipe_file)
+    data = with_fields(recipe.model_dump(mode="json"), recipe, extra)
+    present = [f["name"] for f in data["data"]["field_tests"] if Path(f["path"]).is_dir()]
+    if not present:
+        raise click.UsageError("no field test folder exists: add one to the recipe's data.field_tests or --field")
+    data["data"]["field_tests"] = [f for f in data["data"]["field_tests"] if f["name"] in present]
+    console = Console(width=max(Console().width, 140))  # tables stay whole in logs too
+    reporter = Reporter(console=console)
+    rows: list[tuple[str, dict]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        if ablation:
+            chosen = [int(r) for r in rungs.split(",")] if rungs else range(1, len(LADDER) + 1)
+            for label, synthetic, augment in (LADDER[r - 1] for r in chosen):
+                reporter.log(f"[bold]{label}[/bold]")
+                variant = ablation_recipe(data, label, synthetic, augment, epochs)
+                result = run_variant(recipe, variant, Path(tmp), reporter, runs_dir)
+                rows += [(label, row) for row in field_rows(result) if row["model"] == "train"]
+            title = f"Synthetic data ladder: {recipe.name}'s train stage, {epochs} epochs"
+            print_table(console, title, rows, present, first="training data")
+            return
+        full = run_variant(recipe, data, Path(tmp), reporter, runs_dir)
+        trained = run_variant(recipe, with_fields(as_trained(recipe), recipe, extra), Path(tmp), reporter, runs_dir)
+    rows = [(row["model"], row) for row in field_rows(full)]
+    unpruned = next((row for row in field_rows(trained) if row["model"] == "tflm"), None)
+    if unpruned:
+        rows.append(("tflm, unpruned", unpruned))
+    print_table(console, f"{recipe.name}: synthetic voices vs real people", rows, present)
+    pruned = next((row for _, row in rows if row["model"] == "tflm"), None)
+    if unpruned and pruned:
+        for name in ["synthetic", *present]:
+            before, after = accuracy(unpruned, name), accuracy(pruned, name)
+            console.print(
+                f"pruning costs {100 * (before - after):+.1f} pts on {name} (int8 on TFLM: {before:.2%} → {after:.2%})"
+            )
+
+
+if __name__ == "__main__":
+    main()

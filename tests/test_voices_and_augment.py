@@ -1,0 +1,139 @@
+"""Training data that transfers: perturbed espeak-ng voices, rooms and mics, SpecAugment, and the ablation bench."""
+
+import csv
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from pipeline.data import synthetic
+from pipeline.data.espeak import Espeak, data_with_variants, variant_text
+from pipeline.recipe import AugmentConfig, RecipeError, RecipeLoader, SyntheticConfig, load_recipe
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def voice(scale: float, variant: str = "m3", speaker: str = "abcd1234") -> synthetic.Voice:
+    return synthetic.Voice(speaker, "train", "en-us", variant, 160, 50, 50, scale, ("yes",), (1, 0, 0))
+
+
+def formants(text: str) -> dict[int, list[int]]:
+    return {
+        int(p[1]): [int(v) for v in p[2:]] for p in (line.split() for line in text.splitlines()) if p[:1] == ["formant"]
+    }
+
+
+def centroid(samples: np.ndarray, rate: int) -> float:
+    spectrum = np.abs(np.fft.rfft(samples.astype(np.float64)))
+    return float((spectrum * np.fft.rfftfreq(len(samples), 1 / rate)).sum() / spectrum.sum())
+
+
+def test_vocal_tract_factor_scales_every_formant_and_fills_the_missing_ones():
+    base = formants(variant_text("m3"))
+    for scale in (0.85, 1.18):
+        text = synthetic.perturbed_variant(variant_text("m3"), voice(scale))
+        scaled = formants(text)
+        assert set(scaled) == set(range(9))
+        for n, (frequency, *_) in base.items():
+            assert 0.95 * scale <= scaled[n][0] / frequency <= 1.05 * scale, (n, scale)
+    # a variant that names no formants gets all nine, scaled from 100 %
+    assert set(formants(synthetic.perturbed_variant("language variant\nname bare\n", voice(1.1)))) == set(range(9))
+    assert synthetic.perturbed_variant(variant_text("m3"), voice(1.0)) == synthetic.perturbed_variant(
+        variant_text("m3"), voice(1.0)
+    )
+
+
+def test_espeak_speaks_the_perturbed_voice_with_higher_formants(tmp_path):
+    texts = {f"x{s}": synthetic.perturbed_variant(variant_text("m3"), voice(s / 100)) for s in (85, 118)}
+    engine = Espeak(data_with_variants(tmp_path, texts))
+    low = centroid(engine.speak("yes", "en-us+x85", noise_seed=1), engine.sample_rate)
+    high = centroid(engine.speak("yes", "en-us+x118", noise_seed=1), engine.sample_rate)
+    assert high > 1.15 * low
+
+
+def test_more_voices_than_espeak_can_list(tmp_path):
+    """espeak-ng lists at most 350 voices and variants; 400 draws, each with its own variant, must all speak."""
+    cfg = SyntheticConfig(train_voices=396, val_voices=2, test_voices=2, unknown_per_voice=0, val_variants=2,
+                          test_variants=2, formant_scale=(0.85, 1.18))  # fmt: skip
+    scratch_before = set(Path(tempfile.gettempdir()).glob("espeak-*"))
+    summary = synthetic.generate(tmp_path / "sc", cfg, ["yes"], seed=3, sample_rate=16000, clip_samples=16000)
+    assert summary["clips"] == {"train": 396, "val": 2, "test": 2}
+    with open(tmp_path / "sc" / "voices.csv") as f:
+        scales = [float(r["formant_scale"]) for r in csv.DictReader(f)]
+    assert len(scales) == 400 and 0.85 <= min(scales) < 0.9 and 1.13 < max(scales) <= 1.18
+    assert len(list((tmp_path / "sc" / synthetic.IMPULSE_RESPONSES).glob("*.wav"))) == 400 // 16
+    assert set(Path(tempfile.gettempdir()).glob("espeak-*")) <= scratch_before, "scratch espeak data left behind"
+
+
+def test_rooms_reverberate_and_mics_colour():
+    rirs = synthetic.make_impulse_responses(4, seed=1, sample_rate=16000, rt60_s=(0.3, 0.6))
+    assert all(np.argmax(np.abs(r)) < 0.05 * 16000 and len(r) > 0.1 * 16000 for r in rirs)  # direct path, then a tail
+    assert [len(r) for r in rirs] == [len(r) for r in synthetic.make_impulse_responses(4, 1, 16000, (0.3, 0.6))]
+
+
+def test_silly_synthesis_ranges_are_rejected(tmp_path):
+    for key, value, needle in (
+        ("formant_scale", [0.2, 1.0], "formant_scale"),
+        ("rt60_s", [0.1, 9.0], "rt60_s"),
+        ("peak_dbfs", [-20, 3], "peak_dbfs"),
+        ("reverb_probability", 1.5, "reverb_probability"),
+    ):
+        recipe = yaml.load(
+            (ROOT / "tests/recipes/tiny.yaml").read_text(), Loader=RecipeLoader
+        )  # YAML 1.2: yes is a word
+        recipe["data"]["synthetic"][key] = value
+        path = tmp_path / f"{key}.yaml"
+        path.write_text(yaml.safe_dump(recipe))
+        with pytest.raises(RecipeError, match=needle):
+            load_recipe(path)
+
+
+def test_spec_augment_shifts_and_masks_with_the_mean_and_is_reproducible():
+    import tensorflow as tf
+
+    from pipeline.augment import augment
+
+    frames, coefficients = 49, 10
+    x = np.tile(np.arange(frames, dtype=np.float32)[None, :, None, None], (64, 1, coefficients, 1)) + 100
+    fill = tf.constant(np.full(coefficients, -7.0, np.float32))
+    shift_only = AugmentConfig(time_shift_frames=5)
+    shifted = augment(tf.constant(x), shift_only, fill, tf.constant([1, 2])).numpy()
+    offsets = shifted[:, 25, 0, 0] - x[:, 25, 0, 0]  # a middle frame: the clip moved by -offset frames
+    assert set(np.unique(offsets)) <= set(range(-5, 6)) and len(np.unique(offsets)) > 5
+    assert np.all(np.diff(shifted[:, :, 0, 0], axis=1) >= 0)  # order kept, edges repeat
+
+    masked_cfg = AugmentConfig(time_masks=2, time_mask_frames=5, coefficient_masks=1, coefficient_mask_width=2)
+    masked = augment(tf.constant(x), masked_cfg, fill, tf.constant([3, 4])).numpy()
+    filled = masked == -7.0
+    assert filled.any() and np.all((masked == x) | filled)
+    per_clip_frames = filled[..., 0].all(axis=2).sum(axis=1)  # whole frames masked in time
+    assert per_clip_frames.max() <= 10
+    again = augment(tf.constant(x), masked_cfg, fill, tf.constant([3, 4])).numpy()
+    other = augment(tf.constant(x), masked_cfg, fill, tf.constant([5, 6])).numpy()
+    assert np.array_equal(masked, again) and not np.array_equal(masked, other)
+
+
+def test_ablation_ladder_recipes_are_valid_and_cumulative(tmp_path):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import bench_real_speech as bench
+
+    recipe = load_recipe(ROOT / "recipes/kws_mcu.yaml")
+    data = bench.with_fields(recipe.model_dump(mode="json"), recipe, {"mine": tmp_path})
+    assert data["data"]["field_tests"][-1] == {"name": "mine", "path": str(tmp_path.resolve()), "optional": False}
+    assert Path(data["data"]["field_tests"][0]["path"]).is_absolute()
+    loaded = []
+    for label, synth, augment_cfg in bench.LADDER:
+        variant = bench.ablation_recipe(data, label, synth, augment_cfg, epochs=3)
+        path = tmp_path / f"{variant['name']}.yaml"
+        path.write_text(yaml.safe_dump(variant))
+        loaded.append(load_recipe(path))
+    assert len({r.name for r in loaded}) == len(loaded)
+    synth = [r.data.synthetic for r in loaded]
+    assert [s.formant_scale for s in synth] == [(1.0, 1.0)] + [(0.85, 1.18)] * 4 + [(1.0, 1.0)]
+    assert [s.microphone_probability for s in synth] == [0.0, 0.0, 0.7, 0.7, 0.7, 0.0]
+    assert [s.reverb_probability for s in synth] == [0.0, 0.0, 0.0, 0.5, 0.5, 0.0]
+    assert [r.stages[0].config.augment is not None for r in loaded] == [False] * 4 + [True] * 2
+    assert all(len(r.stages) == 1 and r.stages[0].config.epochs == 3 and not r.targets for r in loaded)
