@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from bench_prune import _entries, as_trained  # noqa: E402
+from bench_prune import _entries, as_trained, pruned_chain  # noqa: E402
 
 from pipeline.progress import Reporter  # noqa: E402
 from pipeline.recipe import Recipe, load_recipe  # noqa: E402
@@ -132,7 +132,7 @@ def main(
             raise click.BadParameter(f"{item!r}: expected NAME=DIR with an existing DIR", param_hint="--field")
         extra[name] = Path(path)
     recipe = load_recipe(recipe_file)
-    data = with_fields(recipe.model_dump(mode="json"), recipe, extra)
+    data = with_fields(pruned_chain(recipe), recipe, extra)  # the recipe itself, as a dict that loads again
     present = [f["name"] for f in data["data"]["field_tests"] if Path(f["path"]).is_dir()]
     if not present:
         raise click.UsageError("no field test folder exists: add one to the recipe's data.field_tests or --field")

@@ -57,7 +57,7 @@ def test_espeak_speaks_the_perturbed_voice_with_higher_formants(tmp_path):
 def test_more_voices_than_espeak_can_list(tmp_path):
     """espeak-ng lists at most 350 voices and variants; 400 draws, each with its own variant, must all speak."""
     cfg = SyntheticConfig(train_voices=396, val_voices=2, test_voices=2, unknown_per_voice=0, val_variants=2,
-                          test_variants=2, formant_scale=(0.85, 1.18))  # fmt: skip
+                          test_variants=2, formant_scale=(0.85, 1.18), reverb_probability=0.5)  # fmt: skip
     scratch_before = set(Path(tempfile.gettempdir()).glob("espeak-*"))
     summary = synthetic.generate(tmp_path / "sc", cfg, ["yes"], seed=3, sample_rate=16000, clip_samples=16000)
     assert summary["clips"] == {"train": 396, "val": 2, "test": 2}
@@ -121,7 +121,10 @@ def test_ablation_ladder_recipes_are_valid_and_cumulative(tmp_path):
     import bench_real_speech as bench
 
     recipe = load_recipe(ROOT / "recipes/kws_mcu.yaml")
-    data = bench.with_fields(recipe.model_dump(mode="json"), recipe, {"mine": tmp_path})
+    data = bench.with_fields(bench.pruned_chain(recipe), recipe, {"mine": tmp_path})
+    whole = tmp_path / "kws_mcu.yaml"
+    whole.write_text(yaml.safe_dump(data))
+    assert load_recipe(whole).model_dump(exclude={"data"}) == recipe.model_dump(exclude={"data"})
     assert data["data"]["field_tests"][-1] == {"name": "mine", "path": str(tmp_path.resolve()), "optional": False}
     assert Path(data["data"]["field_tests"][0]["path"]).is_absolute()
     loaded = []

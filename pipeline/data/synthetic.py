@@ -1,10 +1,10 @@
 """Offline synthetic Speech Commands: espeak-ng voices saying the words, placed in 1 s of generated noise.
 
-To sound less like one synthesiser and more like people in rooms, every voice draw gets its own espeak-ng variant
-file: the base variant's formants scaled by a vocal-tract-length factor (women and children have shorter tracts,
-higher formants) with per-formant jitter. Each spoken word then passes a room (an impulse response from a bank
-that pyroomacoustics simulates once per data set), a microphone (audiomentations' parametric EQ and band limits)
-and a recording level, before it is placed in noise.
+To sound less like one synthesiser, every voice draw speaks through its own espeak-ng variant file: the base
+variant with its formants jittered, and optionally scaled by a vocal-tract-length factor (shorter tracts, higher
+formants). Optionally each spoken word then passes a room (an impulse response from a bank that pyroomacoustics
+simulates once per data set) and a microphone (audiomentations' parametric EQ and band limits) before it is placed
+in noise at its level. Which of these help on real speech is measured, not assumed (README).
 
 It writes the real data set's folder layout (a folder per word, ``_background_noise_``, ``validation_list.txt``,
 ``testing_list.txt``, files named ``<speaker>_nohash_<n>.wav``) so one loader serves both. The split is by voice
@@ -159,21 +159,21 @@ def make_impulse_responses(count: int, seed: int, sample_rate: int, rt60_s: tupl
     return out
 
 
-def microphone_chain(root: Path, cfg: SyntheticConfig):
-    """The audiomentations chain a spoken word passes before it is placed in noise."""
+def microphone_chain(root: Path, cfg: SyntheticConfig) -> Callable[..., np.ndarray]:
+    """The audiomentations chain a spoken word passes before it is placed in noise (identity when all is off)."""
     import audiomentations as am
 
-    return am.Compose(
-        [
-            am.ApplyImpulseResponse(
-                sorted((root / IMPULSE_RESPONSES).glob("*.wav")), p=cfg.reverb_probability,
-                leave_length_unchanged=False,
-            ),
+    chain = []
+    if cfg.reverb_probability:
+        chain.append(am.ApplyImpulseResponse(sorted((root / IMPULSE_RESPONSES).glob("*.wav")),
+                                             p=cfg.reverb_probability, leave_length_unchanged=False))  # fmt: skip
+    if cfg.microphone_probability:
+        chain += [
             am.SevenBandParametricEQ(-10.0, 10.0, p=cfg.microphone_probability),
             am.HighPassFilter(60.0, 400.0, p=cfg.microphone_probability / 2),
             am.LowPassFilter(3000.0, 7800.0, p=cfg.microphone_probability / 2),
         ]
-    )  # fmt: skip
+    return am.Compose(chain) if chain else (lambda samples, sample_rate: samples)
 
 
 # --- noise ------------------------------------------------------------------------------------------------
@@ -334,10 +334,11 @@ def generate(
     (root / "_background_noise_").mkdir(parents=True)
     for b in BACKGROUNDS:
         write_wav(root / "_background_noise_" / f"{b}.wav", make_background(b, seed, sample_rate), sample_rate)
-    (root / IMPULSE_RESPONSES).mkdir()
-    rooms = min(IMPULSE_RESPONSE_COUNT, max(8, len(voices) // 16))  # ~0.15 s each
-    for i, rir in enumerate(make_impulse_responses(rooms, seed, sample_rate, cfg.rt60_s)):
-        write_wav(root / IMPULSE_RESPONSES / f"room_{i:03d}.wav", rir, sample_rate)
+    if cfg.reverb_probability:
+        (root / IMPULSE_RESPONSES).mkdir()
+        rooms = min(IMPULSE_RESPONSE_COUNT, max(8, len(voices) // 16))  # ~0.15 s each
+        for i, rir in enumerate(make_impulse_responses(rooms, seed, sample_rate, cfg.rt60_s)):
+            write_wav(root / IMPULSE_RESPONSES / f"room_{i:03d}.wav", rir, sample_rate)
     for word in sorted({w for v in voices for w in v.words}):
         (root / word).mkdir()
 
