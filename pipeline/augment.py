@@ -1,7 +1,7 @@
 """Training-time augmentation on feature batches: time shift and SpecAugment (Park et al. 2019).
 
-Applied to the training split only, fresh every epoch, from stateless seeds: a run is as reproducible as one
-without it. Masks are filled with the training set's mean per coefficient (these features are not normalised, so
+Applied to the training split only, from stateless seeds: a run is as reproducible as one without it. Batch
+positions draw the same seeds every epoch, but the batches are reshuffled, so a clip meets new shifts and masks. Masks are filled with the training set's mean per coefficient (these features are not normalised, so
 zero would be a loud, unnatural value).
 """
 

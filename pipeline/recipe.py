@@ -335,7 +335,7 @@ class StageConfig(Strict):
 
 
 class AugmentConfig(Strict):
-    """Time shift and SpecAugment on the training batches' features (fresh every epoch; never on val/test)."""
+    """Time shift and SpecAugment on the training batches' features (never on val/test)."""
 
     time_shift_frames: int = Field(0, ge=0, le=100, description="shift each clip by up to this many frames")
     time_masks: int = Field(0, ge=0, le=10, description="SpecAugment: bands of frames masked per clip")

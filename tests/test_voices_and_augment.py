@@ -140,3 +140,13 @@ def test_ablation_ladder_recipes_are_valid_and_cumulative(tmp_path):
     assert [s.reverb_probability for s in synth] == [0.0, 0.0, 0.0, 0.5, 0.5, 0.0]
     assert [r.stages[0].config.augment is not None for r in loaded] == [False] * 4 + [True] * 2
     assert all(len(r.stages) == 1 and r.stages[0].config.epochs == 3 and not r.targets for r in loaded)
+
+
+def test_microphone_chain_colours_only_when_asked(tmp_path):
+    rng = np.random.default_rng(0)
+    speech = (0.1 * rng.standard_normal(16000)).astype(np.float32)
+    off = synthetic.microphone_chain(tmp_path, SyntheticConfig())
+    assert off(speech, sample_rate=16000) is speech
+    on = synthetic.microphone_chain(tmp_path, SyntheticConfig(microphone_probability=1.0))
+    coloured = on(speech, sample_rate=16000)
+    assert coloured.shape == speech.shape and not np.allclose(coloured, speech, atol=1e-3)

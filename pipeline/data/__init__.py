@@ -141,12 +141,12 @@ def prepare(
     from pipeline.data import features, speech_commands, synthetic
     from pipeline.data.field import listing_key, load_field_clips
 
-    source, root, source_key = resolve_source(recipe, store, progress, warn)
     data = recipe.data
     extra_roots = [recipe.resolve_path(p).resolve() for p in data.extra_train]
-    for path, root_ in zip(data.extra_train, extra_roots, strict=True):
+    for path, root_ in zip(data.extra_train, extra_roots, strict=True):  # before any download or synthesis
         if not root_.is_dir():
             raise DataError(f"data.extra_train: '{path}' does not exist (looked for {root_})")
+    source, root, source_key = resolve_source(recipe, store, progress, warn)
     key = digest(
         {
             "source": source_key,
