@@ -29,6 +29,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -185,6 +186,14 @@ def _unique(value: list[Any]) -> list[Any]:
     return value
 
 
+# Ranges a synthesis setting must stay inside: (low, high, unit in messages).
+SYNTHESIS_BOUNDS = {
+    "formant_scale": (0.5, 2.0, ""),
+    "rt60_s": (0.05, 3.0, " seconds"),
+    "peak_dbfs": (-80.0, 0.0, " dB full scale"),
+}
+
+
 class SyntheticConfig(Strict):
     """Offline Speech-Commands-like clips spoken by espeak-ng; the split is by voice variant."""
 
@@ -210,25 +219,12 @@ class SyntheticConfig(Strict):
 
     _ranges = field_validator("rate_wpm", "pitch", "snr_db", "formant_scale", "rt60_s", "peak_dbfs")(_ordered)
 
-    @field_validator("formant_scale")
+    @field_validator(*SYNTHESIS_BOUNDS)
     @classmethod
-    def _plausible_tract(cls, value: Range) -> Range:
-        if not (0.5 <= value[0] and value[1] <= 2.0):
-            raise ValueError(f"formant_scale must lie within [0.5, 2.0], got {list(value)}")
-        return value
-
-    @field_validator("rt60_s")
-    @classmethod
-    def _plausible_room(cls, value: Range) -> Range:
-        if not (0.05 <= value[0] and value[1] <= 3.0):
-            raise ValueError(f"rt60_s must lie within [0.05, 3.0] seconds, got {list(value)}")
-        return value
-
-    @field_validator("peak_dbfs")
-    @classmethod
-    def _below_full_scale(cls, value: Range) -> Range:
-        if not (-80.0 <= value[0] and value[1] <= 0.0):
-            raise ValueError(f"peak_dbfs must lie within [-80, 0] dB full scale, got {list(value)}")
+    def _plausible(cls, value: Range, info: ValidationInfo) -> Range:
+        low, high, unit = SYNTHESIS_BOUNDS[info.field_name]
+        if not (low <= value[0] and value[1] <= high):
+            raise ValueError(f"{info.field_name} must lie within [{low}, {high}]{unit}, got {list(value)}")
         return value
 
     _unique_words = field_validator("unknown_words")(_unique)

@@ -250,8 +250,7 @@ def run_field_tests(
     )
 
     def build(tmp: Path, meta: dict) -> None:
-        models = find_models([(n, a.path) for n, a in stages], [(n, a.path) for n, a in targets])
-        meta["result"] = evaluate(models, sets, data.labels, reporter.log)
+        meta["result"] = evaluate(find_models(_dirs(stages), _dirs(targets)), sets, data.labels, reporter.log)
 
     art = store.get_or_build("field-tests", key, build)
     _log_done(reporter, art)
@@ -285,14 +284,17 @@ def run_explain(
     )
 
     def build(tmp: Path, meta: dict) -> None:
-        stage_dirs = [(n, a.path) for n, a in stages]
-        models = find_models(stage_dirs, [(n, a.path) for n, a in targets])
-        removed = _pruned_filters(stage_dirs)
+        models = find_models(_dirs(stages), _dirs(targets))
+        removed = _pruned_filters(_dirs(stages))
         meta["result"] = explain(models, data, recipe.explain, recipe.seed, tmp, removed, reporter.log)
 
     art = store.get_or_build("explain", key, build)
     _log_done(reporter, art)
     return art
+
+
+def _dirs(steps: list[tuple[str, Artifact]]) -> list[tuple[str, Path]]:
+    return [(name, art.path) for name, art in steps]
 
 
 def _pruned_filters(stage_dirs: list[tuple[str, Path]]) -> dict[str, Any] | None:
@@ -381,10 +383,11 @@ def _point_latest(run_dir: Path) -> None:
     os.replace(tmp, latest)
 
 
-def reexplain(run_dir: Path, reporter: Reporter, cache: Path | None = None) -> dict[str, Any]:
-    """Recompute the explain section of a finished run from its own files (no retraining), then swap in the new
-    `explain/` folder and rewrite report.json/report.md."""
-    from pipeline.explain import explain, find_models
+def _open_run(
+    run_dir: Path, reporter: Reporter, cache: Path | None
+) -> tuple[dict, Recipe, Store, FeatureSet, list[tuple[str, Path]], list[tuple[str, Path]]]:
+    """A finished run read back for recomputing a section: its report, recipe (paths relative to the recipe's
+    folder), store, features, and the folders of its stages and targets."""
     from pipeline.recipe import load_recipe
 
     report = json.loads((run_dir / "report.json").read_text())
@@ -394,6 +397,15 @@ def reexplain(run_dir: Path, reporter: Reporter, cache: Path | None = None) -> d
     data, _ = prepare(recipe, store, reporter.progress, reporter.warn)
     stage_dirs = [(s["name"], run_dir / "stages" / f"{i}-{s['name']}") for i, s in enumerate(report["stages"], 1)]
     target_dirs = [(t["name"], run_dir / "export" / t["name"]) for t in report["targets"]]
+    return report, recipe, store, data, stage_dirs, target_dirs
+
+
+def reexplain(run_dir: Path, reporter: Reporter, cache: Path | None = None) -> dict[str, Any]:
+    """Recompute the explain section of a finished run from its own files (no retraining), then swap in the new
+    `explain/` folder and rewrite report.json/report.md."""
+    from pipeline.explain import explain, find_models
+
+    report, recipe, _, data, stage_dirs, target_dirs = _open_run(run_dir, reporter, cache)
     removed = _pruned_filters(stage_dirs)
     reporter.scope = "explain"
     tmp = run_dir / f".explain.tmp-{os.getpid()}"
@@ -424,18 +436,11 @@ def evaluate_run(
     run's field tests in report.json/report.md."""
     from pipeline.explain import find_models
     from pipeline.field import evaluate
-    from pipeline.recipe import load_recipe
 
-    report = json.loads((run_dir / "report.json").read_text())
-    recipe = load_recipe(run_dir / "recipe.yaml").with_base_dir(report.get("recipe_dir", run_dir))
-    store = Store(cache or run_dir.parent.parent / ".cache")
-    reporter.scope = "data"
-    data, _ = prepare(recipe, store, reporter.progress, reporter.warn)
+    report, recipe, store, data, stage_dirs, target_dirs = _open_run(run_dir, reporter, cache)
     field_set = prepare_field_set(name, data_dir, data.labels, recipe.data.features, store, reporter.progress)
     if field_set.unreadable:
         reporter.warn(f"{len(field_set.unreadable)} unreadable file(s) in {data_dir} skipped")
-    stage_dirs = [(s["name"], run_dir / "stages" / f"{i}-{s['name']}") for i, s in enumerate(report["stages"], 1)]
-    target_dirs = [(t["name"], run_dir / "export" / t["name"]) for t in report["targets"]]
     reporter.scope = "field"
     new = evaluate(find_models(stage_dirs, target_dirs), [synthetic_test_set(data), field_set], data.labels,
                    reporter.log)  # fmt: skip

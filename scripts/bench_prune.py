@@ -95,6 +95,13 @@ def _recipe_data(recipe: Recipe, seed: int | None) -> dict:
     return data
 
 
+def write_chain(recipe: Recipe, chain: dict, folder: Path) -> tuple[Recipe, Path]:
+    """`chain` saved as a recipe file in `folder` and loaded back, its relative paths still the recipe's."""
+    file = Path(folder) / f"{chain['name']}.yaml"
+    file.write_text(yaml.safe_dump(chain, sort_keys=False))
+    return load_recipe(file).with_base_dir(recipe.base_dir), file
+
+
 CHAINS = {"unpruned, as trained": as_trained, "unpruned, same epochs": unpruned_twin, "pruned": pruned_chain}
 
 
@@ -105,11 +112,8 @@ def run(recipe_file: Path, runs_dir: Path, reporter: Reporter, seed: int | None 
     with tempfile.TemporaryDirectory() as tmp:
         for label, build in CHAINS.items():
             chain = build(recipe, seed)
-            file = recipe_file  # only the pruned chain on the recipe's own seed keeps the recipe's name
-            if chain["name"] != recipe.name:
-                file = Path(tmp) / f"{chain['name']}.yaml"
-                file.write_text(yaml.safe_dump(chain, sort_keys=False))
-            variant = load_recipe(file).with_base_dir(recipe.base_dir)  # its relative paths are the recipe's
+            # only the pruned chain on the recipe's own seed keeps the recipe's name: it runs from the recipe file
+            variant, file = (recipe, recipe_file) if chain["name"] == recipe.name else write_chain(recipe, chain, tmp)
             reporter.log(f"[bold]{label}[/bold]: {' → '.join(s.name for s in variant.stages)}")
             results[label] = run_recipe(variant, file, reporter, runs_root=runs_dir)
     return results

@@ -25,7 +25,6 @@ import tempfile
 from pathlib import Path
 
 import click
-import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -34,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from bench_prune import _entries, as_trained, pruned_chain  # noqa: E402
+from bench_prune import _entries, as_trained, pruned_chain, write_chain  # noqa: E402
 
 from pipeline.progress import Reporter  # noqa: E402
 from pipeline.recipe import Recipe, load_recipe  # noqa: E402
@@ -83,9 +82,7 @@ def ablation_recipe(data: dict, label: str, synthetic: dict, augment: dict | Non
 
 
 def run_variant(recipe: Recipe, variant: dict, tmp: Path, reporter: Reporter, runs_dir: Path) -> RunResult:
-    file = tmp / f"{variant['name']}.yaml"
-    file.write_text(yaml.safe_dump(variant, sort_keys=False))
-    return run_recipe(load_recipe(file).with_base_dir(recipe.base_dir), file, reporter, runs_root=runs_dir)
+    return run_recipe(*write_chain(recipe, variant, tmp), reporter, runs_root=runs_dir)
 
 
 def field_rows(result: RunResult) -> list[dict]:

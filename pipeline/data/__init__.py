@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,14 +66,9 @@ Warn = Callable[[str], None]
 
 def _real_dataset_key(root: Path) -> str:
     """Identify a real data set folder by its listing (names and sizes), without reading 100k files."""
-    entries = []
-    for dirpath, _, files in os.walk(root):
-        for name in files:
-            if name.endswith((".wav", ".txt")):
-                entries.append(
-                    (os.path.relpath(os.path.join(dirpath, name), root), os.path.getsize(os.path.join(dirpath, name)))
-                )
-    return digest(sorted(entries))
+    from pipeline.data.field import listing_key
+
+    return digest(listing_key(root, (".wav", ".txt")))
 
 
 def resolve_source(

@@ -44,12 +44,13 @@ def list_clips(root: Path, labels: list[str]) -> list[tuple[str, int]]:
     return out
 
 
-def listing_key(root: Path) -> list[tuple[str, int]]:
-    """Names and sizes of every WAV under `root`: identifies a folder's content without reading it."""
+def listing_key(root: Path, suffixes: tuple[str, ...] = (".wav",)) -> list[tuple[str, int]]:
+    """Names and sizes of every file under `root` ending in one of `suffixes` (any case): identifies a folder's
+    content without reading it."""
     entries = []
     for dirpath, _, files in os.walk(root):
         for name in files:
-            if name.lower().endswith(".wav"):
+            if name.lower().endswith(suffixes):
                 path = os.path.join(dirpath, name)
                 entries.append((os.path.relpath(path, root), os.path.getsize(path)))
     return sorted(entries)
