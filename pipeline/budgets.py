@@ -3,16 +3,33 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipeline.recipe import BudgetsConfig, Recipe
+from pydantic import Field
 
-# budget key -> (how to read the measured value, unit, whether the limit is a floor)
+from pipeline.measurement import figure
+from pipeline.schema import Strict
+
+if TYPE_CHECKING:
+    from pipeline.recipe import Recipe
+
+
+class BudgetsConfig(Strict):
+    min_accuracy: float | None = Field(None, ge=0, le=1)
+    flash_kb: float | None = Field(None, gt=0)
+    ram_kb: float | None = Field(None, gt=0)
+    latency_ms: float | None = Field(None, gt=0)
+    allow_estimates: bool = Field(
+        False, description="gate on estimated figures too (e.g. a host time standing in for the device's)"
+    )
+
+
+# budget key -> (how to read the measured value, unit, whether the limit is a floor, the typed figure it reads)
 MEASURES = {
-    "min_accuracy": (lambda m: m.get("accuracy"), "", True),
-    "flash_kb": (lambda m: m["flash_bytes"] / 1024 if m.get("flash_bytes") is not None else None, "KB", False),
-    "ram_kb": (lambda m: m["ram_bytes"] / 1024 if m.get("ram_bytes") is not None else None, "KB", False),
-    "latency_ms": (lambda m: (m.get("latency_ms") or {}).get("median"), "ms", False),
+    "min_accuracy": (lambda m: m.get("accuracy"), "", True, None),
+    "flash_kb": (lambda m: m["flash_bytes"] / 1024 if m.get("flash_bytes") is not None else None, "KB", False, "flash"),
+    "ram_kb": (lambda m: m["ram_bytes"] / 1024 if m.get("ram_bytes") is not None else None, "KB", False, "ram"),
+    "latency_ms": (lambda m: (m.get("latency_ms") or {}).get("median"), "ms", False, "latency"),
 }
 
 
@@ -24,9 +41,15 @@ class BudgetResult:
     unit: str
     floor: bool
     ok: bool
+    estimate: str | None = None  # how the figure was estimated, when it was not measured: the budget refused it
 
     def describe(self) -> str:
         unit = f" {self.unit}" if self.unit else ""
+        if self.estimate is not None and not self.ok:
+            return (
+                f"{self.name}: {self.actual:.4g}{unit} is an estimate ({self.estimate}); a budget does not gate on an "
+                "estimate unless the recipe says `allow_estimates: true` in that budgets block"
+            )
         over = self.actual - self.limit
         if self.ok:
             return f"{self.name}: {self.actual:.4g}{unit} within {self.limit:.4g}{unit}"
@@ -40,9 +63,9 @@ class BudgetResult:
         return asdict(self) | {"message": self.describe()}
 
 
-def _merged(top: BudgetsConfig, own: BudgetsConfig) -> dict[str, float]:
-    merged = {k: v for k, v in top.model_dump().items() if v is not None}
-    merged.update({k: v for k, v in own.model_dump().items() if v is not None})
+def _merged(top: BudgetsConfig, own: BudgetsConfig) -> dict[str, Any]:
+    merged = {k: v for k, v in top.model_dump(exclude_defaults=True).items() if v is not None}
+    merged.update({k: v for k, v in own.model_dump(exclude_defaults=True).items() if v is not None})
     return merged
 
 
@@ -54,13 +77,18 @@ def check(recipe: Recipe, final_stage: dict[str, Any], targets: dict[str, dict[s
     if not scopes:
         scopes = [(f"stage {recipe.stages[-1].name}", _merged(recipe.budgets, BudgetsConfig()), final_stage)]
     for scope, limits, metrics in scopes:
+        allow_estimates = limits.pop("allow_estimates", False)
         for key, limit in limits.items():
-            read, unit, floor = MEASURES[key]
+            read, unit, floor, figure_name = MEASURES[key]
             actual = read(metrics)
             if actual is None:
                 continue  # the scope does not measure it (e.g. flash for a stage)
             ok = actual >= limit if floor else actual <= limit
-            results.append(BudgetResult(f"{scope}.{key}", float(limit), float(actual), unit, floor, ok))
+            fig = figure(metrics, figure_name) if figure_name else None
+            estimate = fig.method if fig is not None and not fig.measured else None
+            if estimate is not None and not allow_estimates:
+                ok = False
+            results.append(BudgetResult(f"{scope}.{key}", float(limit), float(actual), unit, floor, ok, estimate))
     return results
 
 

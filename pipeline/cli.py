@@ -15,7 +15,20 @@ def _quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Main(click.Group):
+    """A broken plugin (a target package without its interface) is named, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        from pipeline.plugins import PluginError
+
+        try:
+            return super().invoke(ctx)
+        except PluginError as exc:
+            click.echo(f"error: plugin: {exc}", err=True)
+            sys.exit(EXIT_INPUT)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="edge-pipeline")
 def main() -> None:
     """Turn a model recipe into deployable, measured models for microcontrollers and phones."""
@@ -129,7 +142,9 @@ def run(
 @main.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--target", type=click.Choice(["tflm"]), default="tflm", show_default=True)
-@click.option("--board", default=None, help="A board profile (see targets/boards.py) to show shares and estimates for.")
+@click.option(
+    "--board", default=None, help="A board profile (see targets/tflm/boards.py) to show shares and estimates for."
+)
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Bundle directory (default: runs/profile/<model name>).")  # fmt: skip
 @click.option("--runs", type=click.IntRange(min=10), default=100, show_default=True, help="Timed invokes.")
@@ -138,7 +153,7 @@ def run(
 def profile(model: Path, target: str, board: str | None, out: Path | None, runs: int, headroom: float) -> None:
     """Measure any .tflite on TFLite Micro and write its firmware bundle (for a model no recipe made)."""
     from pipeline.recipe import suggest
-    from targets.boards import BOARDS
+    from targets.tflm.boards import BOARDS
 
     if not model.is_file():
         click.echo(f"error: {model}: no such file", err=True)
@@ -146,10 +161,10 @@ def profile(model: Path, target: str, board: str | None, out: Path | None, runs:
     if board is not None and board not in BOARDS:
         click.echo(f"error: --board: unknown board '{board}'{suggest(board, BOARDS)}", err=True)
         sys.exit(EXIT_INPUT)
-    from targets.tflite_model import ModelFormatError
+    from pipeline.tflite_model import ModelFormatError
     from targets.tflm import ModelNotSupportedError, TflmError
     from targets.tflm import profile as profile_tflm
-    from targets.tflm_bundle import UnsupportedOpError
+    from targets.tflm.bundle import UnsupportedOpError
 
     out = out or Path("runs") / "profile" / model.stem
     try:
@@ -309,7 +324,8 @@ def _print_summary(report: dict, run_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from pipeline.report import size_text
+    from pipeline.markdown import size_text
+    from pipeline.measurement import figure
 
     console = Console()
     table = Table(title=f"{report['recipe']} · {report['run_id']}", title_justify="left")
@@ -321,9 +337,11 @@ def _print_summary(report: dict, run_dir: Path) -> None:
         table.add_row(s["name"], f"{s['accuracy']:.4f}", size, "", "", when)
     for t in report["targets"]:
         when = "cached" if t["cached"] else f"{t['seconds']:.1f} s"
+        latency = figure(t, "latency")
+        estimate = " (estimate)" if latency is not None and not latency.measured else ""
         table.add_row(
-            f"→ {t['name']}", f"{t['accuracy']:.4f}", size_text(t["flash_bytes"]),
-            size_text(t["ram_bytes"]), f"{t['latency_ms']['median']:.3f} ms", when,
+            f"→ {t['name']}", "–" if t.get("accuracy") is None else f"{t['accuracy']:.4f}",
+            size_text(t["flash_bytes"]), size_text(t["ram_bytes"]), f"{t['latency_ms']['median']:.3f} ms{estimate}", when,
         )  # fmt: skip
     console.print(table)
     console.print(f"report: {run_dir / 'report.md'}")

@@ -17,9 +17,6 @@ class scores [n, classes], with int8 quantization and dequantization inside, as 
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,124 +24,8 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from pipeline.recipe import ExplainConfig
-
-Predictor = Callable[[np.ndarray], np.ndarray]
-
-
-@dataclass
-class ModelRef:
-    name: str  # "train", "prune", "tflm", "android.fp16", "openvino.int8", ...
-    kind: str  # keras | tflite | tflm | openvino
-    path: Path
-    runtime: str
-    arena: int | None = None  # TFLM only
-    role: str = "stage"  # stage | target: explain budgets gate what is deployed
-
-
-# --- models and their runtimes ----------------------------------------------------------------------------------
-
-
-def find_models(stages: list[tuple[str, Path]], targets: list[tuple[str, Path]]) -> list[ModelRef]:
-    """Every model of a run, in chain order, from stage and target folders (cache entries or a run dir)."""
-    models = []
-    for name, folder in stages:
-        if (folder / "model.keras").exists():
-            models.append(ModelRef(name, "keras", folder / "model.keras", "Keras float32"))
-        elif (folder / "model.tflite").exists() and name != "export":  # export is quantize's model again
-            models.append(ModelRef(name, "tflite", folder / "model.tflite", "LiteRT"))
-    for name, folder in targets:
-        if name == "tflm":
-            manifest = json.loads((folder / "manifest.json").read_text())
-            models.append(
-                ModelRef("tflm", "tflm", folder / "model.tflite", "TFLite Micro", manifest["arena_bytes"], "target")
-            )
-        elif name == "android":
-            for path in sorted(folder.glob("model_*.tflite"), key=lambda p: _VARIANT_ORDER.get(p.stem, 9)):
-                variant = path.stem.removeprefix("model_")
-                models.append(ModelRef(f"android.{variant}", "tflite", path, "LiteRT", role="target"))
-        elif name == "openvino":
-            for xml in sorted(folder.glob("*/model.xml"), key=lambda p: _PRECISION_ORDER.get(p.parent.name, 9)):
-                models.append(ModelRef(f"openvino.{xml.parent.name}", "openvino", xml, "OpenVINO CPU", role="target"))
-    return models
-
-
-_VARIANT_ORDER = {"model_fp32": 0, "model_fp16": 1, "model_dynamic_int8": 2, "model_int8": 3}
-_PRECISION_ORDER = {"fp32": 0, "fp16": 1, "int8": 2}
-
-
-def predictor(ref: ModelRef) -> Predictor:
-    if ref.kind == "keras":
-        import tensorflow as tf
-
-        model = tf.keras.models.load_model(ref.path)
-        return lambda x: model.predict(x[..., None], batch_size=512, verbose=0)
-    if ref.kind == "tflite":
-        return _litert(ref.path.read_bytes())
-    if ref.kind == "tflm":
-        return _tflm(ref.path, ref.arena)
-    if ref.kind == "openvino":
-        return _openvino(ref.path)
-    raise ValueError(f"no runtime for model kind {ref.kind}")
-
-
-def _io_quant(model: bytes) -> tuple[Any, Any]:
-    from targets.tflite_model import read_model
-
-    graph = read_model(model)
-    return graph.tensors[graph.inputs[0]], graph.tensors[graph.outputs[0]]
-
-
-def _quantize(x: np.ndarray, tensor: Any) -> np.ndarray:
-    from pipeline.evaluation import quantize_input
-
-    if tensor.dtype == "FLOAT32":
-        return x[..., None].astype(np.float32)
-    return quantize_input(x[..., None], tensor.scale, tensor.zero_point, np.dtype(tensor.dtype.lower()))
-
-
-def _dequantize(y: np.ndarray, tensor: Any) -> np.ndarray:
-    if tensor.dtype == "FLOAT32":
-        return y.astype(np.float32)
-    return (y.astype(np.float32) - tensor.zero_point) * tensor.scale
-
-
-def _litert(model: bytes) -> Predictor:
-    from pipeline.evaluation import litert_interpreter
-
-    interp = litert_interpreter(model)
-    inp, out = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]
-    tin, tout = _io_quant(model)
-
-    def run(x: np.ndarray) -> np.ndarray:
-        feed, scores = _quantize(x, tin), []
-        for i in range(len(feed)):
-            interp.set_tensor(inp, feed[i : i + 1])
-            interp.invoke()
-            scores.append(interp.get_tensor(out)[0].copy())
-        return _dequantize(np.array(scores), tout)
-
-    return run
-
-
-def _tflm(path: Path, arena: int) -> Predictor:
-    from targets.tflm import tflm_outputs
-
-    tin, tout = _io_quant(path.read_bytes())
-    return lambda x: _dequantize(tflm_outputs(path, arena, _quantize(x, tin)), tout)
-
-
-def _openvino(xml: Path) -> Predictor:
-    import openvino as ov
-
-    compiled = ov.Core().compile_model(xml, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    request = compiled.create_infer_request()
-
-    def run(x: np.ndarray) -> np.ndarray:
-        feed = x[..., None].astype(np.float32)
-        return np.array([request.infer({0: feed[i : i + 1]})[0][0].copy() for i in range(len(feed))])
-
-    return run
-
+from pipeline.runtimes import ModelRef, Predictor
+from pipeline.runtimes.any import predictor
 
 # --- saliency ------------------------------------------------------------------------------------------------------
 
@@ -264,7 +145,7 @@ def explain(models: list[ModelRef], data: Any, cfg: ExplainConfig, seed: int, ou
             rho, iou = compare_maps(gradients[reference.name], gradients[ref.name], cfg.top_fraction)
             row["gradient"] = _summary(rho, iou, y, labels)
         rows.append(row)
-    deployed = next((r for r in rows if r["model"] == "tflm"), rows[-1])
+    deployed = next((r for r in rows if r.get("role") == "target"), rows[-1])
     lost = sorted(
         ({"class": c, "reference": rows[0]["per_class_accuracy"][c], "deployed": deployed["per_class_accuracy"][c]}
          for c in rows[0]["per_class_accuracy"]),

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from pipeline.data import FieldSet
-from pipeline.explain import ModelRef, predictor
+from pipeline.runtimes import ModelRef
+from pipeline.runtimes.any import predictor
 
 
 def score(pred: np.ndarray, y: np.ndarray, labels: list[str]) -> dict[str, Any]:

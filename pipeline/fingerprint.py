@@ -2,7 +2,7 @@
 
 The project modules come from the static import closure of the step's root modules (every `import` and
 `from ... import`, including those inside functions, plus the modules started as child processes through
-`pipeline.child.run_module("targets.tflm_child", ...)`), so no hand-kept list can miss one. The runtimes are the installed versions of
+`pipeline.child.run_module("pipeline.runtimes.tflm_child", ...)`), so no hand-kept list can miss one. The runtimes are the installed versions of
 every third-party distribution that closure imports (TensorFlow, NNCF, OpenVINO, tflite-micro, LiteRT, ...):
 upgrading one rebuilds exactly the steps that use it.
 """
@@ -18,7 +18,7 @@ from functools import cache
 from importlib import metadata
 from pathlib import Path
 
-PROJECT_PACKAGES = ("pipeline", "targets")
+PROJECT_PACKAGES = {"pipeline", "targets"}  # grows by the package of any plugin fingerprinted (`import_closure`)
 
 
 @cache
@@ -102,6 +102,10 @@ def import_closure(*roots: str) -> tuple[list[str], list[str]]:
     A parent package's `__init__` counts only where something imports it by name: counting it for every
     submodule would make a change to `pipeline/data/__init__.py` regenerate the synthetic audio."""
     for root in roots:
+        top = root.split(".")[0]
+        if top not in PROJECT_PACKAGES and _package_dir(top) is not None:
+            PROJECT_PACKAGES.add(top)  # a plugin from another package: its own modules are code, not a runtime
+            _source.cache_clear()
         if _source(root) is None:
             raise ValueError(f"cannot fingerprint unknown module {root!r}")
     seen: set[str] = set()

@@ -30,9 +30,9 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import Field
 
+from pipeline.measurement import latency_summary
 from pipeline.recipe import Strict, parse_document, read_text
 from pipeline.store import write_atomic, write_json
-from targets import latency_summary
 
 TFLM_BUNDLE = Path("export") / "tflm"
 
@@ -117,8 +117,8 @@ def _bundle(run_dir: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
 
 
 def measure_serial_dut(port: str, run_dir: Path, runs: int, warmup: int, timeout: float, baud: int = 115200) -> dict:
+    from pipeline.runtimes.tflm import tflm_outputs
     from targets.serial_dut import DutError, SerialDut
-    from targets.tflm import tflm_outputs
 
     manifest, vectors = _bundle(run_dir)
     try:
@@ -196,7 +196,7 @@ def _soft_serial(device: SoftSerialDevice, run_dir: Path, runs: int, warmup: int
 
 
 def _adb(device: AdbDevice, run_dir: Path, runs: int, warmup: int) -> dict:
-    from targets.adb import Adb, benchmark_on_phone
+    from targets.android.adb import Adb, benchmark_on_phone
 
     phone = Adb(device.serial)
     if not phone.attached():
@@ -214,7 +214,7 @@ def _adb(device: AdbDevice, run_dir: Path, runs: int, warmup: int) -> dict:
 
 
 def _host(device: HostDevice, run_dir: Path, runs: int, warmup: int) -> dict:
-    from targets.tflm import time_invokes
+    from pipeline.runtimes.tflm import time_invokes
 
     manifest, _ = _bundle(run_dir)
     lat = np.array(time_invokes(run_dir / TFLM_BUNDLE / "model.tflite", manifest["arena_bytes"], runs, warmup))

@@ -11,7 +11,6 @@ bounded before anything is built from it, counts have upper bounds, and words th
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import re
@@ -25,15 +24,18 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
-    ConfigDict,
     Field,
     PrivateAttr,
     ValidationError,
     ValidationInfo,
+    create_model,
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+
+from pipeline.budgets import BudgetsConfig
+from pipeline.models.zoo import ModelConfig
+from pipeline.schema import NamedEntry, Range, Strict, located, ordered, suggest, unique_items
 
 # ---------------------------------------------------------------------------------------------------------
 # Errors
@@ -68,15 +70,6 @@ def printable(text: str) -> str:
     return re.sub(r"[\x00-\x1f\x7f-\x9f]", lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
-def suggest(word: str, known: Any) -> str:
-    """'; did you mean X?' for a near miss, else the list of what is known."""
-    known = sorted(known)
-    close = difflib.get_close_matches(word, known, n=1)
-    if close:
-        return f"; did you mean '{close[0]}'?"
-    return f"; expected one of: {', '.join(known)}" if known else ""
-
-
 def format_path(path: tuple[str | int, ...]) -> str:
     out = ""
     for part in path:
@@ -86,21 +79,6 @@ def format_path(path: tuple[str | int, ...]) -> str:
 
 # ---------------------------------------------------------------------------------------------------------
 # Schema
-
-
-class Strict(BaseModel):
-    """Frozen, and unknown keys are errors (reported with the closest known key, see `_unknown_key`)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
-
-
-Range = tuple[float, float]
-
-
-def _ordered(value: Range) -> Range:
-    if value[0] > value[1]:
-        raise ValueError(f"range must be [low, high], got {list(value)}")
-    return value
 
 
 class FeaturesConfig(Strict):
@@ -179,13 +157,6 @@ def _safe_word(word: str) -> str:
 Word = Annotated[str, AfterValidator(_safe_word)]
 
 
-def _unique(value: list[Any]) -> list[Any]:
-    dupes = sorted(v for v, n in Counter(value).items() if n > 1)
-    if dupes:
-        raise ValueError(f"listed twice: {', '.join(map(str, dupes))}")
-    return value
-
-
 # Ranges a synthesis setting must stay inside: (low, high, unit in messages).
 SYNTHESIS_BOUNDS = {
     "formant_scale": (0.5, 2.0, ""),
@@ -217,7 +188,7 @@ class SyntheticConfig(Strict):
     microphone_probability: float = Field(0.0, ge=0, le=1, description="share of words through a coloured mic")
     peak_dbfs: Range = Field((-12.0, -1.0), description="level of the spoken word's peak, dB full scale")
 
-    _ranges = field_validator("rate_wpm", "pitch", "snr_db", "formant_scale", "rt60_s", "peak_dbfs")(_ordered)
+    _ranges = field_validator("rate_wpm", "pitch", "snr_db", "formant_scale", "rt60_s", "peak_dbfs")(ordered)
 
     @field_validator(*SYNTHESIS_BOUNDS)
     @classmethod
@@ -227,7 +198,7 @@ class SyntheticConfig(Strict):
             raise ValueError(f"{info.field_name} must lie within [{low}, {high}]{unit}, got {list(value)}")
         return value
 
-    _unique_words = field_validator("unknown_words")(_unique)
+    _unique_words = field_validator("unknown_words")(unique_items)
 
 
 class FieldTestConfig(Strict):
@@ -311,15 +282,6 @@ class DataConfig(Strict):
     @property
     def labels(self) -> list[str]:
         return ["_silence_", "_unknown_", *self.keywords]
-
-
-class ModelConfig(Strict):
-    arch: Literal["ds_cnn"] = "ds_cnn"
-    filters: int = Field(64, ge=1, le=1024)
-    blocks: int = Field(4, ge=0, le=16)
-    first_kernel: tuple[int, int] = (10, 4)
-    first_stride: tuple[int, int] = (2, 2)
-    dropout: float = Field(0.2, ge=0, lt=1)
 
 
 # Stage configs. `consumes`/`produces` name the artifact kinds so the chain is checked before any work.
@@ -439,32 +401,6 @@ class ExportConfig(StageConfig):
     produces: ClassVar[str] = "export"
 
 
-class NamedEntry(Strict):
-    """A list item that is a one-key mapping from a name to its config, e.g. ``- train: {epochs: 20}``."""
-
-    kind: ClassVar[str]
-    example: ClassVar[str]
-
-    @model_validator(mode="before")
-    @classmethod
-    def _one_key(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or len(data) != 1:
-            raise PydanticCustomError(
-                "single_key",
-                f"each {cls.kind} is a mapping with exactly one key, the {cls.kind} name, e.g. '- {cls.example}: {{}}'",
-            )
-        (key, value) = next(iter(data.items()))
-        return {key: {} if value is None else value}
-
-    @property
-    def name(self) -> str:
-        return next(k for k in type(self).model_fields if getattr(self, k) is not None)
-
-    @property
-    def config(self) -> Any:
-        return getattr(self, self.name)
-
-
 class StageEntry(NamedEntry):
     kind: ClassVar[str] = "stage"
     example: ClassVar[str] = "train"
@@ -475,107 +411,23 @@ class StageEntry(NamedEntry):
     export: ExportConfig | None = None
 
 
-# Targets
+# Targets: their schemas live in their plugins (`targets/<name>/`)
 
 
-class BudgetsConfig(Strict):
-    min_accuracy: float | None = Field(None, ge=0, le=1)
-    flash_kb: float | None = Field(None, gt=0)
-    ram_kb: float | None = Field(None, gt=0)
-    latency_ms: float | None = Field(None, gt=0)
-
-
-class TflmConfig(Strict):
-    board: str | None = Field(None, description="a board from targets/boards.py; RAM/flash are shown as its share")
-    latency_runs: int = Field(100, ge=50, le=100_000)
-    warmup_runs: int = Field(10, ge=0, le=100_000)
-    arena_headroom: float = Field(0.0, ge=0, le=4, description="extra share added to the measured arena in the bundle")
-    budgets: BudgetsConfig = BudgetsConfig()
-
-    @field_validator("board")
-    @classmethod
-    def _known_board(cls, value: str | None) -> str | None:
-        from targets.boards import BOARDS
-
-        if value is not None and value not in BOARDS:
-            raise ValueError(f"unknown board '{value}'{suggest(value, BOARDS)}")
-        return value
-
-
-OPENVINO_DEVICES = ("CPU", "GPU", "NPU", "AUTO")
-MAX_THREADS = 256
-
-
-class OpenvinoInt8Config(Strict):
-    """NNCF post-training quantization of the OpenVINO model (`nncf.quantize`)."""
-
-    preset: Literal["performance", "mixed"] = "performance"
-    subset_size: int = Field(300, ge=1, le=100_000, description="calibration clips from the training split")
-    fast_bias_correction: bool = True
-
-
-class OpenvinoConfig(Strict):
-    device: str = "CPU"
-    precisions: list[Literal["fp32", "fp16", "int8"]] = Field(default_factory=lambda: ["fp32", "int8"], min_length=1)
-    int8: OpenvinoInt8Config = OpenvinoInt8Config()
-    threads: int = Field(1, ge=1, le=MAX_THREADS, description="INFERENCE_NUM_THREADS for the latency measurement")
-    streams: int = Field(1, ge=1, le=MAX_THREADS, description="NUM_STREAMS for the latency measurement")
-    latency_runs: int = Field(200, ge=10, le=100_000)
-    warmup_runs: int = Field(20, ge=0, le=100_000)
-    throughput_seconds: float = Field(2.0, gt=0, le=3600, description="how long the THROUGHPUT-hint run lasts")
-    budgets: BudgetsConfig = BudgetsConfig()
-
-    _unique_precisions = field_validator("precisions")(_unique)
-
-    @field_validator("device")
-    @classmethod
-    def _known_device(cls, value: str) -> str:
-        if value not in OPENVINO_DEVICES:
-            raise ValueError(f"unknown OpenVINO device '{value}'{suggest(value, OPENVINO_DEVICES)}")
-        return value
-
-
-class AndroidConfig(Strict):
-    """LiteRT variants, measured on the host with ai-edge-litert and, when a phone is named, on the phone with
-    TFLite's official `benchmark_model` over adb."""
-
-    variants: list[Literal["fp32", "fp16", "dynamic_int8", "int8"]] = Field(
-        default_factory=lambda: ["fp32", "fp16", "dynamic_int8", "int8"], min_length=1
-    )
-    threads: list[int] = Field(default_factory=lambda: [1, 4], min_length=1)
-    xnnpack: bool = True
-    latency_runs: int = Field(100, ge=10, le=100_000)
-    warmup_runs: int = Field(10, ge=0, le=100_000)
-    adb_serial: str | None = Field(None, description="a phone's adb serial: also measure there")
-    benchmark_model: Path | None = Field(
-        None, description="TFLite's benchmark_model binary for the phone's ABI, relative to the recipe's folder"
-    )
-    budgets: BudgetsConfig = BudgetsConfig()
-
-    _unique_variants = field_validator("variants", "threads")(_unique)
-
-    @field_validator("threads")
-    @classmethod
-    def _positive(cls, value: list[int]) -> list[int]:
-        if any(t < 1 for t in value):
-            raise ValueError("thread counts must be at least 1")
-        if any(t > MAX_THREADS for t in value):
-            raise ValueError(f"thread counts must be at most {MAX_THREADS}")
-        return value
-
-    @model_validator(mode="after")
-    def _phone(self) -> AndroidConfig:
-        if self.adb_serial and self.benchmark_model is None:
-            raise ValueError("adb_serial needs benchmark_model: the path of TFLite's benchmark_model for the phone")
-        return self
-
-
-class TargetEntry(NamedEntry):
+class TargetEntryBase(NamedEntry):
     kind: ClassVar[str] = "target"
     example: ClassVar[str] = "tflm"
-    tflm: TflmConfig | None = None
-    android: AndroidConfig | None = None
-    openvino: OpenvinoConfig | None = None
+
+
+def _target_entry() -> type[NamedEntry]:
+    """One optional key per installed target plugin (`pipeline.plugins`), holding that plugin's own schema."""
+    from pipeline.plugins import targets
+
+    fields: dict[str, Any] = {name: (module.Config | None, None) for name, module in targets().items()}
+    return create_model("TargetEntry", __base__=TargetEntryBase, **fields)
+
+
+TargetEntry = _target_entry()
 
 
 class ExplainBudgets(Strict):
@@ -625,17 +477,17 @@ class Recipe(Strict):
         teachers: list[str] = []  # earlier stages with a Keras model
         for i, entry in enumerate(self.stages):
             if names.count(entry.name) > 1 and names.index(entry.name) != i:
-                raise _at(("stages", i, entry.name), f"stage '{entry.name}' appears twice")
+                raise located(("stages", i, entry.name), f"stage '{entry.name}' appears twice")
             cfg = entry.config
             if cfg.consumes != kind:
                 need = f"a {cfg.consumes} model" if cfg.consumes else "nothing before it"
                 have = f"a {kind} model" if kind else "no model yet"
-                raise _at(("stages", i, entry.name), f"stage '{entry.name}' needs {need}, but gets {have}")
+                raise located(("stages", i, entry.name), f"stage '{entry.name}' needs {need}, but gets {have}")
             distill = getattr(cfg, "distill", None)
             if distill is not None and distill.teacher not in teachers:
                 where = ("stages", i, entry.name, "distill", "teacher")
                 hint = suggest(distill.teacher, teachers) or " (there is none)"
-                raise _at(where, f"teacher '{distill.teacher}' is not an earlier stage with a Keras model{hint}")
+                raise located(where, f"teacher '{distill.teacher}' is not an earlier stage with a Keras model{hint}")
             kind = cfg.produces
             if kind == "keras":
                 teachers.append(entry.name)
@@ -647,15 +499,15 @@ class Recipe(Strict):
             index = next(i for i, s in enumerate(self.stages) if s.name == "prune")
             for j, name in enumerate(prune.ignore):
                 if name not in names:
-                    raise _at(
+                    raise located(
                         ("stages", index, "prune", "ignore", j), f"no layer '{name}' in the model{suggest(name, names)}"
                     )
         if self.targets and kind != "export":
-            raise _at(("targets",), "targets need the chain to end with an 'export' stage")
+            raise located(("targets",), "targets need the chain to end with an 'export' stage")
         seen = set()
         for i, t in enumerate(self.targets):
             if t.name in seen:
-                raise _at(("targets", i, t.name), f"target '{t.name}' appears twice")
+                raise located(("targets", i, t.name), f"target '{t.name}' appears twice")
             seen.add(t.name)
         return self
 
@@ -701,10 +553,6 @@ class Recipe(Strict):
         """Hash of the validated content: comments, key order and the recipe's folder do not change it."""
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
-
-
-def _at(path: tuple[str | int, ...], message: str) -> PydanticCustomError:
-    return PydanticCustomError("located", "{message}", {"message": message, "path": list(path)})
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -867,7 +715,7 @@ def _nearest_line(lines: dict, path: tuple) -> int | None:
     return None
 
 
-def _schema_at(path: tuple, root: type[BaseModel]) -> type[BaseModel] | None:
+def _schemalocated(path: tuple, root: type[BaseModel]) -> type[BaseModel] | None:
     """The schema model that holds the mapping at `path` (list indexes step into the item type)."""
     cls: type[BaseModel] | None = root
     for part in path:
@@ -889,7 +737,7 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
 
 
 def _unknown_key(path: tuple, root: type[BaseModel]) -> str:
-    parent = _schema_at(path[:-1], root)
+    parent = _schemalocated(path[:-1], root)
     return f"unknown key '{path[-1]}'{suggest(str(path[-1]), parent.model_fields if parent else [])}"
 
 

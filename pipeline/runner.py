@@ -26,13 +26,13 @@ from typing import Any
 from pipeline import budgets as budget_checks
 from pipeline.data import FeatureSet, FieldSet, prepare, prepare_field_set, prepare_field_sets, synthetic_test_set
 from pipeline.fingerprint import fingerprint
+from pipeline.plugins import TargetContext, find_models, target
 from pipeline.progress import Reporter
 from pipeline.recipe import Recipe
 from pipeline.report import render_markdown
 from pipeline.stages import StageContext, load_stage
 from pipeline.store import META, Artifact, Store, digest, write_atomic, write_json
 from pipeline.versions import versions
-from targets import TargetContext, load_target
 
 DEFAULT_RUNS = Path("runs")
 RUN_MARKER = ".edge-pipeline-run"  # in every run folder: --out may replace a folder only when it holds this
@@ -181,7 +181,7 @@ def run_target(
 ) -> tuple[Artifact, Artifact]:
     """(compiled, measured) entries of one target. The measured entry holds the compiled files too, so it is
     what a run folder publishes."""
-    module = load_target(name)
+    module = target(name)
     key = digest(
         {
             "target": name,
@@ -236,7 +236,6 @@ def run_field_tests(
     """Every model of the run on the synthetic test split and on each field set, through its own runtime."""
     if not field_sets:
         return None
-    from pipeline.explain import find_models
     from pipeline.field import evaluate
 
     reporter.scope = "field"
@@ -270,7 +269,7 @@ def run_explain(
     not their measurements, so `--remeasure` does not redo it) and on the data."""
     if not recipe.explain.enabled or not stages or not stages[0][1].file("model.keras").exists():
         return None
-    from pipeline.explain import explain, find_models
+    from pipeline.explain import explain
 
     reporter.scope = "explain"
     key = digest(
@@ -403,7 +402,7 @@ def _open_run(
 def reexplain(run_dir: Path, reporter: Reporter, cache: Path | None = None) -> dict[str, Any]:
     """Recompute the explain section of a finished run from its own files (no retraining), then swap in the new
     `explain/` folder and rewrite report.json/report.md."""
-    from pipeline.explain import explain, find_models
+    from pipeline.explain import explain
 
     report, recipe, _, data, stage_dirs, target_dirs = _open_run(run_dir, reporter, cache)
     removed = _pruned_filters(stage_dirs)
@@ -434,7 +433,6 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Judge every model of a finished run on another folder of recordings (no retraining); the set joins the
     run's field tests in report.json/report.md."""
-    from pipeline.explain import find_models
     from pipeline.field import evaluate
 
     report, recipe, store, data, stage_dirs, target_dirs = _open_run(run_dir, reporter, cache)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 META = "meta.json"
+PREDICTIONS = "test_predictions.npy"  # every model-making step's top-1 on the test split, in test order
 
 
 def digest(obj: Any) -> str:

@@ -121,7 +121,7 @@ def run(recipe_file: Path, runs_dir: Path, reporter: Reporter, seed: int | None 
 
 def interleaved_latency(runs: list[RunResult], rounds: int, invokes: int) -> list[np.ndarray]:
     """TFLM invoke times (ms) of each run's export, alternating models round by round."""
-    from targets.tflm import time_invokes
+    from pipeline.runtimes.tflm import time_invokes
 
     times: list[list[float]] = [[] for _ in runs]
     for _ in range(rounds):

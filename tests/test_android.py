@@ -7,8 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from pipeline.recipe import AndroidConfig, RecipeError, parse_recipe
-from targets.adb import Adb, BenchmarkParseError, benchmark_on_phone, parse_benchmark_output
+from pipeline.recipe import RecipeError, parse_recipe
+from targets.android import Config as AndroidConfig
+from targets.android.adb import Adb, BenchmarkParseError, benchmark_on_phone, parse_benchmark_output
 from tests.conftest import ROOT
 
 FIXTURES = ROOT / "tests" / "fixtures" / "benchmark_model"
@@ -60,7 +61,7 @@ def software_phone(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def tflite_file(tmp_path_factory) -> Path:
     from pipeline.models import build_model
-    from pipeline.recipe import ModelConfig
+    from pipeline.models.zoo import ModelConfig
     from targets.android import convert_variant
 
     path = tmp_path_factory.mktemp("android") / "model_fp32.tflite"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from targets.tflite_model import Tensor
-from targets.tflm_bundle import _banner, c_comment, c_identifier, c_string, write_model_config
+from pipeline.tflite_model import Tensor
+from targets.tflm.bundle import _banner, c_comment, c_identifier, c_string, write_model_config
 
 CXX = shutil.which("g++") or shutil.which("clang++")
 needs_cxx = pytest.mark.skipif(CXX is None, reason="no C++ compiler (g++ or clang++) found")
@@ -88,7 +88,7 @@ def round_trip_program(namespace: str) -> str:
 
 @needs_cxx
 def test_model_config_compiles_and_labels_round_trip(tmp_path: Path):
-    write_model_config(tmp_path, NAME, 4096, 4000, 0.0, INPUT, OUTPUT, LABELS, None)
+    write_model_config(tmp_path, NAME, 4096, INPUT, OUTPUT, LABELS, None, ["// arena: 4000 bytes measured"])
     header = tmp_path / "model_config.h"
     text = header.read_text(encoding="utf-8")
 

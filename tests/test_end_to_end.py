@@ -5,8 +5,8 @@ import time
 
 import numpy as np
 
-from targets.tflite_model import read_model
-from targets.tflm_bundle import decode_c_array, verify_manifest
+from pipeline.tflite_model import read_model
+from targets.tflm.bundle import decode_c_array, verify_manifest
 from tests.conftest import TINY, run_cli
 
 
@@ -158,7 +158,8 @@ def test_openvino_target_writes_ir_and_measures_each_precision(tiny_run):
 
 
 def test_android_variants_run_on_litert_and_no_phone_is_invented(tiny_run):
-    from pipeline.evaluation import tflite_predict
+    from pipeline.runtimes import top1
+    from pipeline.runtimes.litert import litert_predictor
 
     runs, _ = tiny_run
     latest = runs / "tiny" / "latest"
@@ -173,7 +174,7 @@ def test_android_variants_run_on_litert_and_no_phone_is_invented(tiny_run):
         assert sidecar["input"]["dtype"] == ("int8" if name == "int8" else "float32")
         assert [h["threads"] for h in v["host"]] == [1, 2] and all(h["latency_ms"]["median"] > 0 for h in v["host"])
         assert v["tensor_memory"]["live_lower_bound"] <= v["tensor_memory"]["activations_sum"]
-        assert tflite_predict(model, np.zeros((2, 49, 10), np.float32)).shape == (2,)
+        assert top1(litert_predictor(model), np.zeros((2, 49, 10), np.float32)).shape == (2,)
         assert v["phone"] == []
     assert variants["fp32"]["agreement_with_float"] == 1.0
     int8_export = (latest / "export" / "model.tflite").read_bytes()

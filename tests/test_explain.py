@@ -5,8 +5,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from pipeline.explain import ModelRef, compare_maps, explain, integrated_gradients, occlusion, predictor
+from pipeline.explain import compare_maps, explain, integrated_gradients, occlusion
 from pipeline.recipe import ExplainConfig
+from pipeline.runtimes import ModelRef
+from pipeline.runtimes.any import predictor
 
 REGION = (slice(14, 21), slice(4, 6))  # one 7x2 occlusion patch: grid row 2, column 2
 

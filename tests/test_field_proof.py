@@ -76,12 +76,14 @@ def test_library_chatter_goes_to_the_run_log(tiny_run):
 
 def test_cache_keys_follow_the_import_closure_and_child_processes():
     modules, external = import_closure("targets.tflm")
-    assert {"targets.tflm", "targets.tflm_child", "targets.tflm_bundle", "targets.tflite_model"} <= set(modules)
-    assert "targets.tflm_child" in modules  # started as `python -m`, found through run_module(...)
+    assert {"targets.tflm", "pipeline.runtimes.tflm_child", "targets.tflm.bundle", "pipeline.tflite_model"} <= set(
+        modules
+    )
+    assert "pipeline.runtimes.tflm_child" in modules  # started as `python -m`, found through run_module(...)
     assert "targets.openvino" not in modules and "pipeline.report" not in modules
     assert "tflite_micro" in external
     assert "openvino" in import_closure("targets.openvino")[1]
-    assert "targets.openvino_child" in import_closure("targets.openvino")[0]
+    assert "targets.openvino.child" in import_closure("targets.openvino")[0]
     tflm = fingerprint("targets.tflm")
     assert any(name.startswith("tflite") and name.endswith("micro") for name in tflm["runtimes"])
     assert fingerprint("targets.tflm")["code"] != fingerprint("targets.android")["code"]
@@ -172,7 +174,7 @@ def test_nightly_measures_again_and_names_an_injected_slowdown(tiny_run, tmp_pat
 
 
 def test_a_failing_probe_is_not_a_small_arena(tmp_path):
-    from targets.tflm import TflmError, allocates
+    from pipeline.runtimes.tflm import TflmError, allocates
 
     sample = tmp_path / "x.npy"
     np.save(sample, np.zeros((1, 4), np.int8))
@@ -204,7 +206,7 @@ def test_profile_names_a_hybrid_model_and_the_fix(hybrid_model, tmp_path):
 
 def test_tflm_own_hybrid_message_is_named_too(hybrid_model, tmp_path):
     """Past the static check: TFLM's own words from the child become the same named reason."""
-    from targets.tflm import ModelNotSupportedError, allocates
+    from pipeline.runtimes.tflm import ModelNotSupportedError, allocates
 
     sample = tmp_path / "x.npy"
     np.save(sample, np.zeros((1, 64), np.float32))

@@ -14,8 +14,8 @@ import pytest
 
 from pipeline.hil import SoftDevice, load_inventory, run_hil
 from pipeline.recipe import RecipeError
+from pipeline.runtimes.tflm import tflm_outputs
 from targets.serial_dut import DutError, DutTimeout, SerialDut
-from targets.tflm import tflm_outputs
 from tests.conftest import ROOT, run_cli
 
 

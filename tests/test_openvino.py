@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from pipeline.recipe import ModelConfig, OpenvinoConfig, RecipeError, parse_recipe
+from pipeline.models.zoo import ModelConfig
+from pipeline.recipe import RecipeError, parse_recipe
+from targets.openvino import Config as OpenvinoConfig
 
 
 @pytest.fixture(scope="module")

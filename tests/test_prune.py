@@ -5,7 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.recipe import ModelConfig, RecipeError, parse_recipe
+from pipeline.models.zoo import ModelConfig
+from pipeline.recipe import RecipeError, parse_recipe
 from tests.conftest import run_cli
 
 PRUNED = """\

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from targets import tflm, tflm_bundle
-from targets.tflm_child import parse_allocations
+from pipeline.runtimes import tflm as tflm_runtime
+from pipeline.runtimes.tflm_child import parse_allocations
+from targets.tflm import bundle as tflm_bundle
 
 
 @pytest.fixture(scope="module")
@@ -40,26 +41,26 @@ def int8_model(tmp_path_factory):
 
 def test_min_arena_is_the_smallest_that_works(int8_model):
     path, sample = int8_model
-    arena, probes = tflm.find_min_arena(path, sample)
-    assert arena % tflm_bundle.ALIGN == 0 and probes >= 3
-    assert tflm.allocates(path, arena, sample)
-    assert not tflm.allocates(path, arena - tflm_bundle.ALIGN, sample)
+    arena, probes = tflm_runtime.find_min_arena(path, sample)
+    assert arena % tflm_runtime.ALIGN == 0 and probes >= 3
+    assert tflm_runtime.allocates(path, arena, sample)
+    assert not tflm_runtime.allocates(path, arena - tflm_runtime.ALIGN, sample)
 
 
 def test_measure_child_reports_allocations_and_outputs(int8_model, tmp_path):
     import json
 
     path, sample = int8_model
-    arena, _ = tflm.find_min_arena(path, sample)
+    arena, _ = tflm_runtime.find_min_arena(path, sample)
     inputs = tmp_path / "inputs.npy"
     np.save(inputs, np.repeat(np.load(sample), 5, axis=0))
     out = tmp_path / "result.json"
-    done = tflm._child("measure", str(path), str(arena), str(inputs), str(out), "--warmup", "1", "--runs", "7")
+    done = tflm_runtime._child("measure", str(path), str(arena), str(inputs), str(out), "--warmup", "1", "--runs", "7")
     assert done.returncode == 0, done.stderr
     result = json.loads(out.read_text())
     alloc = result["allocations"]
     assert alloc["total"] == alloc["head"] + alloc["tail"]
-    assert abs(alloc["total"] - arena) <= tflm_bundle.ALIGN  # the probes and TFLM's own report agree
+    assert abs(alloc["total"] - arena) <= tflm_runtime.ALIGN  # the probes and TFLM's own report agree
     assert len(result["latency_ns"]) == 7 and min(result["latency_ns"]) > 0
     assert len(set(result["predictions"])) == 1  # five copies of one input: one answer
 
@@ -101,7 +102,7 @@ def _tf_op_names(model: bytes) -> set[str]:
 def test_op_resolver_lists_exactly_the_models_ops(int8_model, tmp_path):
     import re
 
-    from targets.tflite_model import read_model
+    from pipeline.tflite_model import read_model
 
     path, _ = int8_model
     model = path.read_bytes()
@@ -117,12 +118,13 @@ def test_resolver_method_names():
     assert tflm_bundle.resolver_method("CONV_2D") == "AddConv2D"
     assert tflm_bundle.resolver_method("DEPTHWISE_CONV_2D") == "AddDepthwiseConv2D"
     assert tflm_bundle.resolver_method("FULLY_CONNECTED") == "AddFullyConnected"
+    assert tflm_bundle.resolver_method("CUSTOM:ethos-u") == "AddEthosU"  # the NPU custom op Vela emits
     with pytest.raises(tflm_bundle.UnsupportedOpError, match="CUSTOM:MyOp"):
         tflm_bundle.resolver_method("CUSTOM:MyOp")
 
 
 def test_lower_bound_matches_a_hand_count(int8_model):
-    from targets.tflite_model import live_tensor_lower_bound, macs, read_model
+    from pipeline.tflite_model import live_tensor_lower_bound, macs, read_model
 
     path, _ = int8_model
     graph = read_model(path.read_bytes())

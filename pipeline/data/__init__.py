@@ -8,11 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.synthetic import SPLITS
 from pipeline.fingerprint import fingerprint
 from pipeline.recipe import Recipe
 from pipeline.store import Artifact, Store, digest
-
-SPLITS = ("train", "val", "test")
 
 
 class DataError(RuntimeError):

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.synthetic import read_wav
+from pipeline.data.synthetic import SPLITS, read_wav
 
 SILENCE, UNKNOWN = "_silence_", "_unknown_"
-SPLITS = ("train", "val", "test")
 
 
 class DataLayoutError(ValueError):

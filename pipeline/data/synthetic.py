@@ -31,7 +31,7 @@ import numpy as np
 
 from pipeline.recipe import SyntheticConfig
 
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test")  # every data set's splits, in this order
 BACKGROUND_SECONDS = 60
 SHARDS = 32  # fixed: changing it changes the audio (see the module docstring)
 BACKGROUNDS = ("white_noise", "pink_noise", "brown_noise", "mains_hum", "fan")

@@ -7,9 +7,20 @@ Convs carry no bias (BatchNorm follows); the TFLite converter folds BatchNorm in
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pipeline.recipe import ModelConfig
+from pydantic import Field
+
+from pipeline.schema import Strict
+
+
+class ModelConfig(Strict):
+    arch: Literal["ds_cnn"] = "ds_cnn"
+    filters: int = Field(64, ge=1, le=1024)
+    blocks: int = Field(4, ge=0, le=16)
+    first_kernel: tuple[int, int] = (10, 4)
+    first_stride: tuple[int, int] = (2, 2)
+    dropout: float = Field(0.2, ge=0, lt=1)
 
 
 def ds_cnn(input_shape: tuple[int, ...], classes: int, cfg: ModelConfig, filters: list[int] | None = None) -> Any:

@@ -26,8 +26,6 @@ STAGES = {
     "export": "pipeline.stages.export",
 }
 
-PREDICTIONS = "test_predictions.npy"
-
 
 @dataclass
 class StageContext:

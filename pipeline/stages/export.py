@@ -6,10 +6,10 @@ import shutil
 import zlib
 from typing import Any
 
-from pipeline.evaluation import io_details
 from pipeline.recipe import ExportConfig
-from pipeline.stages import PREDICTIONS, StageContext
-from pipeline.store import sha256_file, write_json
+from pipeline.runtimes.litert import io_details
+from pipeline.stages import StageContext
+from pipeline.store import PREDICTIONS, sha256_file, write_json
 
 MODEL = "model.tflite"
 INFO = "model_info.json"

@@ -22,10 +22,11 @@ import tensorflow as tf
 from pipeline.c_output import captured_c_output
 from pipeline.evaluation import keras_predict, summarize
 from pipeline.models import build_model, model_cost
-from pipeline.recipe import ModelConfig, PruneConfig
-from pipeline.stages import PREDICTIONS, StageContext
+from pipeline.models.zoo import ModelConfig
+from pipeline.recipe import PruneConfig
+from pipeline.stages import StageContext
 from pipeline.stages.train import MODEL, fit, seed_everything
-from pipeline.store import write_json
+from pipeline.store import PREDICTIONS, write_json
 
 TOLERANCE = 1e-4
 FILTERS = "filters.json"

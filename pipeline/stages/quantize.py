@@ -8,10 +8,13 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline.c_output import captured_c_output
-from pipeline.evaluation import summarize, tflite_predict
+from pipeline.evaluation import summarize
 from pipeline.models import model_cost
 from pipeline.recipe import QuantizeConfig
-from pipeline.stages import PREDICTIONS, StageContext
+from pipeline.runtimes import top1
+from pipeline.runtimes.litert import litert_predictor
+from pipeline.stages import StageContext
+from pipeline.store import PREDICTIONS
 
 MODEL = "model.tflite"
 
@@ -44,7 +47,7 @@ def run(cfg: QuantizeConfig, ctx: StageContext) -> dict[str, Any]:
     (ctx.out / MODEL).write_bytes(flatbuffer)
 
     test = ctx.data.test
-    pred = tflite_predict(flatbuffer, test.x)
+    pred = top1(litert_predictor(flatbuffer), test.x)
     np.save(ctx.out / PREDICTIONS, pred)
     return {
         **summarize(pred, test.y, test.groups, ctx.data.labels),

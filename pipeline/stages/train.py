@@ -12,7 +12,8 @@ import tensorflow as tf
 from pipeline.evaluation import keras_predict, summarize
 from pipeline.models import build_model, model_cost
 from pipeline.recipe import AugmentConfig, TrainConfig
-from pipeline.stages import PREDICTIONS, StageContext
+from pipeline.stages import StageContext
+from pipeline.store import PREDICTIONS
 
 MODEL = "model.keras"
 

@@ -1,4 +1,4 @@
-"""A software phone behind adb's command line, for tests of the phone code path (`targets.adb`).
+"""A software phone behind adb's command line, for tests of the phone code path (`targets.android.adb`).
 
 It answers the adb calls the pipeline makes (`-s SERIAL get-state|push|shell`), keeps pushed files under
 $FAKE_ADB_ROOT, and runs `benchmark_model` by executing the pushed model on LiteRT on this host, printing

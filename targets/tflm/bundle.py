@@ -12,15 +12,11 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
+from pipeline.runtimes.tflm import ALIGN, UnsupportedOpError
 from pipeline.store import sha256_file, write_json
-from targets.tflite_model import Graph, Tensor
+from pipeline.tflite_model import Graph, Tensor
 
-ALIGN = 16
 MANIFEST = "manifest.json"
-
-
-class UnsupportedOpError(ValueError):
-    pass
 
 
 # C and C++ keywords (and C++ alternative tokens) that a recipe name could otherwise turn into.
@@ -103,15 +99,22 @@ def decode_c_array(source: str) -> bytes:
     return bytes(int(tok, 16) for tok in re.findall(r"0x([0-9a-fA-F]{2})", body))
 
 
+# Custom operators MicroMutableOpResolver registers by a method of its own (custom code -> method).
+CUSTOM_RESOLVER_METHODS = {"ethos-u": "AddEthosU"}
+
+
 def resolver_method(op: str) -> str:
-    """BuiltinOperator name -> MicroMutableOpResolver method: CONV_2D -> AddConv2D."""
-    if op.startswith("CUSTOM:") or op.startswith("BUILTIN_"):
+    """BuiltinOperator name -> MicroMutableOpResolver method: CONV_2D -> AddConv2D, CUSTOM:ethos-u -> AddEthosU."""
+    custom = op.removeprefix("CUSTOM:") if op.startswith("CUSTOM:") else None
+    if custom in CUSTOM_RESOLVER_METHODS:
+        return CUSTOM_RESOLVER_METHODS[custom]
+    if custom is not None or op.startswith("BUILTIN_"):
         raise UnsupportedOpError(f"operator {op} has no MicroMutableOpResolver registration")
     return "Add" + "".join(part.capitalize() if not part[0].isdigit() else part.upper() for part in op.split("_"))
 
 
 def write_op_resolver(graph: Graph, out_dir: Path, name: str) -> list[str]:
-    """`op_resolver.h`: a MicroMutableOpResolver<N> registering exactly the model's builtin ops."""
+    """`op_resolver.h`: a MicroMutableOpResolver<N> registering exactly the model's operators."""
     ops = sorted(graph.op_names)
     methods = [resolver_method(op) for op in ops]
     guard = f"{c_identifier(name).upper()}_OP_RESOLVER_H_"
@@ -150,14 +153,14 @@ def write_model_config(
     out_dir: Path,
     name: str,
     arena_bytes: int,
-    arena_measured: int,
-    headroom: float,
     input_tensor: Tensor,
     output_tensor: Tensor,
     labels: list[str] | None,
     features: dict[str, Any] | None,
+    arena_comment: list[str],
 ) -> None:
-    """`model_config.h`: arena size, tensor shapes and quantization, labels and feature parameters."""
+    """`model_config.h`: arena size (with `arena_comment`: where the number comes from), tensor shapes and
+    quantization, labels and feature parameters."""
     ns = c_identifier(name)
     guard = f"{ns.upper()}_MODEL_CONFIG_H_"
     lines = [
@@ -167,9 +170,7 @@ def write_model_config(
         "",
         f"namespace {ns} {{",
         "",
-        f"// Smallest arena that allocated and invoked on the TFLM interpreter: {arena_measured} bytes,",
-        f"// plus {headroom:.0%} headroom, rounded up to {ALIGN} bytes. Measured on a 64-bit host build, whose",
-        "// persistent structures are larger than on a 32-bit MCU: this is an upper bound there.",
+        *arena_comment,
         f"constexpr int kTensorArenaSize = {arena_bytes};",
         "",
     ]

@@ -4,7 +4,7 @@
 (`save_model(..., compress_to_fp16=...)`) and quantizes INT8 with `nncf.quantize` on calibration clips from the
 training split. `measure` compiles each IR for the device with the LATENCY hint and the recipe's streams and
 threads, times synchronous single-sample inference, runs the THROUGHPUT hint with an async queue, runs the test
-split, and measures peak resident memory in a fresh process (`targets.openvino_child`), since a process that
+split, and measures peak resident memory in a fresh process (`targets.openvino.child`), since a process that
 has imported TensorFlow says nothing about what a deployment of OpenVINO alone needs.
 """
 
@@ -15,15 +15,55 @@ import re
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field, field_validator
 
+from pipeline.budgets import BudgetsConfig
 from pipeline.child import describe_exit, run_module
 from pipeline.evaluation import summarize
-from pipeline.recipe import OpenvinoConfig
-from pipeline.store import write_json
-from targets import TargetContext, latency_summary
+from pipeline.markdown import mb, pct, size_text, table
+from pipeline.measurement import Measurement, figures, latency_summary
+from pipeline.plugins import TargetContext
+from pipeline.runtimes import ModelRef, top1
+from pipeline.runtimes.openvino import openvino_predictor
+from pipeline.schema import MAX_THREADS, Strict, suggest, unique_items
+from pipeline.store import PREDICTIONS, write_json
+
+OPENVINO_DEVICES = ("CPU", "GPU", "NPU", "AUTO")
+
+
+class OpenvinoInt8Config(Strict):
+    """NNCF post-training quantization of the OpenVINO model (`nncf.quantize`)."""
+
+    preset: Literal["performance", "mixed"] = "performance"
+    subset_size: int = Field(300, ge=1, le=100_000, description="calibration clips from the training split")
+    fast_bias_correction: bool = True
+
+
+class Config(Strict):
+    """The `openvino` target's recipe entry."""
+
+    device: str = "CPU"
+    precisions: list[Literal["fp32", "fp16", "int8"]] = Field(default_factory=lambda: ["fp32", "int8"], min_length=1)
+    int8: OpenvinoInt8Config = OpenvinoInt8Config()
+    threads: int = Field(1, ge=1, le=MAX_THREADS, description="INFERENCE_NUM_THREADS for the latency measurement")
+    streams: int = Field(1, ge=1, le=MAX_THREADS, description="NUM_STREAMS for the latency measurement")
+    latency_runs: int = Field(200, ge=10, le=100_000)
+    warmup_runs: int = Field(20, ge=0, le=100_000)
+    throughput_seconds: float = Field(2.0, gt=0, le=3600, description="how long the THROUGHPUT-hint run lasts")
+    budgets: BudgetsConfig = BudgetsConfig()
+
+    _unique_precisions = field_validator("precisions")(unique_items)
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if value not in OPENVINO_DEVICES:
+            raise ValueError(f"unknown OpenVINO device '{value}'{suggest(value, OPENVINO_DEVICES)}")
+        return value
+
 
 PRIMARY_ORDER = ("int8", "fp16", "fp32")  # the variant the standard report fields describe
 
@@ -84,8 +124,8 @@ def quantize_node_count(model: Any) -> int:
     return sum(op.get_type_name() in ("FakeQuantize", "FakeConvert") for op in model.get_ops())
 
 
-def compile(cfg: OpenvinoConfig, ctx: TargetContext) -> None:  # noqa: A001 - the interface's verb
-    """IR per precision, converted and quantized in a fresh process (see `targets.openvino_child`)."""
+def compile(cfg: Config, ctx: TargetContext) -> None:  # noqa: A001 - the interface's verb
+    """IR per precision, converted and quantized in a fresh process (see `targets.openvino.child`)."""
     if ctx.float_model is None:
         raise RuntimeError("the OpenVINO target needs a float Keras model in the chain (train/finetune)")
     data = ctx.data
@@ -110,7 +150,7 @@ def _compiled(core: Any, xml: Path, device: str, config: dict[str, Any]) -> Any:
     return core.compile_model(core.read_model(xml), device, config)
 
 
-def latency_config(cfg: OpenvinoConfig) -> dict[str, Any]:
+def latency_config(cfg: Config) -> dict[str, Any]:
     return {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": str(cfg.streams), "INFERENCE_NUM_THREADS": cfg.threads}
 
 
@@ -152,14 +192,6 @@ def throughput(core: Any, xml: Path, device: str, inputs: np.ndarray, seconds: f
     return {"fps": done / elapsed, "requests": int(requests), "streams": int(compiled.get_property("NUM_STREAMS"))}
 
 
-def predict(compiled: Any, x: np.ndarray) -> np.ndarray:
-    request = compiled.create_infer_request()
-    out = np.empty(len(x), np.int64)
-    for i in range(len(x)):
-        out[i] = int(np.argmax(request.infer({0: x[i][None]})[0]))
-    return out
-
-
 def peak_memory(xml: Path, device: str, config: dict[str, Any], runs: int = 50) -> dict[str, Any]:
     """Peak RSS of a fresh process that imports OpenVINO, loads and compiles the IR and runs it."""
     done = _run_child("memory", xml, device, json.dumps(config), str(runs), timeout=300)
@@ -167,7 +199,7 @@ def peak_memory(xml: Path, device: str, config: dict[str, Any], runs: int = 50) 
 
 
 def _run_child(*args: str | Path, timeout: float) -> subprocess.CompletedProcess:
-    done = run_module("targets.openvino_child", *args, timeout=timeout, env={"TF_CPP_MIN_LOG_LEVEL": "3"})
+    done = run_module("targets.openvino.child", *args, timeout=timeout, env={"TF_CPP_MIN_LOG_LEVEL": "3"})
     if done.returncode != 0:
         raise RuntimeError(
             f"OpenVINO child '{args[0]}' failed ({describe_exit(done.returncode)}):\n{done.stderr[-3000:]}"
@@ -175,7 +207,7 @@ def _run_child(*args: str | Path, timeout: float) -> subprocess.CompletedProcess
     return done
 
 
-def measure(cfg: OpenvinoConfig, ctx: TargetContext) -> dict[str, Any]:
+def measure(cfg: Config, ctx: TargetContext) -> dict[str, Any]:
     import openvino as ov
 
     core = ov.Core()
@@ -183,14 +215,14 @@ def measure(cfg: OpenvinoConfig, ctx: TargetContext) -> dict[str, Any]:
         raise RuntimeError(f"OpenVINO device {cfg.device} is not available here (available: {core.available_devices})")
     data = ctx.data
     test_x = data.test.x[..., None].astype(np.float32)
-    float_pred = np.load(ctx.float_model.parent / "test_predictions.npy")
+    float_pred = np.load(ctx.float_model.parent / PREDICTIONS)
     variants = []
     for precision in cfg.precisions:
         xml = ir_path(ctx.out, precision)
         ctx.log(f"{precision}: latency ({cfg.latency_runs} runs), throughput, memory, {len(test_x)} test clips")
         compiled = _compiled(core, xml, cfg.device, latency_config(cfg))
         lat = time_sync(compiled, test_x, cfg.warmup_runs, cfg.latency_runs)
-        pred = predict(compiled, test_x)
+        pred = top1(openvino_predictor(xml, compiled=compiled), data.test.x)
         memory = peak_memory(xml, cfg.device, latency_config(cfg))
         variants.append(
             {
@@ -209,12 +241,21 @@ def measure(cfg: OpenvinoConfig, ctx: TargetContext) -> dict[str, Any]:
                 **summarize(pred, data.test.y, data.test.groups, data.labels),
             }
         )
-        np.save(ctx.out / precision / "test_predictions.npy", pred)
+        np.save(ctx.out / precision / PREDICTIONS, pred)
     primary = next(v for p in PRIMARY_ORDER for v in variants if v["precision"] == p)
     result = {
-        "flash_bytes": primary["bytes"],
-        "ram_bytes": primary["memory"]["peak_rss_bytes"],
-        "ram_method": "peak resident memory (VmHWM) of a fresh process that loads, compiles and runs the IR",
+        **figures(
+            flash=Measurement(primary["bytes"], "B", f"size of the {primary['precision']} IR (.xml + .bin)", True),
+            ram=Measurement(
+                primary["memory"]["peak_rss_bytes"],
+                "B",
+                "peak resident memory (VmHWM) of a fresh process that loads, compiles and runs the IR",
+                True,
+            ),
+            latency=Measurement(
+                primary["latency_ms"]["median"], "ms", f"median synchronous inference on OpenVINO {cfg.device}", True
+            ),
+        ),  # fmt: skip
         "latency_ms": primary["latency_ms"],
         "accuracy": primary["accuracy"],
         "per_class": primary["per_class"],
@@ -233,3 +274,45 @@ def _nncf_version() -> str:
     from importlib.metadata import version
 
     return version("nncf")
+
+
+# --- the report section and the models explain reaches ----------------------------------------------------
+
+
+def report(t: dict[str, Any]) -> list[str]:
+    """Every precision side by side."""
+    rows = [
+        [
+            v["precision"].upper() + (" ★" if v["precision"] == t["primary"] else ""),
+            size_text(v["bytes"]),
+            f"{mb(v['memory']['peak_rss_bytes'])} ({mb(v['memory']['runtime_rss_bytes'])} runtime + "
+            f"{mb(v['memory']['model_bytes'])})",
+            f"{v['latency_ms']['median']:.3f} / {v['latency_ms']['p90']:.3f} ms",
+            f"{v['throughput']['fps']:,.0f}/s ({v['throughput']['streams']} streams)",
+            pct(v["accuracy"]),
+            pct(v["agreement_with_float"]),
+            v["quantize_nodes"],
+        ]
+        for v in t["variants"]
+    ]
+    header = ["precision", "IR bytes", "peak RSS", "latency median / p90", "throughput", "accuracy",
+              "agrees with float", "FakeQuantize nodes"]  # fmt: skip
+    return [
+        f"- Device: {t['device']} ({t['device_name']}); OpenVINO {t['versions']['openvino']}, "
+        f"NNCF {t['versions']['nncf']}. ★ = the precision in the targets table.",
+        f"- Latency: {t['latency_ms']['runtime']}. Throughput: THROUGHPUT hint, async requests. Peak RSS: a fresh "
+        "process importing only OpenVINO loads, compiles and runs the IR (VmHWM); in brackets the RSS after "
+        "`import openvino` and what loading the model added.",
+        "",
+        table(header, rows),
+    ]
+
+
+PRECISION_ORDER = {"fp32": 0, "fp16": 1, "int8": 2}
+
+
+def explain_models(folder: Path) -> list[ModelRef]:
+    return [
+        ModelRef(f"openvino.{xml.parent.name}", "openvino", xml, "OpenVINO CPU", role="target")
+        for xml in sorted(folder.glob("*/model.xml"), key=lambda p: PRECISION_ORDER.get(p.parent.name, 9))
+    ]

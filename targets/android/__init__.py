@@ -6,7 +6,7 @@ Each gets a sidecar JSON with labels, input shape/dtype/quantization and the fea
 
 On the host every variant runs on the standalone LiteRT interpreter (`ai-edge-litert`): accuracy on the test
 split, then warm-up and timed `invoke()`s per thread count with XNNPACK as the recipe says. With an adb serial
-the same variants and thread counts run through TFLite's `benchmark_model` on the phone (`targets.adb`); with no
+the same variants and thread counts run through TFLite's `benchmark_model` on the phone (`targets.android.adb`); with no
 phone attached the report says so and carries no phone numbers.
 """
 
@@ -14,17 +14,59 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field, field_validator, model_validator
 
+from pipeline.budgets import BudgetsConfig
 from pipeline.c_output import captured_c_output
-from pipeline.evaluation import io_details, quantize_input, summarize
-from pipeline.recipe import AndroidConfig
-from pipeline.store import write_json
-from targets import TargetContext, latency_summary
-from targets.adb import Adb, AdbError, BenchmarkParseError, benchmark_on_phone
-from targets.tflite_model import live_tensor_lower_bound, read_model
+from pipeline.evaluation import summarize
+from pipeline.markdown import pct, size_text, table
+from pipeline.measurement import Measurement, figures, latency_summary
+from pipeline.plugins import TargetContext
+from pipeline.runtimes import ModelRef, top1
+from pipeline.runtimes.litert import io_details, litert_feed, litert_interpreter, litert_predictor
+from pipeline.schema import MAX_THREADS, Strict, unique_items
+from pipeline.store import PREDICTIONS, write_json
+from pipeline.tflite_model import live_tensor_lower_bound, read_model
+from targets.android.adb import Adb, AdbError, BenchmarkParseError, benchmark_on_phone
+
+
+class Config(Strict):
+    """LiteRT variants, measured on the host with ai-edge-litert and, when a phone is named, on the phone with
+    TFLite's official `benchmark_model` over adb."""
+
+    variants: list[Literal["fp32", "fp16", "dynamic_int8", "int8"]] = Field(
+        default_factory=lambda: ["fp32", "fp16", "dynamic_int8", "int8"], min_length=1
+    )
+    threads: list[int] = Field(default_factory=lambda: [1, 4], min_length=1)
+    xnnpack: bool = True
+    latency_runs: int = Field(100, ge=10, le=100_000)
+    warmup_runs: int = Field(10, ge=0, le=100_000)
+    adb_serial: str | None = Field(None, description="a phone's adb serial: also measure there")
+    benchmark_model: Path | None = Field(
+        None, description="TFLite's benchmark_model binary for the phone's ABI, relative to the recipe's folder"
+    )
+    budgets: BudgetsConfig = BudgetsConfig()
+
+    _unique_variants = field_validator("variants", "threads")(unique_items)
+
+    @field_validator("threads")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if any(t < 1 for t in value):
+            raise ValueError("thread counts must be at least 1")
+        if any(t > MAX_THREADS for t in value):
+            raise ValueError(f"thread counts must be at most {MAX_THREADS}")
+        return value
+
+    @model_validator(mode="after")
+    def _phone(self) -> Config:
+        if self.adb_serial and self.benchmark_model is None:
+            raise ValueError("adb_serial needs benchmark_model: the path of TFLite's benchmark_model for the phone")
+        return self
+
 
 DESCRIPTIONS = {
     "fp32": "float32 weights and compute",
@@ -53,9 +95,7 @@ def convert_variant(keras_model: Any, variant: str) -> bytes:
         return converter.convert()
 
 
-def compile(cfg: AndroidConfig, ctx: TargetContext) -> None:  # noqa: A001 - the interface's verb
-    from pipeline.stages.export import MODEL as EXPORTED
-
+def compile(cfg: Config, ctx: TargetContext) -> None:  # noqa: A001 - the interface's verb
     needs_float = [v for v in cfg.variants if v != "int8"]
     keras_model = None
     if needs_float:
@@ -67,7 +107,7 @@ def compile(cfg: AndroidConfig, ctx: TargetContext) -> None:  # noqa: A001 - the
     for variant in cfg.variants:
         ctx.log(f"variant {variant}: {DESCRIPTIONS[variant]}")
         if variant == "int8":
-            model = ctx.export.file(EXPORTED).read_bytes()
+            model = ctx.export.file("model.tflite").read_bytes()
         else:
             model = convert_variant(keras_model, variant)
         path = variant_path(ctx.out, variant)
@@ -96,42 +136,11 @@ def sidecar(model: bytes, variant: str, ctx: TargetContext) -> dict[str, Any]:
     }
 
 
-def _interpreter(model: bytes, threads: int, xnnpack: bool) -> Any:
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    with captured_c_output():
-        interp = Interpreter(model_content=model, num_threads=threads, experimental_op_resolver_type=resolver)
-        interp.allocate_tensors()
-    return interp
-
-
-def _inputs(interp: Any, x: np.ndarray) -> np.ndarray:
-    detail = interp.get_input_details()[0]
-    x = x[..., None].astype(np.float32)
-    if detail["dtype"] != np.float32:
-        scale, zero = detail["quantization"]
-        x = quantize_input(x, scale, zero, detail["dtype"])
-    return x
-
-
-def run_test_split(model: bytes, x: np.ndarray, xnnpack: bool) -> np.ndarray:
-    interp = _interpreter(model, 1, xnnpack)
-    inp, out = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]
-    feed = _inputs(interp, x)
-    pred = np.empty(len(feed), np.int64)
-    for i in range(len(feed)):
-        interp.set_tensor(inp, feed[i : i + 1])
-        interp.invoke()
-        pred[i] = int(np.argmax(interp.get_tensor(out)[0]))
-    return pred
-
-
 def time_invokes(model: bytes, x: np.ndarray, threads: int, xnnpack: bool, warmup: int, runs: int) -> np.ndarray:
     """Milliseconds per `invoke()` (set_tensor excluded), cycling through real test inputs."""
-    interp = _interpreter(model, threads, xnnpack)
+    interp = litert_interpreter(model, threads, xnnpack)
     inp = interp.get_input_details()[0]["index"]
-    feed = _inputs(interp, x)
+    feed = litert_feed(interp, x)
     for i in range(warmup):
         interp.set_tensor(inp, feed[i % len(feed)][None])
         interp.invoke()
@@ -177,19 +186,19 @@ def recommend(variants: list[dict[str, Any]], budgets: dict[str, float]) -> tupl
     return best["variant"], "no variant meets every budget: the most accurate one"
 
 
-def measure(cfg: AndroidConfig, ctx: TargetContext) -> dict[str, Any]:
+def measure(cfg: Config, ctx: TargetContext) -> dict[str, Any]:
     from importlib.metadata import version
 
     data = ctx.data
     runtime = f"LiteRT {version('ai-edge-litert')} (host x86-64, {'XNNPACK' if cfg.xnnpack else 'builtin kernels'})"
-    float_pred = np.load(ctx.float_model.parent / "test_predictions.npy") if ctx.float_model else None
+    float_pred = np.load(ctx.float_model.parent / PREDICTIONS) if ctx.float_model else None
     variants = []
     for variant in cfg.variants:
         model = variant_path(ctx.out, variant).read_bytes()
         ctx.log(
             f"{variant}: {len(data.test)} test clips, then {cfg.latency_runs} timed invokes × threads {cfg.threads}"
         )
-        pred = run_test_split(model, data.test.x, cfg.xnnpack)
+        pred = top1(litert_predictor(model, xnnpack=cfg.xnnpack), data.test.x)
         host = []
         for threads in cfg.threads:
             lat = time_invokes(model, data.test.x, threads, cfg.xnnpack, cfg.warmup_runs, cfg.latency_runs)
@@ -214,10 +223,23 @@ def measure(cfg: AndroidConfig, ctx: TargetContext) -> dict[str, Any]:
     chosen, why = recommend(variants, budgets)
     best = next(v for v in variants if v["variant"] == chosen)
     return {
-        "flash_bytes": best["bytes"],
-        "ram_bytes": best["tensor_memory"]["activations_sum"],
-        "ram_method": "sum of the recommended variant's non-constant tensor sizes (activations and I/O), an upper "
-        "bound of LiteRT's arena",
+        **figures(
+            flash=Measurement(best["bytes"], "B", "size of the recommended variant's .tflite file", True),
+            ram=Measurement(
+                best["tensor_memory"]["activations_sum"],
+                "B",
+                "sum of the recommended variant's non-constant tensor sizes (activations and I/O), an upper bound of "
+                "LiteRT's arena, computed from the flatbuffer",
+                False,
+            ),
+            latency=Measurement(
+                best["host"][0]["latency_ms"]["median"],
+                "ms",
+                "median invoke() on host LiteRT (x86-64, 1 thread), standing in for the phone's; phone numbers, when "
+                "measured, are in the variants table",
+                False,
+            ),
+        ),  # fmt: skip
         "latency_ms": best["host"][0]["latency_ms"],
         "accuracy": best["accuracy"],
         "per_class": best["per_class"],
@@ -230,7 +252,7 @@ def measure(cfg: AndroidConfig, ctx: TargetContext) -> dict[str, Any]:
     }
 
 
-def measure_on_phone(cfg: AndroidConfig, ctx: TargetContext) -> dict[str, Any]:
+def measure_on_phone(cfg: Config, ctx: TargetContext) -> dict[str, Any]:
     """benchmark_model on the named phone for every variant × threads; a plain status when there is none."""
     if not cfg.adb_serial:
         return {"status": "not requested", "message": "no adb serial given: no phone measurement"}
@@ -267,3 +289,54 @@ def measure_on_phone(cfg: AndroidConfig, ctx: TargetContext) -> dict[str, Any]:
     except (AdbError, BenchmarkParseError) as exc:
         raise RuntimeError(f"measuring on phone {cfg.adb_serial} failed: {exc}") from exc
     return {"status": "measured", "serial": cfg.adb_serial, "device": device, "runtime": runtime, "variants": out}
+
+
+# --- the report section and the models explain reaches ----------------------------------------------------
+
+
+def report(t: dict[str, Any]) -> list[str]:
+    """Every variant and thread count, host and phone."""
+    rows = []
+    for v in t["variants"]:
+        mem = v["tensor_memory"]
+        for i, host in enumerate(v["host"]):
+            lat = host["latency_ms"]
+            first = i == 0
+            name = v["variant"] + (" ★" if v["variant"] == t["recommended"] else "")
+            rows.append(
+                [
+                    name if first else "",
+                    host["threads"],
+                    size_text(v["bytes"]) if first else "",
+                    f"{size_text(mem['live_lower_bound'])} – {size_text(mem['activations_sum'])}" if first else "",
+                    f"{lat['median']:.3f} / {lat['p90']:.3f} ms",
+                    pct(v["accuracy"]) if first else "",
+                    pct(v["agreement_with_float"]) if first else "",
+                    "host LiteRT",
+                ]
+            )
+            for phone in v.get("phone", []):
+                if phone["threads"] == host["threads"]:
+                    pl = phone["latency_ms"]
+                    rows.append(["", phone["threads"], "", "", f"{pl['median']:.3f} ms ({pl['statistic']})", "", "",
+                                 pl["runtime"]])  # fmt: skip
+    header = ["variant", "threads", "bytes", "tensor memory", "latency median / p90", "accuracy",
+              "agrees with float", "measured by"]  # fmt: skip
+    phone = t["phone"]
+    return [
+        f"- Recommended: **{t['recommended']}** ★ ({t['recommended_because']}).",
+        f"- Host: {t['latency_ms']['runtime'].rsplit(',', 1)[0]}; accuracy on the test split with 1 thread. Tensor "
+        "memory: the largest set of tensors alive at once – the sum of all non-constant tensors (LiteRT's arena "
+        "lies between).",
+        f"- Phone: {phone.get('message') or phone.get('runtime')}.",
+        "",
+        table(header, rows),
+    ]
+
+
+VARIANT_ORDER = {"fp32": 0, "fp16": 1, "dynamic_int8": 2, "int8": 3}
+
+
+def explain_models(folder: Path) -> list[ModelRef]:
+    paths = sorted(folder.glob("model_*.tflite"), key=lambda p: VARIANT_ORDER.get(p.stem.removeprefix("model_"), 9))
+    return [ModelRef(f"android.{p.stem.removeprefix('model_')}", "tflite", p, "LiteRT", role="target") for p in paths]

@@ -1,7 +1,7 @@
 """OpenVINO work that must not share a process with the pipeline.
 
-    python -m targets.openvino_child memory MODEL.xml DEVICE CONFIG_JSON RUNS
-    python -m targets.openvino_child convert MODEL.keras OUT_DIR CALIBRATION.npy SETTINGS_JSON
+    python -m targets.openvino.child memory MODEL.xml DEVICE CONFIG_JSON RUNS
+    python -m targets.openvino.child convert MODEL.keras OUT_DIR CALIBRATION.npy SETTINGS_JSON
 
 `memory` imports only numpy and openvino (the `targets` package itself imports nothing heavy), so the peak RSS (VmHWM) is what a deployment that loads, compiles and
 runs this IR holds, not what the measuring pipeline (TensorFlow, NNCF) holds; the RSS after `import openvino`

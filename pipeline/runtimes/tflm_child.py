@@ -4,11 +4,11 @@ A too-small arena makes `Interpreter.from_bytes` raise, but a failed allocation 
 whole process down, so every call into TFLM that might fail runs here, never in the pipeline's own process.
 Only numpy, tflite_micro and two small project modules (`targets`, `pipeline.c_output`, which import nothing
 heavy) are imported: a probe starts in ~0.2 s. TFLM prints its own errors on stderr; the parent
-(`targets.tflm.allocates`) reads them to tell "arena too small" from every other failure.
+(`pipeline.runtimes.tflm.allocates`) reads them to tell "arena too small" from every other failure.
 
-    python -m targets.tflm_child probe   MODEL ARENA INPUT.npy          exit 0 if it allocates and invokes
-    python -m targets.tflm_child measure MODEL ARENA INPUTS.npy OUT.json --warmup W --runs R
-    python -m targets.tflm_child outputs MODEL ARENA INPUTS.npy OUT.npy     raw output tensor of every input
+    python -m pipeline.runtimes.tflm_child probe   MODEL ARENA INPUT.npy          exit 0 if it allocates and invokes
+    python -m pipeline.runtimes.tflm_child measure MODEL ARENA INPUTS.npy OUT.json --warmup W --runs R
+    python -m pipeline.runtimes.tflm_child outputs MODEL ARENA INPUTS.npy OUT.npy     raw output tensor of every input
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def outputs(model_path: str, arena: int, inputs_path: str, out_path: str) -> Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m targets.tflm_child")
+    parser = argparse.ArgumentParser(prog="python -m pipeline.runtimes.tflm_child")
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("probe")
     p.add_argument("model")

@@ -5,7 +5,7 @@ times `invoke()`, runs the test split, and completes the bundle with the measure
 `README.md`, `manifest.json`). `profile` does the same for any `.tflite` no recipe made.
 
 RAM is the smallest tensor arena with which the interpreter allocates *and* invokes, found by binary search over
-16-byte steps, each probe in a child process (see `targets.tflm_child`), and cross-checked with the
+16-byte steps, each probe in a child process (see `pipeline.runtimes.tflm_child`), and cross-checked with the
 RecordingMicroAllocator's own report. The wheel is a 64-bit host build: its activation plan (head) is what a
 Cortex-M needs, its persistent structures (tail) are larger than on a 32-bit MCU; the MCU figure is derived and
 labelled as such. Latency is host `invoke()` time of TFLM's reference kernels, not the board's.
@@ -13,27 +13,36 @@ labelled as such. Latency is host `invoke()` time of TFLM's reference kernels, n
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
-import re
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import Field, field_validator
 
-from pipeline.child import describe_exit, run_module
+from pipeline.budgets import BudgetsConfig
 from pipeline.evaluation import quantize_input, summarize
-from pipeline.recipe import TflmConfig
-from pipeline.store import write_json
-from targets import TargetContext, latency_summary
-from targets.boards import BOARDS
-from targets.tflite_model import Graph, hybrid_ops, live_tensor_lower_bound, macs, read_model
-from targets.tflm_bundle import (
+from pipeline.markdown import pct
+from pipeline.measurement import Measurement, figures, latency_summary
+from pipeline.plugins import TargetContext
+from pipeline.runtimes import ModelRef
+from pipeline.runtimes.tflm import (
     ALIGN,
-    UnsupportedOpError,
+    HYBRID_FIX,
+    ModelNotSupportedError,
+    TflmError,
+    UnsupportedOpError,  # noqa: F401 - part of this target's errors (`pipeline profile`)
+    align,
+    find_min_arena,
+    measure_child,
+)
+from pipeline.schema import Strict, suggest
+from pipeline.store import PREDICTIONS, write_json
+from pipeline.tflite_model import Graph, hybrid_ops, live_tensor_lower_bound, macs, random_inputs, read_model
+from targets.tflm.boards import BOARDS
+from targets.tflm.bundle import (
     write_c_array,
     write_manifest,
     write_model_config,
@@ -41,9 +50,26 @@ from targets.tflm_bundle import (
     write_readme,
 )
 
-MAX_ARENA = 64 << 20
+
+class Config(Strict):
+    """The `tflm` target's recipe entry."""
+
+    board: str | None = Field(None, description="a board from targets/tflm/boards.py; RAM/flash are shown as its share")
+    latency_runs: int = Field(100, ge=50, le=100_000)
+    warmup_runs: int = Field(10, ge=0, le=100_000)
+    arena_headroom: float = Field(0.0, ge=0, le=4, description="extra share added to the measured arena in the bundle")
+    budgets: BudgetsConfig = BudgetsConfig()
+
+    @field_validator("board")
+    @classmethod
+    def _known_board(cls, value: str | None) -> str | None:
+        if value is not None and value not in BOARDS:
+            raise ValueError(f"unknown board '{value}'{suggest(value, BOARDS)}")
+        return value
+
+
 MODEL = "model.tflite"
-PREDICTIONS = "tflm_test_predictions.npy"
+TFLM_PREDICTIONS = "tflm_test_predictions.npy"
 VECTORS = "test_vectors.npz"  # a few int8 test inputs per class: for firmware tests and hardware-in-the-loop
 VECTORS_PER_CLASS = 2
 # Allocator records whose structs hold pointers or size_t: 8 bytes on the host, 4 on a 32-bit MCU.
@@ -53,95 +79,12 @@ POINTER_RECORDS = (
 )  # fmt: skip
 
 
-class TflmError(RuntimeError):
-    pass
-
-
-class ModelNotSupportedError(TflmError):
-    """The model itself cannot run on TFLM (a hybrid model): the input is at fault, not the tool."""
-
-
-def _child(*args: str | Path | int, timeout: float = 600) -> subprocess.CompletedProcess:
-    return run_module("targets.tflm_child", *args, timeout=timeout)
-
-
-# What TFLM prints when the arena is too small (sometimes just before it segfaults).
-ARENA_TOO_SMALL = re.compile(r"Failed to allocate|Failed to resize buffer|missing: \d+|temp buffers must be freed")
-HYBRID_FIX = (
-    "TFLite Micro runs fully integer models only: convert with full-integer quantization and a representative "
-    "data set (converter.optimizations = [tf.lite.Optimize.DEFAULT]; converter.representative_dataset = ...; "
-    "converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]; int8 input and output types)"
-)
-
-
-def explain_failure(stderr: str, returncode: int, what: str) -> Exception:
-    """The error for a TFLM child that failed for a reason other than arena size: TFLM's own words, named."""
-    missing = re.search(r"Didn't find op for builtin opcode '(\w+)'", stderr)
-    if missing:
-        return UnsupportedOpError(f"TFLite Micro has no kernel for operator {missing.group(1)}")
-    if "Hybrid models are not supported" in stderr or re.search(r"Input type: FLOAT32 with filter type: INT8", stderr):
-        return ModelNotSupportedError(f"a hybrid model (float activations, int8 weights): {HYBRID_FIX}")
-    tail = "\n".join(stderr.strip().splitlines()[-15:]) or "(it printed nothing)"
-    return TflmError(f"TFLM {what} failed ({describe_exit(returncode)}); TFLM said:\n{tail}")
-
-
-def allocates(model_path: Path, arena: int, input_path: Path) -> bool:
-    """Whether TFLM allocates and invokes with `arena` bytes.
-
-    "No" needs evidence that size is the reason: TFLM's own allocation-failure message (it may crash right after
-    printing it), or, for any other failure, the same model running with the largest arena we search. Anything
-    else (a missing file, an operator TFLM lacks, a hybrid model, an import error) raises with the child's own
-    message instead of passing for a small arena."""
-    done = _child("probe", Path(model_path), arena, Path(input_path), timeout=120)
-    if done.returncode == 0:
-        return True
-    if ARENA_TOO_SMALL.search(done.stderr):
-        return False
-    if arena < MAX_ARENA and _runs_at_all(Path(model_path).resolve(), Path(input_path).resolve()):
-        return False
-    raise explain_failure(done.stderr, done.returncode, f"probe of {Path(model_path).name} with a {arena}-byte arena")
-
-
-@functools.lru_cache(maxsize=64)
-def _runs_at_all(model_path: Path, input_path: Path) -> bool:
-    """Whether the model allocates and invokes with the largest arena searched (then a failure below is size)."""
-    done = _child("probe", model_path, MAX_ARENA, input_path, timeout=120)
-    if done.returncode == 0:
-        return True
-    raise explain_failure(done.stderr, done.returncode, f"probe of {model_path.name} with a {MAX_ARENA}-byte arena")
-
-
-def _align(n: int) -> int:
-    return (n + ALIGN - 1) // ALIGN * ALIGN
-
-
-def find_min_arena(model_path: Path, input_path: Path, log=lambda msg: None) -> tuple[int, int]:
-    """Smallest 16-byte multiple that allocates and invokes; returns (bytes, probes used)."""
-    lo, hi, probes = 0, max(ALIGN, _align(model_path.stat().st_size)), 0  # an empty arena never allocates
-    while True:
-        probes += 1
-        if allocates(model_path, hi, input_path):
-            break
-        lo, hi = hi, hi * 2
-        if hi > MAX_ARENA:
-            raise TflmError(f"TFLM could not allocate {model_path.name} even with {lo} bytes of arena")
-    while hi - lo > ALIGN:  # both are multiples of ALIGN, so lo < mid < hi
-        mid = _align((lo + hi) // 2)
-        probes += 1
-        if allocates(model_path, mid, input_path):
-            hi = mid
-        else:
-            lo = mid
-    log(f"arena: {hi} bytes after {probes} probes")
-    return hi, probes
-
-
 def mcu_arena_estimate(head: int, tail: int, records: dict[str, dict[str, int]]) -> dict[str, Any]:
     """The arena on a 32-bit MCU, derived from the host's: pointer-bearing structures halve, the rest stays."""
     pointer = sum(records[k]["used"] for k in POINTER_RECORDS if k in records)
     buffers = records.get("Persistent buffer data", {}).get("used", 0)
     bookkeeping = max(tail - pointer - buffers, 0)
-    estimate = _align(head + buffers + (pointer + bookkeeping) // 2)
+    estimate = align(head + buffers + (pointer + bookkeeping) // 2)
     return {
         "bytes": estimate,
         "method": (
@@ -166,9 +109,9 @@ def measure_on_tflm(
         np.save(sample, inputs[:1])
         np.save(batch, inputs)
         arena, probes = find_min_arena(model_path, sample, log)
-        bundle_arena = _align(int(arena * (1 + headroom)))
+        bundle_arena = align(int(arena * (1 + headroom)))
         log(f"running {len(inputs)} inputs and {runs} timed invokes on TFLM")
-        result = _measure_child(model_path, bundle_arena, batch, result_path, warmup, runs)
+        result = measure_child(model_path, bundle_arena, batch, result_path, warmup, runs)
     alloc = result["allocations"]
     if "total" not in alloc:
         raise TflmError("TFLM printed no allocation report; cannot cross-check the arena")
@@ -198,43 +141,6 @@ def measure_on_tflm(
         "ops": graph.op_names,
         "macs": macs(graph),
     }
-
-
-def time_invokes(model_path: Path, arena: int, runs: int, warmup: int = 10, seed: int = 0) -> list[float]:
-    """`runs` timed invokes (ms) on random inputs of the model's shape: for side-by-side comparisons only
-    (reference kernels take the same path whatever the values)."""
-    graph = read_model(Path(model_path).read_bytes())
-    tensor = graph.tensors[graph.inputs[0]]
-    dtype = np.dtype(tensor.dtype.lower())
-    rng = np.random.default_rng(seed)
-    shape = (8, *tensor.shape[1:])
-    if np.issubdtype(dtype, np.integer):
-        inputs = rng.integers(np.iinfo(dtype).min, np.iinfo(dtype).max + 1, size=shape).astype(dtype)
-    else:
-        inputs = rng.normal(size=shape).astype(dtype)
-    with tempfile.TemporaryDirectory() as tmp:
-        batch, result_path = Path(tmp) / "inputs.npy", Path(tmp) / "result.json"
-        np.save(batch, inputs)
-        result = _measure_child(Path(model_path), arena, batch, result_path, warmup, runs)
-        return [ns / 1e6 for ns in result["latency_ns"]]
-
-
-def _measure_child(model_path: Path, arena: int, inputs: Path, result: Path, warmup: int, runs: int) -> dict:
-    done = _child("measure", Path(model_path), arena, inputs, result, "--warmup", warmup, "--runs", runs)
-    if done.returncode != 0:
-        raise explain_failure(done.stderr, done.returncode, f"measurement with a {arena}-byte arena")
-    return json.loads(result.read_text())
-
-
-def tflm_outputs(model_path: Path, arena: int, inputs: np.ndarray) -> np.ndarray:
-    """Raw output tensors of TFLM for a batch of (already quantized) inputs, one invoke each, in a child."""
-    with tempfile.TemporaryDirectory() as tmp:
-        batch, result = Path(tmp) / "inputs.npy", Path(tmp) / "outputs.npy"
-        np.save(batch, inputs)
-        done = _child("outputs", Path(model_path), arena, batch, result)
-        if done.returncode != 0:
-            raise explain_failure(done.stderr, done.returncode, f"run of {len(inputs)} inputs")
-        return np.load(result)
 
 
 def board_view(board_name: str, arena: dict[str, Any], flash_bytes: int, model_macs: int) -> dict[str, Any]:
@@ -277,7 +183,12 @@ def complete_bundle(
     model_sha256 = hashlib.sha256((out / MODEL).read_bytes()).hexdigest()
     bundle = f"{name}-{model_sha256[:8]}"  # the version changes exactly when the model does
     inp, outp = graph.tensors[graph.inputs[0]], graph.tensors[graph.outputs[0]]
-    write_model_config(out, name, arena["bundle"], arena["measured"], arena["headroom"], inp, outp, labels, features)
+    comment = [
+        f"// Smallest arena that allocated and invoked on the TFLM interpreter: {arena['measured']} bytes,",
+        f"// plus {arena['headroom']:.0%} headroom, rounded up to {ALIGN} bytes. Measured on a 64-bit host build, whose",
+        "// persistent structures are larger than on a 32-bit MCU: this is an upper bound there.",
+    ]
+    write_model_config(out, name, arena["bundle"], inp, outp, labels, features, comment)
     write_readme(out, name, bundle, measured["ops"], arena["bundle"], labels, features is not None)
     return write_manifest(
         out,
@@ -296,11 +207,11 @@ def complete_bundle(
 # --- the target interface ---------------------------------------------------------------------------------
 
 
-def compile(cfg: TflmConfig, ctx: TargetContext) -> None:  # noqa: A001 - the interface's verb
+def compile(cfg: Config, ctx: TargetContext) -> None:  # noqa: A001 - the interface's verb
     write_firmware_files(ctx.export.file(MODEL).read_bytes(), ctx.out, ctx.recipe.name)
 
 
-def measure(cfg: TflmConfig, ctx: TargetContext) -> dict[str, Any]:
+def measure(cfg: Config, ctx: TargetContext) -> dict[str, Any]:
     from pipeline.versions import versions
 
     info = json.loads(ctx.export.file("model_info.json").read_text())
@@ -315,7 +226,7 @@ def measure(cfg: TflmConfig, ctx: TargetContext) -> dict[str, Any]:
         ctx.out / MODEL, graph, x, cfg.warmup_runs, cfg.latency_runs, cfg.arena_headroom, ctx.log
     )
     pred = measured["predictions"]
-    np.save(ctx.out / PREDICTIONS, pred)
+    np.save(ctx.out / TFLM_PREDICTIONS, pred)
     picks = np.concatenate([np.flatnonzero(test.y == c)[:VECTORS_PER_CLASS] for c in range(len(ctx.data.labels))])
     np.savez(ctx.out / VECTORS, x=x[picks], y=test.y[picks], tflm_pred=pred[picks])
 
@@ -331,15 +242,32 @@ def measure(cfg: TflmConfig, ctx: TargetContext) -> dict[str, Any]:
     model_bytes = (ctx.out / MODEL).stat().st_size
     out: dict[str, Any] = {
         "bundle": manifest["bundle"],
-        "flash_bytes": model_bytes,
-        "flash_method": "size of the model array (the .tflite flatbuffer); interpreter code not included",
-        "ram_bytes": measured["arena"]["measured"],
-        "ram_method": "smallest 16-byte-multiple arena that allocates and invokes on the TFLM host interpreter",
+        **figures(
+            flash=Measurement(
+                model_bytes,
+                "B",
+                "size of the model array (the .tflite flatbuffer); interpreter code not included",
+                True,
+            ),
+            ram=Measurement(
+                measured["arena"]["measured"],
+                "B",
+                "smallest 16-byte-multiple arena that allocates and invokes on the TFLM interpreter (a 64-bit host "
+                "build: its persistent part is larger than a 32-bit MCU's, so this bounds the board's from above)",
+                True,
+            ),
+            latency=Measurement(
+                measured["latency_ms"]["median"],
+                "ms",
+                "median invoke() of TFLM's reference kernels on the x86-64 host, standing in for the board's",
+                False,
+            ),
+        ),  # fmt: skip
         "arena": measured["arena"],
         "latency_ms": measured["latency_ms"],
         "ops": measured["ops"],
         **summarize(pred, test.y, test.groups, ctx.data.labels),
-        "agreement_with_export": float(np.mean(pred == np.load(ctx.export.file("test_predictions.npy")))),
+        "agreement_with_export": float(np.mean(pred == np.load(ctx.export.file(PREDICTIONS)))),
     }
     if cfg.board:
         out["board"] = board_view(cfg.board, measured["arena"], model_bytes, measured["macs"])
@@ -361,14 +289,10 @@ def profile(
     name = Path(model_path).stem
     graph, _ = write_firmware_files(model, out, name)
     inp = graph.tensors[graph.inputs[0]]
-    rng = np.random.default_rng(0)
-    if inp.dtype in ("INT8", "UINT8", "INT16"):
-        info = np.iinfo(inp.dtype.lower())
-        inputs = rng.integers(info.min, info.max, size=(16, *inp.shape[1:]), endpoint=True).astype(inp.dtype.lower())
-    elif inp.dtype == "FLOAT32":
-        inputs = rng.standard_normal(size=(16, *inp.shape[1:])).astype(np.float32)
-    else:
-        raise TflmError(f"cannot make inputs for a {inp.dtype} input tensor")
+    try:
+        inputs = random_inputs(inp, 16, seed=0)
+    except ValueError as exc:
+        raise TflmError(str(exc)) from None
     measured = measure_on_tflm(out / MODEL, graph, inputs, warmup, runs, headroom, log)
     manifest = complete_bundle(
         out, name, graph, measured, None, None, {"source": str(model_path), "versions": versions()}
@@ -389,3 +313,43 @@ def profile(
         report["board"] = board_view(board, measured["arena"], len(model), measured["macs"])
     write_json(out / "profile.json", report)
     return report
+
+
+# --- the report section and the models explain reaches ----------------------------------------------------
+
+
+def report(t: dict[str, Any]) -> list[str]:
+    """Arena search, allocation report and lower bound; the board view."""
+    lines = []
+    arena = t.get("arena")
+    if arena:
+        lines.append(
+            f"- Arena: **{arena['measured']:,} B**, the smallest that allocated and invoked ({arena['probes']} probes); "
+            f"TFLM's allocation report: {arena['reported_total']:,} B = {arena['head']:,} B head (activation plan) + "
+            f"{arena['tail']:,} B tail (persistent), {'agreeing' if arena['agrees_with_report'] else 'DISAGREEING'} "
+            f"with the probes."
+        )
+        if arena.get("lower_bound"):
+            at = arena["lower_bound_at"]
+            lines.append(
+                f"- Live-tensor lower bound: {arena['lower_bound']:,} B (at op {at['step']}, {at['op']}); the head is "
+                f"{arena['head_over_lower_bound']:.2f}× it, the whole arena {arena['arena_over_lower_bound']:.2f}× "
+                f"(the rest is TFLM's persistent structures)."
+            )
+        mcu = arena.get("mcu_estimate")
+        if mcu:
+            lines.append(f"- On a 32-bit MCU: ~{mcu['bytes']:,} B ({mcu['method']}).")
+        lines.append(f"- Bundle arena (`kTensorArenaSize`): {arena['bundle']:,} B (headroom {arena['headroom']:.0%}).")
+    board = t.get("board")
+    if board:
+        lines.append(
+            f"- Board {board['name']} ({board['core']} @ {board['clock_mhz']} MHz): the MCU arena estimate uses "
+            f"{pct(board['ram_share'])} of its RAM, the model {pct(board['flash_share'])} of its flash; latency "
+            f"~{board['latency_estimate_ms']:.1f} ms ({board['latency_method']})."
+        )
+    return lines
+
+
+def explain_models(folder: Path) -> list[ModelRef]:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    return [ModelRef("tflm", "tflm", folder / MODEL, "TFLite Micro", manifest["arena_bytes"], "target")]

@@ -158,3 +158,16 @@ def macs(graph: Graph) -> int:
         else:  # weights [units, in_features]
             total += out_elements * weights[-1]
     return total
+
+
+def random_inputs(tensor: Tensor, count: int, seed: int = 0) -> np.ndarray:
+    """`count` seeded random inputs for `tensor` (full integer range, or standard normal for floats): for timing
+    and for comparing two builds of one model when no data set is at hand."""
+    rng = np.random.default_rng(seed)
+    shape = (count, *tensor.shape[1:])
+    dtype = np.dtype(tensor.dtype.lower())
+    if np.issubdtype(dtype, np.integer):
+        return rng.integers(np.iinfo(dtype).min, np.iinfo(dtype).max, size=shape, endpoint=True).astype(dtype)
+    if np.issubdtype(dtype, np.floating):
+        return rng.standard_normal(size=shape).astype(dtype)
+    raise ValueError(f"cannot make inputs for a {tensor.dtype} input tensor")

@@ -1,0 +1,118 @@
+"""The plugin registry: the deployment targets, found by folder or by entry point.
+
+A target is one package under `targets/` (the built-ins: `targets/tflm/`, `targets/android/`, ...), or any module
+another installed package names in the `edge_pipeline.targets` entry-point group:
+
+    [project.entry-points."edge_pipeline.targets"]
+    my_npu = "my_package.my_npu"
+
+The recipe key is the folder's (or entry point's) name. A target module defines:
+
+- ``Config``: its recipe schema, a `pipeline.schema.Strict` model with a ``budgets: BudgetsConfig`` field;
+- ``compile(config, ctx)``: writes what it deploys into ``ctx.out`` (cached like a stage);
+- ``measure(config, ctx) -> dict``: measures it on its own runtime (re-run by ``--remeasure`` and nightly), with
+  ``figures`` typed by `pipeline.measurement.figures`;
+
+and optionally:
+
+- ``report(row) -> list[str]``: its own Markdown section in the report;
+- ``explain_models(folder) -> list[ModelRef]``: the models it deploys, for the explain section and field tests.
+
+Plugins sit below the recipe, the runner and the report, and import none of them.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+from pipeline.runtimes import ModelRef
+
+if TYPE_CHECKING:
+    from pipeline.data import FeatureSet
+    from pipeline.recipe import Recipe
+    from pipeline.store import Artifact
+
+TARGET_GROUP = "edge_pipeline.targets"
+REQUIRED = ("Config", "compile", "measure")
+
+
+@dataclass
+class TargetContext:
+    """What a target's `compile` and `measure` get besides their config."""
+
+    recipe: Recipe
+    data: FeatureSet
+    export: Artifact  # the export stage's artifact: model.tflite, model_info.json, labels.txt
+    out: Path
+    log: Callable[[str], None]
+    progress: Callable[[str, int, int], None]
+    float_model: Path | None = None  # the float Keras model the int8 export was made from (for float runtimes)
+    unreachable: list[str] = field(default_factory=list)
+
+    def unavailable(self, reason: str) -> None:
+        """A device the recipe names could not be reached: say so, and do not reuse this measurement next run."""
+        self.unreachable.append(reason)
+        self.log(reason)
+
+
+class PluginError(RuntimeError):
+    """A plugin that cannot be used, named with what is wrong."""
+
+
+@functools.cache
+def targets() -> dict[str, ModuleType]:
+    """Every target by recipe key: the built-in folders first (sorted), then entry points."""
+    builtin = importlib.import_module("targets")  # at run time: no target's code is part of the recipe's cache key
+
+    found: dict[str, ModuleType] = {}
+    for info in sorted(pkgutil.iter_modules(builtin.__path__), key=lambda i: i.name):
+        if info.ispkg and not info.name.startswith("_"):
+            found[info.name] = _checked(info.name, importlib.import_module(f"targets.{info.name}"))
+    for entry in entry_points(group=TARGET_GROUP):
+        if entry.name in found:
+            raise PluginError(f"target '{entry.name}' from entry point {entry.value} clashes with a built-in target")
+        try:
+            module = entry.load()
+        except Exception as exc:  # noqa: BLE001 - any import failure of a third-party plugin is named, not raised raw
+            raise PluginError(f"target '{entry.name}' ({entry.value}) failed to import: {exc}") from exc
+        found[entry.name] = _checked(entry.name, module)
+    return found
+
+
+def _checked(name: str, module: ModuleType) -> ModuleType:
+    missing = [attr for attr in REQUIRED if not hasattr(module, attr)]
+    if missing:
+        raise PluginError(f"target '{name}' ({module.__name__}) does not define {', '.join(missing)}")
+    if "budgets" not in module.Config.model_fields:
+        raise PluginError(f"target '{name}' ({module.__name__}): its Config has no `budgets` field")
+    return module
+
+
+def target(name: str) -> ModuleType:
+    known = targets()
+    if name not in known:
+        raise PluginError(f"no target '{name}' is installed (known: {', '.join(known)})")
+    return known[name]
+
+
+def find_models(stages: list[tuple[str, Path]], targets_: list[tuple[str, Path]]) -> list[ModelRef]:
+    """Every model of a run, in chain order, from stage and target folders (cache entries or a run dir)."""
+    models = []
+    for name, folder in stages:
+        if (folder / "model.keras").exists():
+            models.append(ModelRef(name, "keras", folder / "model.keras", "Keras float32"))
+        elif (folder / "model.tflite").exists() and name != "export":  # export is quantize's model again
+            models.append(ModelRef(name, "tflite", folder / "model.tflite", "LiteRT"))
+    for name, folder in targets_:
+        plugin = targets().get(name)
+        if plugin is not None and hasattr(plugin, "explain_models"):
+            models += plugin.explain_models(folder)
+    return models
