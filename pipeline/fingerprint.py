@@ -87,8 +87,11 @@ def _direct_imports(module: str) -> tuple[frozenset[str], frozenset[str]]:
                     project.add(candidate)
         elif isinstance(node, ast.Call) and _called(node.func) == "run_module" and node.args:
             first = node.args[0]  # a child process runs that module's code for this step
-            if isinstance(first, ast.Constant) and isinstance(first.value, str) and _source(first.value) is not None:
-                project.add(first.value)
+            if isinstance(first, ast.Constant) and isinstance(first.value, str):
+                if _source(first.value) is not None:
+                    project.add(first.value)
+                elif not _project(first.value):
+                    external.add(first.value.split(".")[0])  # a third-party tool run as a child: its version counts
     return frozenset(project), frozenset(external)
 
 

@@ -163,6 +163,9 @@ def _field_tests(field: dict[str, Any] | None) -> list[str]:
     return out
 
 
+FIGURE_NAMES = {"flash": "Flash", "ram": "RAM", "latency": "Latency"}
+
+
 def _kind(t: dict[str, Any], name: str) -> str:
     """' *estimate*' after a figure that was not measured (nothing for measured ones or untyped old reports)."""
     fig = figure(t, name)
@@ -178,7 +181,7 @@ def _target_notes(t: dict[str, Any]) -> list[str]:
     for name in FIGURES:
         fig = figure(t, name)
         if fig is not None:
-            lines.append(f"- {name.capitalize()} ({fig.label}): {fig.method}.")
+            lines.append(f"- {FIGURE_NAMES[name]} ({fig.label}): {fig.method}.")
     if "agreement_with_export" in t:
         lines.append(f"- Top-1 agreement with the exported model on LiteRT: {pct(t['agreement_with_export'])}.")
     plugin = targets().get(t["name"])

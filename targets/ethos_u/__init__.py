@@ -19,8 +19,6 @@ import hashlib
 import json
 import re
 import shutil
-import subprocess
-import sys
 import tempfile
 from importlib.util import find_spec
 from pathlib import Path
@@ -29,6 +27,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from pipeline.budgets import BudgetsConfig
+from pipeline.child import run_module
 from pipeline.markdown import integer, size_text, table
 from pipeline.measurement import Measurement, figures
 from pipeline.plugins import TargetContext
@@ -129,14 +128,11 @@ class Config(Strict):
 def run_vela(model: Path, cfg: Config, config_file: Path, out: Path) -> dict[str, Any]:
     """Compile `model` with Vela in a child process; returns its summary, per-layer table and operator placement."""
     args = [
-        str(model.resolve()), "--config", str(config_file.resolve()), "--accelerator-config", cfg.accelerator,
+        model, "--config", config_file, "--accelerator-config", cfg.accelerator,
         "--system-config", cfg.system, "--memory-mode", cfg.mode, "--optimise", cfg.optimise,
-        "--output-dir", str(out.resolve()), "--verbose-performance", "--show-cpu-operations",
+        "--output-dir", out, "--verbose-performance", "--show-cpu-operations",
     ]  # fmt: skip
-    done = subprocess.run(
-        [sys.executable, "-m", "ethosu.vela", *args],
-        capture_output=True, text=True, timeout=VELA_TIMEOUT_S, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+    done = run_module("ethosu.vela", *args, timeout=VELA_TIMEOUT_S)
     what = f"{cfg.accelerator} ({cfg.system}, {cfg.mode})"
     if done.returncode != 0:
         errors = re.findall(r"Error: (.+)", done.stderr + done.stdout)
@@ -350,8 +346,6 @@ def measure(cfg: Config, ctx: TargetContext) -> dict[str, Any]:
 
 def vela_version() -> str:
     from importlib.metadata import version
-
-    import ethosu.vela  # noqa: F401 - makes Vela part of this target's cache key (`pipeline.fingerprint`)
 
     return version("ethos-u-vela")
 
