@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from pipeline.recipe import AugmentConfig
+from pipeline.stages.train import AugmentConfig
 
 
 def training_dataset(x: np.ndarray, y: Any, batch_size: int, cfg: AugmentConfig, seed: int) -> tf.data.Dataset:

@@ -152,7 +152,7 @@ def run(
               help="Share added to the measured arena in model_config.h.")  # fmt: skip
 def profile(model: Path, target: str, board: str | None, out: Path | None, runs: int, headroom: float) -> None:
     """Measure any .tflite on TFLite Micro and write its firmware bundle (for a model no recipe made)."""
-    from pipeline.recipe import suggest
+    from pipeline.schema import suggest
     from targets.tflm.boards import BOARDS
 
     if not model.is_file():

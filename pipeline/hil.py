@@ -31,7 +31,8 @@ import numpy as np
 from pydantic import Field
 
 from pipeline.measurement import latency_summary
-from pipeline.recipe import Strict, parse_document, read_text
+from pipeline.recipe import parse_document, read_text
+from pipeline.schema import Strict
 from pipeline.store import write_atomic, write_json
 
 TFLM_BUNDLE = Path("export") / "tflm"

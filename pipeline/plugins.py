@@ -1,4 +1,7 @@
-"""The plugin registry: the deployment targets, found by folder or by entry point.
+"""The plugin registry: stages and deployment targets, found by folder or by entry point.
+
+Stages are the folders of `pipeline/stages/` (see that package for their interface) plus the `edge_pipeline.stages`
+entry points; targets are described below.
 
 A target is one package under `targets/` (the built-ins: `targets/tflm/`, `targets/android/`, ...), or any module
 another installed package names in the `edge_pipeline.targets` entry-point group:
@@ -40,9 +43,6 @@ if TYPE_CHECKING:
     from pipeline.recipe import Recipe
     from pipeline.store import Artifact
 
-TARGET_GROUP = "edge_pipeline.targets"
-REQUIRED = ("Config", "compile", "measure")
-
 
 @dataclass
 class TargetContext:
@@ -67,39 +67,63 @@ class PluginError(RuntimeError):
     """A plugin that cannot be used, named with what is wrong."""
 
 
-@functools.cache
-def targets() -> dict[str, ModuleType]:
-    """Every target by recipe key: the built-in folders first (sorted), then entry points."""
-    builtin = importlib.import_module("targets")  # at run time: no target's code is part of the recipe's cache key
+STAGE_GROUP = "edge_pipeline.stages"
+TARGET_GROUP = "edge_pipeline.targets"
+REQUIRED = {"stage": ("Config", "run"), "target": ("Config", "compile", "measure")}
 
+
+def _discover(kind: str, package: str, group: str) -> dict[str, ModuleType]:
+    """The folders of `package` (sorted), then the modules other distributions name in entry-point `group`."""
+    builtin = importlib.import_module(package)  # at run time: no plugin's code is part of the recipe's cache key
     found: dict[str, ModuleType] = {}
     for info in sorted(pkgutil.iter_modules(builtin.__path__), key=lambda i: i.name):
         if info.ispkg and not info.name.startswith("_"):
-            found[info.name] = _checked(info.name, importlib.import_module(f"targets.{info.name}"))
-    for entry in entry_points(group=TARGET_GROUP):
+            found[info.name] = _checked(kind, info.name, importlib.import_module(f"{package}.{info.name}"))
+    for entry in entry_points(group=group):
         if entry.name in found:
-            raise PluginError(f"target '{entry.name}' from entry point {entry.value} clashes with a built-in target")
+            raise PluginError(f"{kind} '{entry.name}' from entry point {entry.value} clashes with a built-in {kind}")
         try:
             module = entry.load()
         except Exception as exc:  # noqa: BLE001 - any import failure of a third-party plugin is named, not raised raw
-            raise PluginError(f"target '{entry.name}' ({entry.value}) failed to import: {exc}") from exc
-        found[entry.name] = _checked(entry.name, module)
+            raise PluginError(f"{kind} '{entry.name}' ({entry.value}) failed to import: {exc}") from exc
+        found[entry.name] = _checked(kind, entry.name, module)
     return found
 
 
-def _checked(name: str, module: ModuleType) -> ModuleType:
-    missing = [attr for attr in REQUIRED if not hasattr(module, attr)]
+def _checked(kind: str, name: str, module: ModuleType) -> ModuleType:
+    missing = [attr for attr in REQUIRED[kind] if not hasattr(module, attr)]
     if missing:
-        raise PluginError(f"target '{name}' ({module.__name__}) does not define {', '.join(missing)}")
-    if "budgets" not in module.Config.model_fields:
+        raise PluginError(f"{kind} '{name}' ({module.__name__}) does not define {', '.join(missing)}")
+    if kind == "target" and "budgets" not in module.Config.model_fields:
         raise PluginError(f"target '{name}' ({module.__name__}): its Config has no `budgets` field")
+    if kind == "stage" and not hasattr(module.Config, "produces"):
+        raise PluginError(f"stage '{name}' ({module.__name__}): its Config is not a pipeline.schema.StageConfig")
     return module
 
 
+@functools.cache
+def stages() -> dict[str, ModuleType]:
+    """Every stage by recipe key: `pipeline/stages/<name>/`, then `edge_pipeline.stages` entry points."""
+    return _discover("stage", "pipeline.stages", STAGE_GROUP)
+
+
+@functools.cache
+def targets() -> dict[str, ModuleType]:
+    """Every target by recipe key: `targets/<name>/`, then `edge_pipeline.targets` entry points."""
+    return _discover("target", "targets", TARGET_GROUP)
+
+
+def stage(name: str) -> ModuleType:
+    return _one("stage", name, stages())
+
+
 def target(name: str) -> ModuleType:
-    known = targets()
+    return _one("target", name, targets())
+
+
+def _one(kind: str, name: str, known: dict[str, ModuleType]) -> ModuleType:
     if name not in known:
-        raise PluginError(f"no target '{name}' is installed (known: {', '.join(known)})")
+        raise PluginError(f"no {kind} '{name}' is installed (known: {', '.join(known)})")
     return known[name]
 
 

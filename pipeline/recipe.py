@@ -35,7 +35,7 @@ from pydantic import (
 
 from pipeline.budgets import BudgetsConfig
 from pipeline.models.zoo import ModelConfig
-from pipeline.schema import NamedEntry, Range, Strict, located, ordered, suggest, unique_items
+from pipeline.schema import NamedEntry, Range, StageConfig, Strict, located, ordered, suggest, unique_items
 
 # ---------------------------------------------------------------------------------------------------------
 # Errors
@@ -284,134 +284,12 @@ class DataConfig(Strict):
         return ["_silence_", "_unknown_", *self.keywords]
 
 
-# Stage configs. `consumes`/`produces` name the artifact kinds so the chain is checked before any work.
+# Stages and targets: their schemas live in their plugins (`pipeline/stages/<name>/`, `targets/<name>/`).
 
 
-class StageConfig(Strict):
-    consumes: ClassVar[str | None]
-    produces: ClassVar[str]
-
-
-class AugmentConfig(Strict):
-    """Time shift and SpecAugment on the training batches' features (never on val/test)."""
-
-    time_shift_frames: int = Field(0, ge=0, le=100, description="shift each clip by up to this many frames")
-    time_masks: int = Field(0, ge=0, le=10, description="SpecAugment: bands of frames masked per clip")
-    time_mask_frames: int = Field(5, ge=0, le=100, description="... each up to this wide")
-    coefficient_masks: int = Field(0, ge=0, le=10, description="bands of feature coefficients masked per clip")
-    coefficient_mask_width: int = Field(2, ge=0, le=40, description="... each up to this wide")
-
-
-class TrainConfig(StageConfig):
-    consumes: ClassVar[str | None] = None
-    produces: ClassVar[str] = "keras"
-    epochs: int = Field(20, ge=1, le=10_000)
-    batch_size: int = Field(100, ge=1, le=100_000)
-    lr: float = Field(1e-3, gt=0, le=10)
-    patience: int = Field(4, ge=0, le=10_000, description="early-stopping patience on validation accuracy; 0 disables")
-    lr_schedule: Literal["constant", "cosine"] = Field(
-        "constant", description="cosine: lr decays to 0 over `epochs` (set the epochs you mean to spend)"
-    )
-    augment: AugmentConfig | None = Field(None, description="time shift and SpecAugment on training batches")
-
-
-class DistillConfig(Strict):
-    """Knowledge distillation (Hinton et al. 2015): the student also matches a teacher's softened outputs."""
-
-    teacher: str = Field(description="an earlier stage whose Keras model teaches, e.g. train (before pruning)")
-    temperature: float = Field(4.0, gt=0, le=100)
-    alpha: float = Field(0.5, ge=0, le=1, description="weight of the hard-label loss; 1 - alpha goes to the teacher")
-
-
-class FinetuneConfig(TrainConfig):
-    """Training again, on the (physically pruned) model the previous stage produced."""
-
-    consumes: ClassVar[str | None] = "keras"
-    epochs: int = Field(10, ge=1, le=10_000)
-    lr: float = Field(5e-4, gt=0, le=10)
-    distill: DistillConfig | None = None
-
-
-FILTER_SCHEDULES = ("exponential", "exponential_with_bias", "baseline")
-SPARSITY_SCHEDULES = ("polynomial", "exponential", "multistep")
-
-
-class PruneConfig(StageConfig):
-    """NNCF compression trained under its scheduler; keys map onto NNCF's `filter_pruning`/`magnitude_sparsity`.
-
-    `filter` removes whole filters (the model is rebuilt narrower afterwards); `magnitude` zeroes single weights
-    (the shapes stay: TFLM and LiteRT run dense kernels, so only compressed storage shrinks).
-    """
-
-    consumes: ClassVar[str | None] = "keras"
-    produces: ClassVar[str] = "keras"
-    method: Literal["filter", "magnitude"] = "filter"
-    target: float = Field(0.5, gt=0, lt=1, description="share of filters (filter) or weights (magnitude) removed")
-    init: float = Field(0.0, ge=0, lt=1, description="level applied when pruning starts")
-    schedule: str | None = Field(
-        None,
-        description="filter: exponential|exponential_with_bias|baseline; magnitude: polynomial|exponential|multistep",
-    )
-    steps: int = Field(3, ge=1, le=10_000, description="epochs over which the level rises from init to target")
-    warmup_epochs: int = Field(
-        0, ge=0, le=10_000, description="epochs trained before any pruning (NNCF num_init_steps)"
-    )
-    importance: Literal["L1", "L2", "geometric_median"] = "L2"
-    prune_first_conv: bool = True
-    prune_downsample_convs: bool = True
-    ignore: list[str] = Field(default_factory=list, description="layer names NNCF must leave whole")
-    epochs: int = Field(6, ge=1, le=10_000, description="epochs trained under the compression scheduler")
-    batch_size: int = Field(100, ge=1, le=100_000)
-    lr: float = Field(5e-4, gt=0, le=10)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> PruneConfig:
-        schedules = FILTER_SCHEDULES if self.method == "filter" else SPARSITY_SCHEDULES
-        if self.schedule is not None and self.schedule not in schedules:
-            raise ValueError(
-                f"schedule '{self.schedule}' is not one of {self.method} pruning's{suggest(self.schedule, schedules)}"
-            )
-        if self.init > self.target:
-            raise ValueError(f"init ({self.init}) is above target ({self.target})")
-        if self.epochs < self.warmup_epochs + self.steps:
-            raise ValueError(
-                f"epochs ({self.epochs}) < warmup_epochs + steps ({self.warmup_epochs + self.steps}): "
-                "the level would never reach its target"
-            )
-        if self.method == "magnitude":
-            filter_only = {"importance", "prune_first_conv", "prune_downsample_convs"} & self.model_fields_set
-            if filter_only:
-                raise ValueError(f"{', '.join(sorted(filter_only))}: only for method 'filter'")
-        return self
-
-    @property
-    def scheduler(self) -> str:
-        return self.schedule or ("exponential" if self.method == "filter" else "polynomial")
-
-
-class QuantizeConfig(StageConfig):
-    consumes: ClassVar[str | None] = "keras"
-    produces: ClassVar[str] = "tflite"
-    mode: Literal["int8"] = "int8"
-    calibration_samples: int = Field(500, ge=1, le=100_000)
-
-
-class ExportConfig(StageConfig):
-    consumes: ClassVar[str | None] = "tflite"
-    produces: ClassVar[str] = "export"
-
-
-class StageEntry(NamedEntry):
+class StageEntryBase(NamedEntry):
     kind: ClassVar[str] = "stage"
     example: ClassVar[str] = "train"
-    train: TrainConfig | None = None
-    prune: PruneConfig | None = None
-    finetune: FinetuneConfig | None = None
-    quantize: QuantizeConfig | None = None
-    export: ExportConfig | None = None
-
-
-# Targets: their schemas live in their plugins (`targets/<name>/`)
 
 
 class TargetEntryBase(NamedEntry):
@@ -419,15 +297,21 @@ class TargetEntryBase(NamedEntry):
     example: ClassVar[str] = "tflm"
 
 
-def _target_entry() -> type[NamedEntry]:
-    """One optional key per installed target plugin (`pipeline.plugins`), holding that plugin's own schema."""
-    from pipeline.plugins import targets
-
-    fields: dict[str, Any] = {name: (module.Config | None, None) for name, module in targets().items()}
-    return create_model("TargetEntry", __base__=TargetEntryBase, **fields)
+def _entry(name: str, base: type[NamedEntry], plugins: dict[str, Any]) -> type[NamedEntry]:
+    """One optional key per installed plugin (`pipeline.plugins`), holding that plugin's own schema."""
+    fields: dict[str, Any] = {key: (module.Config | None, None) for key, module in plugins.items()}
+    return create_model(name, __base__=base, **fields)
 
 
-TargetEntry = _target_entry()
+def _entries() -> tuple[type[NamedEntry], type[NamedEntry]]:
+    from pipeline import plugins
+
+    return _entry("StageEntry", StageEntryBase, plugins.stages()), _entry(
+        "TargetEntry", TargetEntryBase, plugins.targets()
+    )
+
+
+StageEntry, TargetEntry = _entries()
 
 
 class ExplainBudgets(Strict):
@@ -491,17 +375,11 @@ class Recipe(Strict):
             kind = cfg.produces
             if kind == "keras":
                 teachers.append(entry.name)
-        prune = self.stage("prune")
-        if isinstance(prune, PruneConfig):
-            from pipeline.models.zoo import layer_names
-
-            names = layer_names(self.model)
-            index = next(i for i, s in enumerate(self.stages) if s.name == "prune")
-            for j, name in enumerate(prune.ignore):
-                if name not in names:
-                    raise located(
-                        ("stages", index, "prune", "ignore", j), f"no layer '{name}' in the model{suggest(name, names)}"
-                    )
+        for i, entry in enumerate(self.stages):  # a stage's checks against the rest of the recipe (e.g. layer names)
+            problem = entry.config.check_recipe(self)
+            if problem is not None:
+                where, message = problem
+                raise located(("stages", i, entry.name, *where), message)
         if self.targets and kind != "export":
             raise located(("targets",), "targets need the chain to end with an 'export' stage")
         seen = set()

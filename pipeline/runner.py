@@ -26,11 +26,11 @@ from typing import Any
 from pipeline import budgets as budget_checks
 from pipeline.data import FeatureSet, FieldSet, prepare, prepare_field_set, prepare_field_sets, synthetic_test_set
 from pipeline.fingerprint import fingerprint
-from pipeline.plugins import TargetContext, find_models, target
+from pipeline.plugins import TargetContext, find_models, stage, target
 from pipeline.progress import Reporter
 from pipeline.recipe import Recipe
 from pipeline.report import render_markdown
-from pipeline.stages import StageContext, load_stage
+from pipeline.stages import StageContext
 from pipeline.store import META, Artifact, Store, digest, write_atomic, write_json
 from pipeline.versions import versions
 
@@ -74,7 +74,7 @@ def stage_key(recipe: Recipe, index: int, data: FeatureSet, upstream: Artifact |
             "seed": recipe.seed,
             # Only the first stage builds the model; later ones inherit it through their input's key.
             "model": recipe.model.model_dump(mode="json") if entry.config.consumes is None else None,
-            "code": fingerprint(load_stage(entry.name).__name__),
+            "code": fingerprint(stage(entry.name).__name__),
         }
     )
 
@@ -110,7 +110,7 @@ def run_recipe(
     upstream: Artifact | None = None
     for i, entry in enumerate(recipe.stages):
         reporter.scope = entry.name
-        module = load_stage(entry.name)
+        module = stage(entry.name)
         key = stage_key(recipe, i, data, upstream)
 
         def build(tmp: Path, meta: dict, module=module, entry=entry, upstream=upstream) -> None:

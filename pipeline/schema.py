@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import difflib
 from collections import Counter
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, model_validator
 from pydantic_core import PydanticCustomError
+
+if TYPE_CHECKING:
+    from pipeline.recipe import Recipe
 
 
 def suggest(word: str, known: Any) -> str:
@@ -76,3 +79,15 @@ class NamedEntry(Strict):
     @property
     def config(self) -> Any:
         return getattr(self, self.name)
+
+
+class StageConfig(Strict):
+    """A stage's recipe schema. `consumes`/`produces` name the artifact kinds (keras, tflite, export), so the
+    chain is checked before any work."""
+
+    consumes: ClassVar[str | None]
+    produces: ClassVar[str]
+
+    def check_recipe(self, recipe: Recipe) -> tuple[tuple[str | int, ...], str] | None:
+        """A problem with this stage given the rest of the recipe: (key path below the stage, message), or None."""
+        return None

@@ -83,6 +83,18 @@ def test_builtin_targets_are_folders_and_the_recipe_schema_comes_from_them():
         parse_recipe(_tiny_with_targets([{"tfml": {}}]))
 
 
+def test_stages_are_folders_whose_schema_loads_without_tensorflow():
+    from pipeline.plugins import stages
+
+    assert set(stages()) >= {"train", "prune", "finetune", "quantize", "export"}
+    code = f"import sys; from pipeline.recipe import load_recipe; load_recipe({str(TINY)!r}); print([m in sys.modules for m in ('tensorflow', 'nncf')])"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[False, False]"  # validating a recipe stays cheap
+    with pytest.raises(Exception, match=r"stages\[1\]\.prune\.ignore\[0\]: no layer 'conv9'"):
+        parse_recipe(TINY.read_text().replace("  - prune: {", "  - prune: {ignore: [conv9], "))
+
+
 def test_an_entry_point_adds_a_target_to_the_recipe_schema(fake_package):
     """A separate package's target validates like a built-in one: its own schema, located errors."""
     code = textwrap.dedent(

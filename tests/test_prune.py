@@ -32,7 +32,7 @@ def problems(text: str) -> list[str]:
 
 
 def test_prune_chain_is_valid_and_maps_onto_nncf():
-    from pipeline.stages.prune import nncf_config
+    from pipeline.stages.prune.pruning import nncf_config
 
     recipe = parse_recipe(PRUNED)
     cfg = recipe.stage("prune")
@@ -80,8 +80,8 @@ def test_rebuilt_model_computes_what_the_masked_model_computes():
     from nncf.tensorflow import create_compressed_model, register_default_init_args
 
     from pipeline.models import build_model
-    from pipeline.recipe import PruneConfig
-    from pipeline.stages.prune import Weights, nncf_config, rebuild_narrow
+    from pipeline.stages.prune import PruneConfig
+    from pipeline.stages.prune.pruning import Weights, nncf_config, rebuild_narrow
 
     tf.keras.utils.set_random_seed(3)
     cfg = ModelConfig(filters=16, blocks=2)

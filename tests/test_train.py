@@ -5,7 +5,7 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from pipeline.stages.train import HardLabelAccuracy, Teacher  # noqa: E402
+from pipeline.stages.train.training import HardLabelAccuracy, Teacher  # noqa: E402
 
 
 def packed(labels: list[int], teacher: np.ndarray) -> tf.Tensor:

@@ -11,7 +11,8 @@ import yaml
 
 from pipeline.data import synthetic
 from pipeline.data.espeak import Espeak, data_with_variants, variant_text
-from pipeline.recipe import AugmentConfig, RecipeError, RecipeLoader, SyntheticConfig, load_recipe
+from pipeline.recipe import RecipeError, RecipeLoader, SyntheticConfig, load_recipe
+from pipeline.stages.train import AugmentConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 

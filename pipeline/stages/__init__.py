@@ -1,30 +1,25 @@
-"""Stages: one module each, all with the same small interface.
+"""Stages: one folder each, found by `pipeline.plugins` like targets.
 
-A stage module defines ``run(config, ctx) -> metrics``: it reads ``ctx.input`` (the previous stage's artifact; ``ctx.earlier`` has the
-ones before, e.g. a distillation teacher), writes its files into
-``ctx.out`` and returns JSON-able metrics (accuracy, params, macs, ...). The runner handles caching and
-atomicity (the cache key covers the module's import closure and runtime versions), so a stage only computes.
+A stage package's `__init__` is light (its recipe schema, a `StageConfig` with `consumes`/`produces`, and `run`);
+the work sits in a module beside it that `run` imports, so validating a recipe does not import TensorFlow.
+``run(config, ctx) -> metrics`` reads ``ctx.input`` (the previous stage's artifact; ``ctx.earlier`` has the ones
+before, e.g. a distillation teacher), writes its files into ``ctx.out`` and returns JSON-able metrics (accuracy,
+params, macs, ...). The runner handles caching and atomicity (the cache key covers the stage's import closure and
+runtime versions), so a stage only computes. Another package adds a stage with an `edge_pipeline.stages` entry
+point.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
+from typing import TYPE_CHECKING
 
-from pipeline.data import FeatureSet
-from pipeline.recipe import Recipe
-from pipeline.store import Artifact
-
-STAGES = {
-    "train": "pipeline.stages.train",
-    "prune": "pipeline.stages.prune",
-    "finetune": "pipeline.stages.finetune",
-    "quantize": "pipeline.stages.quantize",
-    "export": "pipeline.stages.export",
-}
+if TYPE_CHECKING:
+    from pipeline.data import FeatureSet
+    from pipeline.recipe import Recipe
+    from pipeline.store import Artifact
 
 
 @dataclass
@@ -36,8 +31,3 @@ class StageContext:
     log: Callable[[str], None]
     progress: Callable[[str, int, int], None]
     earlier: dict[str, Artifact] = field(default_factory=dict)  # every earlier stage's output, by stage name
-
-
-def load_stage(name: str) -> ModuleType:
-    """Import lazily: `pipeline validate` must not pay for TensorFlow."""
-    return importlib.import_module(STAGES[name])

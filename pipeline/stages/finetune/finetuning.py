@@ -1,4 +1,4 @@
-"""finetune: train the previous stage's model again (after pruning: the physically narrower one)."""
+"""The finetune stage's work: TensorFlow/Keras, through the train stage's loop."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ from typing import Any
 
 import tensorflow as tf
 
-from pipeline.recipe import FinetuneConfig
 from pipeline.stages import StageContext
-from pipeline.stages.train import MODEL, Teacher, seed_everything, train_and_save
+from pipeline.stages.finetune import FinetuneConfig
+from pipeline.stages.train import MODEL
+from pipeline.stages.train.training import Teacher, seed_everything, train_and_save
 
 
-def run(cfg: FinetuneConfig, ctx: StageContext) -> dict[str, Any]:
+def finetune(cfg: FinetuneConfig, ctx: StageContext) -> dict[str, Any]:
     seed_everything(ctx.recipe.seed)
     model = tf.keras.models.load_model(ctx.input.file(MODEL))
     callbacks = []

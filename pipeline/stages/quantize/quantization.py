@@ -1,4 +1,4 @@
-"""quantize: full-integer int8 with a representative data set from the training split (int8 in and out)."""
+"""The quantize stage's work: full-integer int8 with a representative data set from the training split (int8 in and out)."""
 
 from __future__ import annotations
 
@@ -10,16 +10,14 @@ import tensorflow as tf
 from pipeline.c_output import captured_c_output
 from pipeline.evaluation import summarize
 from pipeline.models import model_cost
-from pipeline.recipe import QuantizeConfig
 from pipeline.runtimes import top1
 from pipeline.runtimes.litert import litert_predictor
 from pipeline.stages import StageContext
+from pipeline.stages.quantize import MODEL, QuantizeConfig
 from pipeline.store import PREDICTIONS
 
-MODEL = "model.tflite"
 
-
-def run(cfg: QuantizeConfig, ctx: StageContext) -> dict[str, Any]:
+def quantize(cfg: QuantizeConfig, ctx: StageContext) -> dict[str, Any]:
     from pipeline.stages.train import MODEL as KERAS_MODEL
 
     model = tf.keras.models.load_model(ctx.input.file(KERAS_MODEL))

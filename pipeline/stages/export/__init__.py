@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import shutil
 import zlib
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from pipeline.recipe import ExportConfig
 from pipeline.runtimes.litert import io_details
-from pipeline.stages import StageContext
+from pipeline.schema import StageConfig
 from pipeline.store import PREDICTIONS, sha256_file, write_json
+
+if TYPE_CHECKING:
+    from pipeline.stages import StageContext
 
 MODEL = "model.tflite"
 INFO = "model_info.json"
 LABELS = "labels.txt"
+
+
+class ExportConfig(StageConfig):
+    consumes: ClassVar[str | None] = "tflite"
+    produces: ClassVar[str] = "export"
+
+
+Config = ExportConfig
 
 
 def run(cfg: ExportConfig, ctx: StageContext) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""prune: NNCF compression trained under its scheduler, then made physical.
+"""The prune stage's work: NNCF compression trained under its scheduler, then made physical.
 
 NNCF's TensorFlow filter pruning only *masks* filters: a masked filter still costs flash, RAM and time on
 TFLite Micro and LiteRT. So after the scheduled training the kept filters are read from NNCF's masks and the
@@ -23,13 +23,13 @@ from pipeline.c_output import captured_c_output
 from pipeline.evaluation import keras_predict, summarize
 from pipeline.models import build_model, model_cost
 from pipeline.models.zoo import ModelConfig
-from pipeline.recipe import PruneConfig
 from pipeline.stages import StageContext
-from pipeline.stages.train import MODEL, fit, seed_everything
+from pipeline.stages.prune import FILTERS, PruneConfig
+from pipeline.stages.train import MODEL
+from pipeline.stages.train.training import fit, seed_everything
 from pipeline.store import PREDICTIONS, write_json
 
 TOLERANCE = 1e-4
-FILTERS = "filters.json"
 
 _NNCF_IMPORTANCE = {"L1": "L1", "L2": "L2", "geometric_median": "geometric_median"}
 
@@ -68,7 +68,7 @@ def nncf_config(cfg: PruneConfig, input_shape: tuple[int, ...], batch_size: int)
     return {"input_info": {"sample_size": [1, *input_shape]}, "compression": compression}
 
 
-def run(cfg: PruneConfig, ctx: StageContext) -> dict[str, Any]:
+def prune(cfg: PruneConfig, ctx: StageContext) -> dict[str, Any]:
     from nncf import NNCFConfig
     from nncf.tensorflow import create_compressed_model, create_compression_callbacks, register_default_init_args
 

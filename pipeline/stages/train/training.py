@@ -1,4 +1,4 @@
-"""train: fit the recipe's architecture on the training split, early-stopping on validation accuracy."""
+"""The train stage's work (and the training loop finetune and prune share): TensorFlow/Keras."""
 
 from __future__ import annotations
 
@@ -11,14 +11,12 @@ import tensorflow as tf
 
 from pipeline.evaluation import keras_predict, summarize
 from pipeline.models import build_model, model_cost
-from pipeline.recipe import AugmentConfig, TrainConfig
 from pipeline.stages import StageContext
+from pipeline.stages.train import MODEL, AugmentConfig, TrainConfig
 from pipeline.store import PREDICTIONS
 
-MODEL = "model.keras"
 
-
-def run(cfg: TrainConfig, ctx: StageContext) -> dict[str, Any]:
+def train(cfg: TrainConfig, ctx: StageContext) -> dict[str, Any]:
     seed_everything(ctx.recipe.seed)
     data = ctx.data
     model = build_model(data.input_shape, len(data.labels), ctx.recipe.model)

@@ -1,0 +1,50 @@
+"""train: fit the recipe's architecture on the training split, early-stopping on validation accuracy.
+
+This package's `__init__` is the stage's plugin face (its schema and entry point) and imports nothing heavy:
+validating a recipe must not pay for TensorFlow. The work is in `training.py`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import Field
+
+from pipeline.schema import StageConfig, Strict
+
+if TYPE_CHECKING:
+    from pipeline.stages import StageContext
+
+MODEL = "model.keras"
+
+
+class AugmentConfig(Strict):
+    """Time shift and SpecAugment on the training batches' features (never on val/test)."""
+
+    time_shift_frames: int = Field(0, ge=0, le=100, description="shift each clip by up to this many frames")
+    time_masks: int = Field(0, ge=0, le=10, description="SpecAugment: bands of frames masked per clip")
+    time_mask_frames: int = Field(5, ge=0, le=100, description="... each up to this wide")
+    coefficient_masks: int = Field(0, ge=0, le=10, description="bands of feature coefficients masked per clip")
+    coefficient_mask_width: int = Field(2, ge=0, le=40, description="... each up to this wide")
+
+
+class TrainConfig(StageConfig):
+    consumes: ClassVar[str | None] = None
+    produces: ClassVar[str] = "keras"
+    epochs: int = Field(20, ge=1, le=10_000)
+    batch_size: int = Field(100, ge=1, le=100_000)
+    lr: float = Field(1e-3, gt=0, le=10)
+    patience: int = Field(4, ge=0, le=10_000, description="early-stopping patience on validation accuracy; 0 disables")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="cosine: lr decays to 0 over `epochs` (set the epochs you mean to spend)"
+    )
+    augment: AugmentConfig | None = Field(None, description="time shift and SpecAugment on training batches")
+
+
+Config = TrainConfig
+
+
+def run(cfg: TrainConfig, ctx: StageContext) -> dict[str, Any]:
+    from pipeline.stages.train.training import train
+
+    return train(cfg, ctx)
