@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -161,22 +162,35 @@ def profile(model: Path, target: str, board: str | None, out: Path | None, runs:
     if board is not None and board not in BOARDS:
         click.echo(f"error: --board: unknown board '{board}'{suggest(board, BOARDS)}", err=True)
         sys.exit(EXIT_INPUT)
+    from pipeline.store import replace_dir
     from pipeline.tflite_model import ModelFormatError
     from targets.tflm import ModelNotSupportedError, TflmError
     from targets.tflm import profile as profile_tflm
     from targets.tflm.bundle import UnsupportedOpError
 
     out = out or Path("runs") / "profile" / model.stem
+    if (
+        out.is_symlink()
+        or (out.exists() and not out.is_dir())
+        or (out.is_dir() and any(out.iterdir()) and not (out / "profile.json").is_file())
+    ):
+        click.echo(f"error: --out {out}: exists and is not an earlier profile bundle; nothing was written", err=True)
+        sys.exit(EXIT_INPUT)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"  # built beside, swapped in whole: no half bundle at --out
     try:
         report = profile_tflm(
-            model, out, board=board, runs=runs, headroom=headroom, log=lambda m: click.echo(m, err=True)
+            model, tmp, board=board, runs=runs, headroom=headroom, log=lambda m: click.echo(m, err=True)
         )
+        replace_dir(tmp, out)
     except (ModelFormatError, UnsupportedOpError, ModelNotSupportedError) as exc:
         click.echo(f"error: {model}: {exc}", err=True)
         sys.exit(EXIT_INPUT)
     except TflmError as exc:
         click.echo(f"error: {model}: {exc}", err=True)
         sys.exit(EXIT_FAILED)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     arena, lat = report["arena"], report["latency_ms"]
     click.echo(f"{model}: {', '.join(report['ops'])}; {report['macs']:,} MACs")
     click.echo(f"  flash  {report['flash_bytes']:,} B (model array)")

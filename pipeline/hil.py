@@ -75,8 +75,18 @@ class Inventory(Strict):
 
 
 def load_inventory(path: str | Path) -> Inventory:
+    """The inventory file, validated; a relative `benchmark_model` is taken from the inventory's folder (as a
+    recipe's paths are from the recipe's), not from wherever the nightly job happens to run."""
     shape = "an inventory is a YAML mapping with a 'devices' list"
-    return parse_document(read_text(path, "inventory"), path, Inventory, shape)
+    inventory = parse_document(read_text(path, "inventory"), path, Inventory, shape)
+    base = Path(path).expanduser().resolve().parent
+    devices = [
+        d.model_copy(update={"benchmark_model": base / d.benchmark_model.expanduser()})
+        if isinstance(d, AdbDevice) and not d.benchmark_model.expanduser().is_absolute()
+        else d
+        for d in inventory.devices
+    ]
+    return inventory.model_copy(update={"devices": devices})
 
 
 class Skip(Exception):

@@ -31,7 +31,7 @@ from pipeline.progress import Reporter
 from pipeline.recipe import Recipe
 from pipeline.report import render_markdown
 from pipeline.stages import StageContext
-from pipeline.store import META, Artifact, Store, digest, write_atomic, write_json
+from pipeline.store import META, Artifact, Store, digest, replace_dir, write_atomic, write_json
 from pipeline.versions import versions
 
 DEFAULT_RUNS = Path("runs")
@@ -359,13 +359,7 @@ def _publish(
             shutil.copyfile(log_file, tmp / "run.log")
         write_atomic(tmp / RUN_MARKER, f"{report['recipe']} {report['run_id']}\n")
         check_out(run_dir)
-        if run_dir.exists():  # --out onto an earlier run (or an empty folder): swap, then drop the old one
-            old = run_dir.parent / f".{run_dir.name}.old-{os.getpid()}"
-            os.rename(run_dir, old)
-            os.rename(tmp, run_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, run_dir)
+        replace_dir(tmp, run_dir)  # --out onto an earlier run (or an empty folder): swapped, the old one dropped
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -413,11 +407,7 @@ def reexplain(run_dir: Path, reporter: Reporter, cache: Path | None = None) -> d
     try:
         models = find_models(stage_dirs, target_dirs)
         result = explain(models, data, recipe.explain, recipe.seed, tmp, removed, reporter.log)
-        old = run_dir / f".explain.old-{os.getpid()}"
-        if (run_dir / "explain").exists():
-            os.rename(run_dir / "explain", old)
-        os.rename(tmp, run_dir / "explain")
-        shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, run_dir / "explain")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     budgets = [b for b in report["budgets"] if not b["name"].startswith("explain.")]

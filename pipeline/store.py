@@ -54,6 +54,18 @@ def write_atomic(path: Path, data: bytes | str) -> None:
         raise
 
 
+def replace_dir(new: Path, dest: Path) -> None:
+    """Put the finished folder `new` at `dest` (a sibling path), replacing what is there: readers see the old folder
+    or the new one, never a mix. The old one is renamed aside first and removed only after the swap."""
+    if dest.exists():
+        old = dest.parent / f".{dest.name}.old-{os.getpid()}"
+        os.rename(dest, old)
+        os.rename(new, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(new, dest)
+
+
 def write_json(path: Path, obj: Any) -> None:
     write_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 

@@ -145,3 +145,17 @@ def test_inventory_devices_reproduce_tflm_outputs(bundle):
     for d in result["devices"]:
         if d["status"] == "measured" and "vectors" in d:
             assert d["outputs_match"] == d["vectors"]
+
+
+def test_inventory_paths_are_taken_from_the_inventory_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "lab"
+    folder.mkdir()
+    (folder / "devices.yaml").write_text(
+        "devices:\n"
+        "  - {name: p, kind: adb, serial: X1, benchmark_model: tools/benchmark_model}\n"
+        "  - {name: q, kind: adb, serial: X2, benchmark_model: /opt/tflite/benchmark_model}\n"
+    )
+    monkeypatch.chdir(tmp_path)  # the nightly job runs somewhere else
+    relative, absolute = load_inventory(Path("lab/devices.yaml")).devices
+    assert relative.benchmark_model == folder / "tools" / "benchmark_model"
+    assert absolute.benchmark_model == Path("/opt/tflite/benchmark_model")

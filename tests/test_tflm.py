@@ -151,6 +151,9 @@ def test_profile_a_model_made_outside_the_pipeline(int8_model, tmp_path):
     assert f"kTensorArenaSize = {report['arena']['bundle']};" in (out / "model_config.h").read_text()
     (out / "model_data.cc").write_text((out / "model_data.cc").read_text().replace("0x", "0X", 1))
     assert tflm_bundle.verify_manifest(out) == ["model_data.cc"]
+    again = run_cli("profile", str(path), "--out", str(out), "--runs", "10")  # an earlier bundle is replaced whole
+    assert again.returncode == 0, again.stderr
+    assert tflm_bundle.verify_manifest(out) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
 
 
 def test_profile_names_an_op_tflm_lacks(tmp_path):
@@ -165,6 +168,7 @@ def test_profile_names_an_op_tflm_lacks(tmp_path):
     done = run_cli("profile", str(model), "--out", str(tmp_path / "b"))
     assert done.returncode == 2
     assert "TFLite Micro has no kernel for operator TOPK_V2" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["topk.tflite"]  # no half-written bundle, no temp folder
 
 
 def test_profile_rejects_a_file_that_is_not_a_model(tmp_path):
@@ -174,3 +178,9 @@ def test_profile_rejects_a_file_that_is_not_a_model(tmp_path):
     junk.write_bytes(b"not a model at all")
     done = run_cli("profile", str(junk))
     assert done.returncode == 2 and "not a TFLite flatbuffer" in done.stderr
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("a firmware team's notes")
+    done = run_cli("profile", str(junk), "--out", str(mine))
+    assert done.returncode == 2 and "not an earlier profile bundle" in done.stderr
+    assert (mine / "keep.txt").read_text() == "a firmware team's notes"
