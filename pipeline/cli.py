@@ -151,7 +151,11 @@ def run(
 @click.option("--runs", type=click.IntRange(min=10), default=100, show_default=True, help="Timed invokes.")
 @click.option("--headroom", type=click.FloatRange(0, 4), default=0.0, show_default=True,
               help="Share added to the measured arena in model_config.h.")  # fmt: skip
-def profile(model: Path, target: str, board: str | None, out: Path | None, runs: int, headroom: float) -> None:
+@click.option("--memory-plan/--no-memory-plan", default=True, show_default=True,
+              help="Plan the arena offline; ship the planned model when TFLM needs less with it (verified).")  # fmt: skip
+def profile(
+    model: Path, target: str, board: str | None, out: Path | None, runs: int, headroom: float, memory_plan: bool
+) -> None:
     """Measure any .tflite on TFLite Micro and write its firmware bundle (for a model no recipe made)."""
     from pipeline.schema import suggest
     from targets.tflm.boards import BOARDS
@@ -180,8 +184,9 @@ def profile(model: Path, target: str, board: str | None, out: Path | None, runs:
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"  # built beside, swapped in whole: no half bundle at --out
     try:
         report = profile_tflm(
-            model, tmp, board=board, runs=runs, headroom=headroom, log=lambda m: click.echo(m, err=True)
-        )
+            model, tmp, board=board, runs=runs, headroom=headroom, log=lambda m: click.echo(m, err=True),
+            plan_memory=memory_plan,
+        )  # fmt: skip
         replace_dir(tmp, out)
     except (ModelFormatError, UnsupportedOpError, ModelNotSupportedError) as exc:
         click.echo(f"error: {model}: {exc}", err=True)
@@ -201,6 +206,13 @@ def profile(model: Path, target: str, board: str | None, out: Path | None, runs:
     click.echo(
         f"  invoke {lat['median']:.3f} ms median, {lat['p90']:.3f} ms p90 over {lat['runs']} runs ({lat['runtime']})"
     )
+    plan = report.get("memory_plan")
+    if plan:
+        shipped = "shipped (outputs bit-identical)" if plan["shipped"] else f"not shipped: {plan['reason']}"
+        click.echo(
+            f"  plan   TFLM head {plan['tflm_head']:,} B, ours {plan['planned_head']:,} B, lower bound "
+            f"{plan['lower_bound']:,} B ({plan['method']}, {plan['seconds']:.2f} s); {shipped}"
+        )
     if "board" in report:
         b = report["board"]
         click.echo(

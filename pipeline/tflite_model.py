@@ -32,6 +32,7 @@ class Tensor:
     constant: bool  # weights live in flash; only the others need arena memory
     scale: float | None
     zero_point: int | None
+    variable: bool = False  # state kept across invokes (TFLM holds it in the persistent tail, not the head)
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ def read_model(data: bytes) -> Graph:
         zero = int(q.zeroPoint[0]) if q is not None and q.zeroPoint is not None and len(q.zeroPoint) else None
         nbytes = int(np.prod(shape, dtype=np.int64)) * TYPE_BYTES.get(dtype, 4) if shape else TYPE_BYTES.get(dtype, 4)
         name = t.name.decode(errors="replace") if isinstance(t.name, bytes) else str(t.name)
-        tensors.append(Tensor(i, name, shape, dtype, nbytes, constant, scale, zero))
+        tensors.append(Tensor(i, name, shape, dtype, nbytes, constant, scale, zero, bool(t.isVariable)))
     operators = [
         Operator(
             codes[op.opcodeIndex],

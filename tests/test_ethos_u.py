@@ -109,7 +109,7 @@ def test_operators_vela_cannot_map_are_named_with_vela_reason(tmp_path):
     vela = run_vela(path, Config(), builtin_config_file(), tmp_path / "out")
     cpu = {op["op"]: op for op in vela["placement"]["cpu"]}
     assert "CUMSUM" in cpu and cpu["CUMSUM"]["reason"] == "Unsupported opType"
-    assert vela["placement"]["npu_ops"] > 0
+    assert vela["placement"]["npu_ops"] > 0 and vela["placement"]["cpu_ops"] == len(vela["placement"]["cpu"]) == 3
     assert any(row["Target"] == "NPU" for row in vela["layers"])
 
 

@@ -180,9 +180,10 @@ def parse_placement(output: str) -> dict[str, Any]:
         )
     }
     cpu_names = re.findall(r"^\s*CPU: \w+ = (.+?)(?: \(outputs \[.*\]\))?$", output, re.M)
-    npu = re.findall(r"^\s*NPU: (\w+) = ", output, re.M)
     cpu = [{"name": name, **warnings.get(name, {"op": "?", "reason": None})} for name in cpu_names]
-    return {"npu_ops": len(npu), "cpu_ops": len(cpu), "cpu": cpu}
+    counts = {kind: re.search(rf"^{kind} operators = (\d+)", output, re.M) for kind in ("NPU", "CPU")}
+    npu_ops, cpu_ops = (int(m.group(1)) if m else 0 for m in counts.values())  # Vela's count of the model's ops
+    return {"npu_ops": npu_ops, "cpu_ops": cpu_ops, "cpu": cpu}
 
 
 def kib_bytes(value: str) -> int:

@@ -37,10 +37,12 @@ from pipeline.runtimes.tflm import (
     align,
     find_min_arena,
     measure_child,
+    tflm_outputs,
 )
 from pipeline.schema import Strict, suggest
-from pipeline.store import PREDICTIONS, write_json
+from pipeline.store import PREDICTIONS, write_atomic, write_json
 from pipeline.tflite_model import Graph, hybrid_ops, live_tensor_lower_bound, macs, random_inputs, read_model
+from targets.tflm import memory_plan
 from targets.tflm.boards import BOARDS
 from targets.tflm.bundle import (
     write_c_array,
@@ -58,6 +60,9 @@ class Config(Strict):
     latency_runs: int = Field(100, ge=50, le=100_000)
     warmup_runs: int = Field(10, ge=0, le=100_000)
     arena_headroom: float = Field(0.0, ge=0, le=4, description="extra share added to the measured arena in the bundle")
+    memory_plan: bool = Field(
+        True, description="plan the arena offline and ship the planned model when TFLM then needs less (verified)"
+    )
     budgets: BudgetsConfig = BudgetsConfig()
 
     @field_validator("board")
@@ -204,6 +209,60 @@ def complete_bundle(
     )
 
 
+def measure_with_plan(
+    model_path: Path, graph: Graph, inputs: np.ndarray, warmup: int, runs: int, headroom: float, plan_memory: bool,
+    name: str, log=lambda msg: None,
+) -> tuple[dict[str, Any], dict[str, Any] | None]:  # fmt: skip
+    """`measure_on_tflm`, then our offline memory plan: when its head is below TFLM's, the planned model is run on
+    TFLM with the same inputs, and it replaces the model (and its C array) only if TFLM allocated less with it and
+    every output is bit-identical. Returns the measurements of what is shipped, and what the plan did and why."""
+    measured = measure_on_tflm(model_path, graph, inputs, warmup, runs, headroom, log)
+    if not plan_memory:
+        return measured, None
+    bufs = memory_plan.buffers(graph)
+    planned = memory_plan.plan(bufs)
+    tflm_head = measured["arena"]["head"]
+    report: dict[str, Any] = {
+        "tflm_head": tflm_head, "planned_head": planned["head"], "lower_bound": planned["lower_bound"],
+        "method": planned["method"], "optimal": planned["optimal"], "seconds": round(planned["seconds"], 3),
+        "shipped": False,
+    }  # fmt: skip
+    log(f"memory plan: TFLM's head {tflm_head:,} B, ours {planned['head']:,} B ({planned['method']}), "
+        f"lower bound {planned['lower_bound']:,} B")  # fmt: skip
+    problems = memory_plan.check_plan(bufs, planned["offsets"])
+    if problems:
+        report["reason"] = f"the plan failed its own check ({problems[0]}); shipped TFLM's"
+    elif planned["head"] >= tflm_head:
+        report["reason"] = "TFLM's own plan is as small; nothing to gain"
+    if "reason" in report:
+        return measured, report
+    planned_model = memory_plan.with_plan(model_path.read_bytes(), graph, planned["offsets"])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / model_path.name
+        path.write_bytes(planned_model)
+        with_plan = measure_on_tflm(path, read_model(planned_model), inputs, warmup, runs, headroom, log)
+        before = tflm_outputs(model_path, measured["arena"]["bundle"], inputs)
+        after = tflm_outputs(path, with_plan["arena"]["bundle"], inputs)
+    report["verified_head"] = with_plan["arena"]["head"]
+    report["arena_saved"] = measured["arena"]["measured"] - with_plan["arena"]["measured"]
+    differing = int(np.sum(np.any((before != after).reshape(len(inputs), -1), axis=1)))
+    informative = len({row.tobytes() for row in before.reshape(len(inputs), -1)}) > 1
+    if not informative:
+        report["reason"] = (
+            "the model gives every input the same output, so no comparison can verify the plan; shipped TFLM's"
+        )
+    elif differing:
+        report["reason"] = f"outputs differ on {differing} of {len(inputs)} inputs with the plan; shipped TFLM's"
+    elif report["arena_saved"] <= 0:
+        report["reason"] = "TFLM did not allocate less with the plan; shipped TFLM's"
+    else:
+        report |= {"shipped": True, "inputs_compared": len(inputs)}
+        write_atomic(model_path, planned_model)
+        write_c_array(planned_model, model_path.parent, name)
+        return with_plan, report
+    return measured, report
+
+
 # --- the target interface ---------------------------------------------------------------------------------
 
 
@@ -222,9 +281,11 @@ def measure(cfg: Config, ctx: TargetContext) -> dict[str, Any]:
     x = quantize_input(test.x[..., None], inp["scale"], inp["zero_point"], np.int8)
     ctx.log(f"measuring on TFLM: arena search, {cfg.latency_runs} timed invokes, {len(x)} test clips")
     graph = read_model((ctx.out / MODEL).read_bytes())
-    measured = measure_on_tflm(
-        ctx.out / MODEL, graph, x, cfg.warmup_runs, cfg.latency_runs, cfg.arena_headroom, ctx.log
-    )
+    measured, plan = measure_with_plan(
+        ctx.out / MODEL, graph, x, cfg.warmup_runs, cfg.latency_runs, cfg.arena_headroom, cfg.memory_plan,
+        ctx.recipe.name, ctx.log,
+    )  # fmt: skip
+    graph = read_model((ctx.out / MODEL).read_bytes())  # the planned model, when it was shipped
     pred = measured["predictions"]
     np.save(ctx.out / TFLM_PREDICTIONS, pred)
     picks = np.concatenate([np.flatnonzero(test.y == c)[:VECTORS_PER_CLASS] for c in range(len(ctx.data.labels))])
@@ -264,6 +325,7 @@ def measure(cfg: Config, ctx: TargetContext) -> dict[str, Any]:
             ),
         ),  # fmt: skip
         "arena": measured["arena"],
+        "memory_plan": plan,
         "latency_ms": measured["latency_ms"],
         "ops": measured["ops"],
         **summarize(pred, test.y, test.groups, ctx.data.labels),
@@ -279,7 +341,7 @@ def measure(cfg: Config, ctx: TargetContext) -> dict[str, Any]:
 
 def profile(
     model_path: Path, out: Path, board: str | None = None, runs: int = 100, warmup: int = 10, headroom: float = 0.0,
-    log=lambda msg: None,
+    log=lambda msg: None, plan_memory: bool = True,
 ) -> dict[str, Any]:  # fmt: skip
     """Bundle and TFLM measurements for any .tflite; inputs are seeded random values (no data set, no accuracy)."""
     from pipeline.versions import versions
@@ -293,18 +355,20 @@ def profile(
         inputs = random_inputs(inp, 16, seed=0)
     except ValueError as exc:
         raise TflmError(str(exc)) from None
-    measured = measure_on_tflm(out / MODEL, graph, inputs, warmup, runs, headroom, log)
+    measured, plan = measure_with_plan(out / MODEL, graph, inputs, warmup, runs, headroom, plan_memory, name, log)
+    graph = read_model((out / MODEL).read_bytes())
     manifest = complete_bundle(
         out, name, graph, measured, None, None, {"source": str(model_path), "versions": versions()}
     )
     report = {
         "model": str(model_path),
         "bundle": manifest["bundle"],
-        "flash_bytes": len(model),
+        "flash_bytes": (out / MODEL).stat().st_size,
         "ram_bytes": measured["arena"]["measured"],
         "arena": measured["arena"],
+        "memory_plan": plan,
         "latency_ms": measured["latency_ms"],
-        "latency_inputs": "16 seeded random inputs (no data set was given)",
+        "latency_inputs": "16 seeded random inputs (no data set was given; a memory plan is checked on them too)",
         "ops": measured["ops"],
         "macs": measured["macs"],
         "input": {"shape": list(inp.shape), "dtype": inp.dtype, "scale": inp.scale, "zero_point": inp.zero_point},
@@ -319,8 +383,21 @@ def profile(
 
 
 def report(t: dict[str, Any]) -> list[str]:
-    """Arena search, allocation report and lower bound; the board view."""
+    """Arena search, allocation report and lower bound; the offline memory plan; the board view."""
     lines = []
+    plan = t.get("memory_plan")
+    if plan:
+        verdict = (
+            f"shipped: the bundle's model carries the plan, TFLM allocated {plan['arena_saved']:,} B less with it "
+            f"and its outputs were bit-identical on all {plan['inputs_compared']:,} inputs"
+            if plan["shipped"]
+            else f"not shipped: {plan['reason']}"
+        )
+        lines.append(
+            f"- Memory plan: TFLM's planner {plan['tflm_head']:,} B head, ours {plan['planned_head']:,} B "
+            f"({plan['method']}{', optimal' if plan['optimal'] else ''}, {plan['seconds']:.2f} s), lower bound "
+            f"{plan['lower_bound']:,} B; {verdict}."
+        )
     arena = t.get("arena")
     if arena:
         lines.append(
