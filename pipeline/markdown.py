@@ -28,3 +28,7 @@ def table(header: list[str], rows: list[list[Any]]) -> str:
 
 def mb(n: float | None) -> str:
     return "–" if n is None else f"{n / 2**20:.1f} MB"
+
+
+def ratio(after: float, before: float) -> str:
+    return f"{after / before:.2f}×" if before else "–"

@@ -1,7 +1,8 @@
 """The plugin registry: stages and deployment targets, found by folder or by entry point.
 
 Stages are the folders of `pipeline/stages/` (see that package for their interface) plus the `edge_pipeline.stages`
-entry points; targets are described below.
+entry points; a stage may add its own report section with ``report(run_report) -> list[str]`` (the whole run's
+report, since a stage's section compares it with the others). Targets are described below.
 
 A target is one package under `targets/` (the built-ins: `targets/tflm/`, `targets/android/`, ...), or any module
 another installed package names in the `edge_pipeline.targets` entry-point group:

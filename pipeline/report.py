@@ -6,7 +6,7 @@ from typing import Any
 
 from pipeline.markdown import integer, pct, size_text, table
 from pipeline.measurement import FIGURES, figure
-from pipeline.plugins import targets
+from pipeline.plugins import stages, targets
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -66,7 +66,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         )
     out += [table(["stage", "test accuracy", "params", "MACs", "size", "time", "evaluated on"], rows), ""]
 
-    out += _pruning(report)
+    for entry in report["stages"]:  # a stage's own section (pruning: what was removed, what it cost)
+        plugin = stages().get(entry["name"])
+        if plugin is not None and hasattr(plugin, "report"):
+            out += plugin.report(report)
     out += _field_tests(report.get("field_tests"))
 
     if report["targets"]:
@@ -188,84 +191,6 @@ def _target_notes(t: dict[str, Any]) -> list[str]:
     if plugin is not None and hasattr(plugin, "report"):
         lines += plugin.report(t)
     return lines + [""]
-
-
-def _ratio(after: float, before: float) -> str:
-    return f"{after / before:.2f}×" if before else "–"
-
-
-def _pruning(report: dict[str, Any]) -> list[str]:
-    stages = report["stages"]
-    index = next((i for i, s in enumerate(stages) if s["name"] == "prune"), None)
-    if index is None:
-        return []
-    prune = stages[index]
-    cfg = prune["nncf_config"]["compression"]
-    before, export = prune["before"], next((s for s in stages if s["name"] == "export"), None)
-    accuracy_steps = [
-        f"{s['name']} {pct(s.get('accuracy'))}" for s in stages[max(0, index - 1) :] if s["name"] != "export"
-    ]
-    lines = ["## Pruning", ""]
-    if prune["method"] == "filter":
-        params = cfg["params"]
-        lines += [
-            f"NNCF `{cfg['algorithm']}`: {params['filter_importance']} importance, {params['schedule']} schedule from "
-            f"{cfg['pruning_init']:.0%} to {params['pruning_target']:.0%} over {params['pruning_steps']} epochs "
-            f"({prune['epochs_run']} epochs trained under NNCF); {prune['level']:.0%} of the filters removed. The masked model "
-            f"was rebuilt with only the kept filters: largest output difference on the test split "
-            f"{prune['rebuilt_max_abs_diff']:.1e}.",
-            "",
-            table(
-                ["layer", "filters before", "filters after", "kept"],
-                [
-                    [
-                        row["layer"] + (" (ignored)" if row["ignored"] else ""),
-                        row["filters_before"],
-                        row["filters_after"],
-                        _ratio(row["filters_after"], row["filters_before"]),
-                    ]
-                    for row in prune["layers"]
-                ],
-            ),  # fmt: skip
-            "",
-        ]
-    else:
-        lines += [
-            f"NNCF `{cfg['algorithm']}` to {cfg['params']['sparsity_target']:.0%}: {pct(prune['zero_weights'])} of "
-            "the kernel weights are zero. Shapes do not change: TFLite Micro and LiteRT run dense kernels, so arena "
-            "and latency stay what they were; only compressed storage shrinks"
-            + (
-                f" (.tflite {export['bytes']:,} B, deflated {export['deflated_bytes']:,} B)."
-                if export and "deflated_bytes" in export
-                else "."
-            ),
-            "",
-        ]
-    after = stages[-1]
-    lines += [
-        table(
-            ["", "before pruning", "after", "ratio"],
-            [
-                [
-                    "params",
-                    integer(before["params"]),
-                    integer(after.get("params")),
-                    _ratio(after.get("params", 0), before["params"]),
-                ],
-                [
-                    "MACs",
-                    integer(before["macs"]),
-                    integer(after.get("macs")),
-                    _ratio(after.get("macs", 0), before["macs"]),
-                ],
-            ],
-        ),  # fmt: skip
-        "",
-        f"Test accuracy: {' → '.join(accuracy_steps)} (after pruning, before fine-tuning: {pct(prune['accuracy'])}; "
-        f"NNCF's masked model: {pct(prune['masked_accuracy'])}).",
-        "",
-    ]
-    return lines
 
 
 def _num(v: float | None) -> str:
