@@ -6,7 +6,17 @@ from __future__ import annotations
 import platform
 from importlib import metadata
 
-VERSIONED = ["tensorflow", "keras", "tflite-micro", "ai-edge-litert", "nncf", "openvino", "numpy", "espeakng-loader"]
+VERSIONED = [
+    "tensorflow",
+    "keras",
+    "tflite-micro",
+    "ai-edge-litert",
+    "nncf",
+    "openvino",
+    "ethos-u-vela",
+    "numpy",
+    "espeakng-loader",
+]
 
 
 def versions() -> dict[str, str]:
