@@ -122,6 +122,48 @@ def test_an_entry_point_adds_a_target_to_the_recipe_schema(fake_package):
     assert lines[2].startswith("ERROR") and "targets[0].fake_npu.scale" in lines[2] and "greater than 0" in lines[2]
 
 
+FAKE_STAGE = '''
+"""A stage shipped by another package: weight averaging of the previous Keras model, say."""
+from typing import ClassVar
+
+from pydantic import Field
+
+from pipeline.schema import StageConfig
+
+
+class Config(StageConfig):
+    consumes: ClassVar[str | None] = "keras"
+    produces: ClassVar[str] = "keras"
+    window: int = Field(3, ge=1, le=10)
+
+
+def run(config, ctx):
+    raise NotImplementedError("validated, not run, in this test")
+'''
+
+
+def test_an_entry_point_adds_a_stage_that_takes_its_place_in_the_chain(tmp_path):
+    site = tmp_path / "site"
+    (site / "smooth_stage").mkdir(parents=True)
+    (site / "smooth_stage" / "__init__.py").write_text(FAKE_STAGE)
+    info = site / "smooth_stage-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: smooth-stage\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[edge_pipeline.stages]\nsmooth = smooth_stage\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(TINY.read_text().replace("  - quantize: {", "  - smooth: {window: 5}\n  - quantize: {"))
+    wrong = tmp_path / "w.yaml"  # a Keras stage after quantize gets a TFLite model: the chain check names it
+    wrong.write_text(TINY.read_text().replace("  - export: {}", "  - smooth: {}\n  - export: {}"))
+    validate = [sys.executable, "-m", "pipeline", "validate"]
+    done = subprocess.run([*validate, str(recipe)], capture_output=True, text=True, env=_env(site), timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "train → prune → finetune → smooth → quantize → export" in done.stdout
+    done = subprocess.run([*validate, str(wrong)], capture_output=True, text=True, env=_env(site), timeout=120)
+    assert done.returncode == 2 and "stage 'smooth' needs a keras model, but gets a tflite model" in done.stderr
+    done = subprocess.run([*validate, str(recipe)], capture_output=True, text=True, timeout=120)  # not installed
+    assert done.returncode == 2 and "unknown key 'smooth'" in done.stderr
+
+
 def test_a_plugin_without_its_interface_is_named(tmp_path):
     site = tmp_path / "site"
     (site / "half_npu").mkdir(parents=True)
