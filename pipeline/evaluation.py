@@ -1,4 +1,4 @@
-"""Accuracy summaries and predictions on the runtimes models are deployed with."""
+"""Accuracy summaries, and the int8 rounding every runtime and the firmware share (predictions: `pipeline.runtimes`)."""
 
 from __future__ import annotations
 

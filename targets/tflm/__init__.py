@@ -51,6 +51,7 @@ from targets.tflm.bundle import (
     write_op_resolver,
     write_readme,
 )
+from targets.tflm.frontend import write_frontend
 
 
 class Config(Strict):
@@ -194,11 +195,15 @@ def complete_bundle(
         "// persistent structures are larger than on a 32-bit MCU: this is an upper bound there.",
     ]
     write_model_config(out, name, arena["bundle"], inp, outp, labels, features, comment)
+    frontend = None
+    if features is not None and inp.scale is not None and inp.zero_point is not None:
+        frontend = write_frontend(out, name, features, inp.scale, inp.zero_point)
     write_readme(out, name, bundle, measured["ops"], arena["bundle"], labels, features is not None)
     return write_manifest(
         out,
         {
             "bundle": bundle,
+            "frontend": frontend,
             "model_sha256": model_sha256,
             "arena_bytes": arena["bundle"],
             "arena_measured_bytes": arena["measured"],
@@ -326,6 +331,7 @@ def measure(cfg: Config, ctx: TargetContext) -> dict[str, Any]:
         ),  # fmt: skip
         "arena": measured["arena"],
         "memory_plan": plan,
+        "frontend": manifest.get("frontend"),
         "latency_ms": measured["latency_ms"],
         "ops": measured["ops"],
         **summarize(pred, test.y, test.groups, ctx.data.labels),
@@ -385,6 +391,13 @@ def profile(
 def report(t: dict[str, Any]) -> list[str]:
     """Arena search, allocation report and lower bound; the offline memory plan; the board view."""
     lines = []
+    frontend = t.get("frontend")
+    if frontend:
+        lines.append(
+            f"- Audio front end in the bundle (`frontend.c`, C99, no heap, float): {frontend['static_ram_bytes']:,} B "
+            f"static RAM, {frontend['table_bytes']:,} B of tables in flash, ~{frontend['float_ops_per_clip'] / 1e6:.2f} "
+            "M float operations per clip (estimate); it computes the MFCC the model was trained on and quantizes it."
+        )
     plan = t.get("memory_plan")
     if plan:
         verdict = (
