@@ -3,14 +3,15 @@
 TFLM's `GreedyMemoryPlanner` places tensors one by one, largest first, and is not optimal on every graph (on a
 MobileNet-style model its head is 1.33x the live-tensor lower bound). TFLM honours a plan stored in the model's
 metadata under "OfflineMemoryAllocation": int32 [version 0, subgraph 0, n, offset of tensor 0, ..., tensor n-1],
--1 for tensors it should handle itself (constants, variables). Scratch buffers kernels request at run time are still planned
-by TFLM, around the fixed offsets.
+-1 for tensors it should handle itself (constants, variables). Scratch buffers kernels request at run time are
+still planned by TFLM, around the fixed offsets.
 
 The planner works on the tensors' lifetimes as TFLM computes them (a tensor lives from the op that writes it to the
 last op that reads it; graph inputs from the first op, outputs to the last), sizes rounded up to TFLM's 16-byte
 alignment. Two tensors whose lifetimes overlap must not overlap in memory. The best of several greedy orders is
-taken; small graphs then get a branch-and-bound search that proves the optimum or stops at a node budget. A plan
-is only ever shipped after the real TFLM interpreter ran it (`targets.tflm.plan_and_verify`).
+taken; when it is above the lower bound, a branch-and-bound search over placement orders improves it, proving the
+optimum when it finishes within its node budget. A plan is only ever shipped after the real TFLM interpreter ran
+it with bit-identical outputs (`targets.tflm.measure_with_plan`).
 """
 
 from __future__ import annotations
