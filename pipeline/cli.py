@@ -338,6 +338,75 @@ def hil(run_dir: Path, inventory: Path, runs: int, warmup: int, out: Path | None
     sys.exit(EXIT_FAILED if any(d["status"] == "failed" for d in result["devices"]) else 0)
 
 
+_REGISTRY = click.option(
+    "--registry", envvar="PIPELINE_REGISTRY", default="registry", show_default=True,
+    help="Any fsspec URL (a folder, file://, s3://, gs://, ...); or $PIPELINE_REGISTRY.",
+)  # fmt: skip
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@_REGISTRY
+@click.option("--target", default="tflm", show_default=True, help="Which of the run's bundles (export/<target>).")
+def publish(run_dir: Path, registry: str, target: str) -> None:
+    """Publish RUN_DIR's bundle as the next version of its recipe's name (a no-op when already there)."""
+    from pipeline.registry import RegistryError
+    from pipeline.registry import publish as publish_run
+
+    if not (run_dir / "report.json").is_file():
+        click.echo(f"error: {run_dir}: not a run directory (no report.json)", err=True)
+        sys.exit(EXIT_INPUT)
+    try:
+        version = publish_run(run_dir, registry, target)
+    except RegistryError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_INPUT)
+    click.echo(
+        f"{version['name']}@{version['version']} ({version['model_sha256'][:8]}): {version['status']} in {registry}"
+    )
+
+
+@main.command()
+@click.argument("spec", metavar="NAME[@VERSION]")
+@_REGISTRY
+@click.option("--into", type=click.Path(path_type=Path), required=True, help="Folder in your firmware tree.")
+def pull(spec: str, registry: str, into: Path) -> None:
+    """Fetch a bundle, verify every checksum, and only then put it at --into."""
+    from pipeline.registry import RegistryError
+    from pipeline.registry import pull as pull_version
+
+    try:
+        version = pull_version(spec, registry, into)
+    except RegistryError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_INPUT)
+    click.echo(f"{version['name']}@{version['version']} ({version['bundle']}) verified and written to {into}")
+
+
+@main.command(name="list")
+@_REGISTRY
+def list_registry(registry: str) -> None:
+    """Every published version with its figures."""
+    from pipeline.markdown import size_text
+    from pipeline.registry import RegistryError, list_versions
+
+    try:
+        names = list_versions(registry)
+    except RegistryError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_INPUT)
+    for name, versions in names.items():
+        for v in versions:
+            figs = v["figures"]
+            targets = "; ".join(
+                f"{t}: flash {size_text(f['flash_bytes'])}, RAM {size_text(f['ram_bytes'])}"
+                for t, f in figs["targets"].items()
+            )
+            acc = figs.get("accuracy_synthetic")
+            click.echo(f"{name}@{v['version']}  {v['model_sha256'][:8]}  {v['published']}  "
+                       f"accuracy {acc if acc is None else f'{acc:.4f}'}  {targets}")  # fmt: skip
+
+
 def _step_failed(what: str) -> None:
     import traceback
 

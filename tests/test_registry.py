@@ -1,0 +1,96 @@
+"""Versioned bundles in a registry: publish, list, pull with verification, concurrent publishers (issue #19)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.registry import RegistryError, list_versions, publish, pull
+from targets.tflm.bundle import verify_manifest, write_manifest
+
+
+@pytest.fixture
+def run_dir(tiny_run):
+    runs, _ = tiny_run
+    return (runs / "tiny" / "latest").resolve()
+
+
+def test_publish_list_pull_and_publishing_twice_is_a_no_op(run_dir, tmp_path):
+    url = f"file://{tmp_path / 'registry'}"  # any fsspec URL; a plain folder works the same
+    first = publish(run_dir, url)
+    assert first["status"] == "published" and first["version"] == 1 and first["name"] == "tiny"
+    again = publish(run_dir, url)
+    assert again["status"] == "already published" and again["version"] == 1
+    (listed,) = list_versions(url)["tiny"]
+    assert listed["figures"]["targets"]["tflm"]["ram_bytes"] > 0 and listed["figures"]["accuracy_synthetic"] is not None
+    index = json.loads((tmp_path / "registry" / "index.json").read_text())
+    assert [v["version"] for v in index["tiny"]] == [1]
+    into = tmp_path / "firmware" / "model"
+    pulled = pull("tiny@1", url, into)
+    assert (
+        pulled["model_sha256"]
+        == json.loads((run_dir / "export" / "tflm" / "manifest.json").read_text())["model_sha256"]
+    )
+    assert (
+        verify_manifest(into) == []
+        and (into / "model_data.cc").read_bytes() == (run_dir / "export" / "tflm" / "model_data.cc").read_bytes()
+    )
+    assert pull("tiny", url, into)["version"] == 1  # the latest; an earlier pull may be replaced
+    with pytest.raises(RegistryError, match=r"no version 7 of 'tiny' \(published: 1\)"):
+        pull("tiny@7", url, into)
+
+
+def test_a_tampered_version_never_reaches_the_firmware_tree(run_dir, tmp_path):
+    registry = tmp_path / "registry"
+    version = publish(run_dir, str(registry))
+    folder = registry / "tiny" / f"1-{version['model_sha256'][:8]}"
+    data = folder / "model_data.cc"
+    data.write_text(data.read_text().replace("0x", "0X", 1))
+    into = tmp_path / "firmware"
+    into.mkdir()
+    (into / "main.cc").write_text("int main() {}\n")  # the team's own code: a pull must not touch it
+    with pytest.raises(RegistryError, match="was not written by `pipeline pull`"):
+        pull("tiny", str(registry), into)
+    target = into / "model"
+    with pytest.raises(RegistryError, match=r"fails its checksums \(model_data.cc\): tampered or partial"):
+        pull("tiny", str(registry), target)
+    assert not target.exists() and (into / "main.cc").read_text() == "int main() {}\n"
+    assert sorted(p.name for p in into.iterdir()) == ["main.cc"]  # no temporary folder left behind
+
+
+def test_concurrent_publishes_land_with_distinct_versions(run_dir, tmp_path):
+    """Two processes publish two different models at once: both land, numbered 1 and 2."""
+    other = tmp_path / "other"
+    shutil.copytree(run_dir, other, symlinks=True)
+    bundle = other / "export" / "tflm"
+    model = bytearray((bundle / "model.tflite").read_bytes())
+    model[-1] ^= 0xFF  # another model (its bytes differ), with a manifest of its own
+    (bundle / "model.tflite").write_bytes(bytes(model))
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    info = {k: v for k, v in manifest.items() if k != "files"} | {"model_sha256": hashlib.sha256(model).hexdigest()}
+    write_manifest(bundle, info)
+    registry = tmp_path / "registry"
+    code = "import sys; from pipeline.registry import publish; print(publish(sys.argv[1], sys.argv[2])['version'])"
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(d), str(registry)], stdout=subprocess.PIPE, text=True,
+                              env=os.environ) for d in (run_dir, other)]  # fmt: skip
+    numbers = sorted(int(p.communicate(timeout=120)[0].strip()) for p in procs)
+    assert numbers == [1, 2] and all(p.returncode == 0 for p in procs)
+    assert [v["version"] for v in list_versions(str(registry))["tiny"]] == [1, 2]
+
+
+def test_the_cli_publishes_and_pulls(run_dir, tmp_path):
+    from tests.conftest import run_cli
+
+    registry = str(tmp_path / "reg")
+    done = run_cli("publish", str(run_dir), "--registry", registry)
+    assert done.returncode == 0 and "tiny@1" in done.stdout and "published" in done.stdout
+    done = run_cli("list", "--registry", registry)
+    assert done.returncode == 0 and done.stdout.startswith("tiny@1")
+    done = run_cli("pull", "nosuch", "--registry", registry, "--into", str(tmp_path / "x"))
+    assert done.returncode == 2 and "no published versions of 'nosuch'" in done.stderr
