@@ -198,6 +198,7 @@ def profile(
         shutil.rmtree(tmp, ignore_errors=True)
     arena, lat = report["arena"], report["latency_ms"]
     click.echo(f"{model}: {', '.join(report['ops'])}; {report['macs']:,} MACs")
+    _echo_identity(report.get("identity"))
     click.echo(f"  flash  {report['flash_bytes']:,} B (model array)")
     click.echo(
         f"  arena  {arena['measured']:,} B measured (head {arena['head']:,} + tail {arena['tail']:,}); "
@@ -381,6 +382,19 @@ def pull(spec: str, registry: str, into: Path) -> None:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_INPUT)
     click.echo(f"{version['name']}@{version['version']} ({version['bundle']}) verified and written to {into}")
+    _echo_identity(version.get("identity"))
+
+
+def _echo_identity(identity: dict | None) -> None:
+    """What a model this pipeline made says about itself (its "edge_pipeline" metadata)."""
+    if identity:
+        click.echo(
+            f"  model  made by recipe '{identity['recipe']}' (fingerprint {identity['recipe_fingerprint'][:12]}), "
+            f"model version {identity['model_version']}, {identity['producer']}; labels {', '.join(identity['labels'])}"
+        )
+        click.echo(
+            f"         front end {identity['frontend_fingerprint']}, arena {identity['arena_bytes']:,} B as measured"
+        )
 
 
 @main.command(name="list")

@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING
 from pipeline.runtimes import ModelRef
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from pipeline.data import FeatureSet
     from pipeline.recipe import Recipe
     from pipeline.store import Artifact
@@ -57,6 +59,8 @@ class TargetContext:
     progress: Callable[[str, int, int], None]
     float_model: Path | None = None  # the float Keras model the int8 export was made from (for float runtimes)
     unreachable: list[str] = field(default_factory=list)
+    # float32 audio [n, samples] in [-1, 1) -> the model's features, computed exactly as training computed them
+    features: Callable[[np.ndarray], np.ndarray] | None = None
 
     def unavailable(self, reason: str) -> None:
         """A device the recipe names could not be reached: say so, and do not reuse this measurement next run."""

@@ -119,26 +119,32 @@ def publish(run_dir: Path, url: str, target: str = "tflm") -> dict[str, Any]:
             break
         except FileExistsError:
             number += 1
-    for path in sorted(bundle.iterdir()):
-        if path.is_file():
-            fs.put_file(str(path), f"{folder}/{path.name}")
+    for file in [*manifest["files"], "manifest.json"]:  # the files it vouches for, subfolders included
+        fs.makedirs(f"{folder}/{file}".rsplit("/", 1)[0], exist_ok=True)
+        fs.put_file(str(bundle / file), f"{folder}/{file}")
     version = {
         "name": name, "version": number, "model_sha256": sha, "target": target, "bundle": manifest.get("bundle"),
         "recipe_fingerprint": report.get("recipe_fingerprint"), "run_id": report.get("run_id"),
         "published": datetime.now(timezone.utc).isoformat(timespec="seconds"), "figures": figures(report),
         "files": manifest["files"],
     }  # fmt: skip
-    fs.pipe_file(f"{folder}/{VERSION}", (json.dumps(version, indent=2) + "\n").encode())
+    _put_json(fs, f"{folder}/{VERSION}", version)  # written whole, last: a reader never sees half a version
     _write_index(fs, root)
     return version | {"status": "published"}
+
+
+def _put_json(fs: Any, path: str, value: Any) -> None:
+    """Write beside, then move into place (atomic on local and network filesystems)."""
+    folder, name = path.rsplit("/", 1)
+    tmp = f"{folder}/.{name}.{os.getpid()}"
+    fs.pipe_file(tmp, (json.dumps(value, indent=2) + "\n").encode())
+    fs.mv(tmp, path)
 
 
 def _write_index(fs: Any, root: str) -> None:
     names = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False) if fs.isdir(p))
     index = {n: [{k: v for k, v in ver.items() if k != "files"} for ver in _versions(fs, root, n)] for n in names}
-    tmp = f"{root}/.{INDEX}.{os.getpid()}"
-    fs.pipe_file(tmp, (json.dumps(index, indent=2) + "\n").encode())
-    fs.mv(tmp, f"{root}/{INDEX}")
+    _put_json(fs, f"{root}/{INDEX}", index)
 
 
 def list_versions(url: str) -> dict[str, list[dict[str, Any]]]:
@@ -150,8 +156,10 @@ def list_versions(url: str) -> dict[str, list[dict[str, Any]]]:
 
 
 def pull(spec: str, url: str, into: Path) -> dict[str, Any]:
-    """NAME or NAME@VERSION into `into`: copied beside it, every checksum verified there, then swapped in whole."""
+    """NAME or NAME@VERSION into `into`: copied beside it, every checksum verified there, then swapped in whole.
+    Returns the version's index entry and what its model says about itself (`identity`)."""
     from targets.tflm.bundle import verify_manifest
+    from targets.tflm.metadata import read_identity
 
     name, _, wanted = spec.partition("@")
     fs, root = _fs(url)
@@ -181,6 +189,9 @@ def pull(spec: str, url: str, into: Path) -> dict[str, Any]:
     try:
         folder = f"{root}/{name}/{chosen['version']}-{chosen['model_sha256'][:8]}"
         for file in chosen["files"]:
+            if Path(file).is_absolute() or ".." in Path(file).parts:
+                raise RegistryError(f"{name}@{chosen['version']} in {url} lists a file outside its folder: {file}")
+            (tmp / file).parent.mkdir(parents=True, exist_ok=True)
             fs.get_file(f"{folder}/{file}", str(tmp / file))
         fs.get_file(f"{folder}/manifest.json", str(tmp / "manifest.json"))
         manifest = json.loads((tmp / "manifest.json").read_text())
@@ -192,8 +203,10 @@ def pull(spec: str, url: str, into: Path) -> dict[str, Any]:
                 f"{name}@{chosen['version']} in {url} fails its checksums ({', '.join(sorted(set(broken)))}): "
                 f"tampered or partial; {into} was left as it was"
             )
+        model = tmp / "model.tflite"
+        identity = read_identity(model.read_bytes()) if model.is_file() else None
         write_json(tmp / PULLED, {"name": name, "version": chosen["version"], "registry": url})
         replace_dir(tmp, into)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return chosen
+    return chosen | {"identity": identity}

@@ -193,7 +193,12 @@ def run_target(
     )
 
     def context(out: Path) -> TargetContext:
-        return TargetContext(recipe, data, export, out, reporter.log, reporter.progress, float_model)
+        from pipeline.data.features import mfcc
+
+        return TargetContext(
+            recipe, data, export, out, reporter.log, reporter.progress, float_model,
+            features=lambda audio: mfcc(audio, recipe.data.features),
+        )  # fmt: skip
 
     def build_compiled(tmp: Path, meta: dict) -> None:
         module.compile(config, context(tmp))

@@ -94,6 +94,35 @@ def read_model(data: bytes) -> Graph:
     return Graph(tensors, operators, tuple(int(x) for x in graph.inputs), tuple(int(x) for x in graph.outputs))
 
 
+def get_metadata(data: bytes, name: str) -> bytes | None:
+    """The buffer of the model's metadata entry `name`, or None."""
+    model = fb.ModelT.InitFromObj(fb.Model.GetRootAsModel(data, 0))
+    for entry in model.metadata or []:
+        if (entry.name.decode() if isinstance(entry.name, bytes) else entry.name) == name:
+            buffer = model.buffers[entry.buffer].data
+            return b"" if buffer is None else np.asarray(buffer, dtype=np.uint8).tobytes()
+    return None
+
+
+def set_metadata(data: bytes, name: str, value: bytes) -> bytes:
+    """The model with metadata entry `name` holding `value` (replacing an entry of that name). Interpreters ignore
+    metadata they do not know, so operators, tensors and the arena are untouched."""
+    import flatbuffers
+
+    model = fb.ModelT.InitFromObj(fb.Model.GetRootAsModel(data, 0))
+    model.metadata = [m for m in (model.metadata or []) if (m.name or b"") not in (name, name.encode())]
+    buffer = fb.BufferT()
+    buffer.data = np.frombuffer(value, dtype=np.uint8)
+    entry = fb.MetadataT()
+    entry.name = name
+    entry.buffer = len(model.buffers)
+    model.buffers.append(buffer)
+    model.metadata.append(entry)
+    builder = flatbuffers.Builder(len(data) + len(value) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
 WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "BATCH_MATMUL")
 
 

@@ -18,6 +18,24 @@ if [ -z "$python" ]; then
   exit 2
 fi
 
+# Build tools the firmware-bundle tests use: cmake (the bundle's CMake project and ctest) and arm-none-eabi-gcc (its
+# sources compiled for a Cortex-M4F). Installed with apt when missing and possible (root, apt-get, not opted out
+# with EDGE_PIPELINE_NO_APT=1); otherwise the tests that need them say so and skip.
+missing=()
+command -v cmake >/dev/null || missing+=(cmake)
+command -v arm-none-eabi-gcc >/dev/null || missing+=(gcc-arm-none-eabi libnewlib-arm-none-eabi)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "${EDGE_PIPELINE_NO_APT:-0}" != 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing ${missing[*]} with apt-get (firmware bundle builds; EDGE_PIPELINE_NO_APT=1 skips this)"
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}"; } >/dev/null; then
+      echo "setup: apt-get could not install ${missing[*]}; the tests that need them will be skipped" >&2
+    fi
+  else
+    echo "setup: ${missing[*]} not installed (needs root and apt-get); the tests that need them will be skipped" >&2
+  fi
+fi
+
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 stamp=".venv/.installed-$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then

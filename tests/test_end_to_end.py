@@ -7,6 +7,7 @@ import numpy as np
 
 from pipeline.tflite_model import read_model
 from targets.tflm.bundle import decode_c_array, verify_manifest
+from targets.tflm.metadata import read_identity
 from tests.conftest import TINY, run_cli
 
 
@@ -21,8 +22,15 @@ def test_run_writes_report_bundle_and_latest(tiny_run):
         assert 0.0 <= stage["accuracy"] <= 1.0 and stage["params"] > 0 and stage["macs"] > 0
     target = report["targets"][0]
     assert [t["name"] for t in report["targets"]] == ["tflm", "android", "openvino"]
-    model = (latest / "export" / "model.tflite").read_bytes()
+    bundle = latest / "export" / "tflm"
+    model = (bundle / "model.tflite").read_bytes()
     assert target["flash_bytes"] == len(model)
+    # The model says who it is: the export's model plus an identity entry (issue #19, item 2).
+    identity = read_identity(model)
+    assert identity["recipe"] == "tiny" and identity["recipe_fingerprint"] == report["recipe_fingerprint"]
+    assert identity["labels"] == ["_silence_", "_unknown_", "yes", "no", "up", "down"]
+    assert identity["arena_bytes"] == target["arena"]["bundle"] and identity["features"]["frames"] == 49
+    assert read_identity((latest / "export" / "model.tflite").read_bytes()) is None
     arena = target["arena"]
     assert target["ram_bytes"] == arena["measured"] > 0
     assert arena["agrees_with_report"] and arena["head"] + arena["tail"] == arena["reported_total"]
@@ -33,14 +41,13 @@ def test_run_writes_report_bundle_and_latest(tiny_run):
     budgets = {b["name"]: b for b in report["budgets"]}
     assert set(budgets) == {"tflm.ram_kb", "tflm.min_accuracy", "android.min_accuracy", "openvino.min_accuracy"}
     assert budgets["tflm.ram_kb"]["actual"] == arena["measured"] / 1024 and budgets["tflm.ram_kb"]["ok"]
-    bundle = latest / "export" / "tflm"
-    assert decode_c_array((bundle / "model_data.cc").read_text()) == model
+    assert decode_c_array((bundle / "src" / "model_data.cpp").read_text()) == model
     assert verify_manifest(bundle) == []
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["bundle"] == target["bundle"] and manifest["bundle"].startswith("tiny-")
-    assert set(manifest["files"]) >= {"model.tflite", "model_data.cc", "model_data.h", "op_resolver.h",
-                                      "model_config.h", "README.md"}  # fmt: skip
-    config = (bundle / "model_config.h").read_text()
+    assert set(manifest["files"]) >= {"model.tflite", "src/model_data.cpp", "src/model_data.h", "src/op_resolver.h",
+                                      "src/model_config.h", "README.md"}  # fmt: skip
+    config = (bundle / "src" / "model_config.h").read_text()
     assert f"kTensorArenaSize = {arena['bundle']};" in config
     assert 'kLabels[kLabelCount] = {"_silence_", "_unknown_", "yes", "no", "up", "down"};' in config
     assert "constexpr int kFeatureFrames = 49;" in config

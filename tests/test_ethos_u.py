@@ -75,7 +75,7 @@ def test_the_bundle_ships_the_compiled_model_and_the_npu_operator(ethos_run):
     latest, _ = ethos_run
     bundle = latest / "export" / "ethos_u"
     compiled = (bundle / "model_vela.tflite").read_bytes()
-    assert decode_c_array((bundle / "model_data.cc").read_text()) == compiled
+    assert decode_c_array((bundle / "model_data.cpp").read_text()) == compiled
     assert "resolver.AddEthosU()" in (bundle / "op_resolver.h").read_text()
     config = (bundle / "model_config.h").read_text()
     vela = json.loads((bundle / "vela.json").read_text())

@@ -35,20 +35,25 @@ int main(int argc, char** argv) {
   return fclose(in) || fclose(f32) || fclose(i8);
 }
 """
-FEATURE_TOLERANCE = 1e-3  # absolute, on MFCCs that span about -60..20: float32 summation order, nothing more
+# Absolute, on MFCCs that span about -60..20. Float: float32 summation order, nothing more. Fixed point: Q30
+# tables, a block-floating-point FFT and a table log2 (the bundle's ctest uses the same bounds).
+FEATURE_TOLERANCE = {"float": 1e-3, "fixed": 5e-3}
 
 
-@pytest.fixture(scope="module")
-def front_end(tiny_run, tmp_path_factory):
-    """The tiny run's bundle front end compiled with the host cc, run on the tiny data set's recordings."""
+@pytest.fixture(scope="module", params=["float", "fixed"])
+def front_end(request, tiny_run, tmp_path_factory):
+    """The tiny run's bundle front end compiled with the host cc in one arithmetic, run on the tiny data set's
+    recordings."""
     runs, _ = tiny_run
     if shutil.which("cc") is None:
         pytest.skip("no host C compiler (cc)")
-    folder = tmp_path_factory.mktemp("frontend")
+    arithmetic = request.param
+    folder = tmp_path_factory.mktemp(f"frontend-{arithmetic}")
     bundle = runs / "tiny" / "latest" / "export" / "tflm"
     (folder / "main.c").write_text(MAIN)
-    build = ["cc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-I", str(bundle), "-o", str(folder / "fe"),
-             str(folder / "main.c"), str(bundle / "frontend.c"), "-lm"]  # fmt: skip
+    build = ["cc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-I", str(bundle / "src"), "-o",
+             str(folder / "fe"), f"-DTINY_FRONTEND_FIXED_POINT={int(arithmetic == 'fixed')}", str(folder / "main.c"),
+             str(bundle / "src" / "frontend.c"), "-lm"]  # fmt: skip
     done = subprocess.run(build, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     recipe = load_recipe(TINY)
@@ -66,24 +71,26 @@ def front_end(tiny_run, tmp_path_factory):
     shape = (len(wavs), cfg.frames, cfg.coefficients)
     c_float = np.fromfile(folder / "f32", np.float32).reshape(shape)
     c_int8 = np.fromfile(folder / "i8", np.int8).reshape(shape)
-    return bundle, pcm.astype(np.float32) / 32768.0, c_float, c_int8, cfg
+    return bundle, pcm.astype(np.float32) / 32768.0, c_float, c_int8, cfg, arithmetic
 
 
 def test_c_features_match_the_training_features(front_end):
-    bundle, audio, c_float, c_int8, cfg = front_end
+    bundle, audio, c_float, c_int8, cfg, arithmetic = front_end
     python = mfcc(audio, cfg)
-    assert len(python) >= 100 and np.abs(c_float - python).max() < FEATURE_TOLERANCE
+    assert len(python) >= 100 and np.abs(c_float - python).max() < FEATURE_TOLERANCE[arithmetic]
     info = json.loads((bundle.parent / "model_info.json").read_text())["input"]  # the export's quantization
     q = quantize_input(python, info["scale"], info["zero_point"], np.int8)
     off = np.abs(c_int8.astype(int) - q.astype(int))
     assert off.max() <= 1 and np.mean(off == 0) >= 0.999  # at most a rounding tie away, and almost never
     manifest = json.loads((bundle / "manifest.json").read_text())
-    assert {"frontend.c", "frontend.h"} <= set(manifest["files"]) and manifest["frontend"]["static_ram_bytes"] > 0
+    assert {"src/frontend.c", "src/frontend.h"} <= set(manifest["files"]) and manifest["frontend"][
+        "static_ram_bytes"
+    ] > 0
 
 
 def test_the_model_hears_the_same_through_the_c_front_end(front_end):
     """Top-1 of the int8 model on TFLM, fed C features vs Python features: at least 99.5 % agreement."""
-    bundle, audio, _, c_int8, cfg = front_end
+    bundle, audio, _, c_int8, cfg, _ = front_end
     info = json.loads((bundle.parent / "model_info.json").read_text())["input"]
     python = quantize_input(mfcc(audio, cfg), info["scale"], info["zero_point"], np.int8)
     arena = json.loads((bundle / "manifest.json").read_text())["arena_bytes"]

@@ -62,8 +62,8 @@ def test_mobilenet_ships_a_plan_at_the_lower_bound_with_identical_outputs(mobile
     assert p["tflm_head"] >= 1.3 * p["lower_bound"] and p["arena_saved"] >= p["tflm_head"] - p["planned_head"]
     assert p["seconds"] < 10
     shipped = (out / "model.tflite").read_bytes()
-    assert read_plan(shipped) is not None and decode_c_array((out / "model_data.cc").read_text()) == shipped
-    assert f"kTensorArenaSize = {report['arena']['bundle']};" in (out / "model_config.h").read_text()
+    assert read_plan(shipped) is not None and decode_c_array((out / "src" / "model_data.cpp").read_text()) == shipped
+    assert f"kTensorArenaSize = {report['arena']['bundle']};" in (out / "src" / "model_config.h").read_text()
     assert verify_manifest(out) == []
     # Independently of the tool's own check: other inputs, both models on TFLM, every output byte the same.
     graph = read_model(mobilenet.read_bytes())

@@ -39,7 +39,8 @@ def test_publish_list_pull_and_publishing_twice_is_a_no_op(run_dir, tmp_path):
     )
     assert (
         verify_manifest(into) == []
-        and (into / "model_data.cc").read_bytes() == (run_dir / "export" / "tflm" / "model_data.cc").read_bytes()
+        and (into / "src" / "model_data.cpp").read_bytes()
+        == (run_dir / "export" / "tflm" / "src" / "model_data.cpp").read_bytes()
     )
     assert pull("tiny", url, into)["version"] == 1  # the latest; an earlier pull may be replaced
     with pytest.raises(RegistryError, match=r"no version 7 of 'tiny' \(published: 1\)"):
@@ -50,7 +51,7 @@ def test_a_tampered_version_never_reaches_the_firmware_tree(run_dir, tmp_path):
     registry = tmp_path / "registry"
     version = publish(run_dir, str(registry))
     folder = registry / "tiny" / f"1-{version['model_sha256'][:8]}"
-    data = folder / "model_data.cc"
+    data = folder / "src" / "model_data.cpp"
     data.write_text(data.read_text().replace("0x", "0X", 1))
     into = tmp_path / "firmware"
     into.mkdir()
@@ -58,7 +59,7 @@ def test_a_tampered_version_never_reaches_the_firmware_tree(run_dir, tmp_path):
     with pytest.raises(RegistryError, match="was not written by `pipeline pull`"):
         pull("tiny", str(registry), into)
     target = into / "model"
-    with pytest.raises(RegistryError, match=r"fails its checksums \(model_data.cc\): tampered or partial"):
+    with pytest.raises(RegistryError, match=r"fails its checksums \(src/model_data.cpp\): tampered or partial"):
         pull("tiny", str(registry), target)
     assert not target.exists() and (into / "main.cc").read_text() == "int main() {}\n"
     assert sorted(p.name for p in into.iterdir()) == ["main.cc"]  # no temporary folder left behind

@@ -69,7 +69,7 @@ def test_c_array_decodes_to_the_model(int8_model, tmp_path):
     path, _ = int8_model
     model = path.read_bytes()
     symbol = tflm_bundle.write_c_array(model, tmp_path, "kws-mcu.v2")
-    source = (tmp_path / "model_data.cc").read_text()
+    source = (tmp_path / "model_data.cpp").read_text()
     header = (tmp_path / "model_data.h").read_text()
     assert symbol == "g_kws_mcu_v2_model_data"
     assert "alignas(16) const unsigned char g_kws_mcu_v2_model_data[]" in source
@@ -147,10 +147,10 @@ def test_profile_a_model_made_outside_the_pipeline(int8_model, tmp_path):
     assert report["arena"]["agrees_with_report"] and report["arena"]["lower_bound"] <= report["arena"]["head"]
     assert report["board"]["latency_method"].startswith("estimate")
     assert tflm_bundle.verify_manifest(out) == []
-    assert tflm_bundle.decode_c_array((out / "model_data.cc").read_text()) == path.read_bytes()
-    assert f"kTensorArenaSize = {report['arena']['bundle']};" in (out / "model_config.h").read_text()
-    (out / "model_data.cc").write_text((out / "model_data.cc").read_text().replace("0x", "0X", 1))
-    assert tflm_bundle.verify_manifest(out) == ["model_data.cc"]
+    assert tflm_bundle.decode_c_array((out / "src" / "model_data.cpp").read_text()) == path.read_bytes()
+    assert f"kTensorArenaSize = {report['arena']['bundle']};" in (out / "src" / "model_config.h").read_text()
+    (out / "src" / "model_data.cpp").write_text((out / "src" / "model_data.cpp").read_text().replace("0x", "0X", 1))
+    assert tflm_bundle.verify_manifest(out) == ["src/model_data.cpp"]
     again = run_cli("profile", str(path), "--out", str(out), "--runs", "10")  # an earlier bundle is replaced whole
     assert again.returncode == 0, again.stderr
     assert tflm_bundle.verify_manifest(out) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]

@@ -290,7 +290,7 @@ memory mode {result["memory_mode"]}. `manifest.json` lists every file with its S
 
 | file | what |
 |---|---|
-| `model_data.cc`, `model_data.h` | the Vela-compiled model as a 16-byte aligned `const` array (`g_{ns}_model_data`) |
+| `model_data.cpp`, `model_data.h` | the Vela-compiled model as a 16-byte aligned `const` array (`g_{ns}_model_data`) |
 | `op_resolver.h` | `{ns}::OpResolver` and `{ns}::RegisterOps()`: {", ".join(result["ops"])} |
 | `model_config.h` | `kTensorArenaSize` ({result["cpu_arena"]["bundle"]} bytes, an estimate), input/output shapes and quantization, labels, feature parameters |
 | `model_vela.tflite` | the same model as a file; `vela.log` is what Vela printed |

@@ -17,7 +17,7 @@ import hashlib
 import json
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -42,9 +42,12 @@ from pipeline.runtimes.tflm import (
 from pipeline.schema import Strict, suggest
 from pipeline.store import PREDICTIONS, write_atomic, write_json
 from pipeline.tflite_model import Graph, hybrid_ops, live_tensor_lower_bound, macs, random_inputs, read_model
-from targets.tflm import memory_plan
+from targets.tflm import layouts, memory_plan
+from targets.tflm import metadata as identity_metadata
 from targets.tflm.boards import BOARDS
 from targets.tflm.bundle import (
+    MODEL_SOURCE,
+    c_identifier,
     write_c_array,
     write_manifest,
     write_model_config,
@@ -52,6 +55,7 @@ from targets.tflm.bundle import (
     write_readme,
 )
 from targets.tflm.frontend import write_frontend
+from targets.tflm.layouts import SRC
 
 
 class Config(Strict):
@@ -63,6 +67,9 @@ class Config(Strict):
     arena_headroom: float = Field(0.0, ge=0, le=4, description="extra share added to the measured arena in the bundle")
     memory_plan: bool = Field(
         True, description="plan the arena offline and ship the planned model when TFLM then needs less (verified)"
+    )
+    frontend: Literal["float", "fixed"] = Field(
+        "float", description="the bundle's audio front end arithmetic by default (fixed: no FPU needed)"
     )
     budgets: BudgetsConfig = BudgetsConfig()
 
@@ -78,6 +85,10 @@ MODEL = "model.tflite"
 TFLM_PREDICTIONS = "tflm_test_predictions.npy"
 VECTORS = "test_vectors.npz"  # a few int8 test inputs per class: for firmware tests and hardware-in-the-loop
 VECTORS_PER_CLASS = 2
+# The bundle's ctest: C features vs training's, absolute, on MFCCs that span about -60..20 (float: summation order;
+# fixed: Q30 tables, a block-floating-point FFT's round-off in weak bands, a table log2). Worst seen on 1,668 real
+# clips (scripts/bench_frontend.py): 3.3e-4 float, 1.75e-3 fixed; either bound is ~1-2 % of an int8 input step.
+FRONTEND_TOLERANCES = (1e-3, 5e-3)
 # Allocator records whose structs hold pointers or size_t: 8 bytes on the host, 4 on a 32-bit MCU.
 POINTER_RECORDS = (
     "TfLiteEvalTensor data", "Persistent TfLiteTensor data", "Persistent TfLiteTensor quantization data",
@@ -169,36 +180,76 @@ def board_view(board_name: str, arena: dict[str, Any], flash_bytes: int, model_m
 def write_firmware_files(model: bytes, out: Path, name: str) -> tuple[Graph, list[str]]:
     """The bundle files that follow from the flatbuffer alone."""
     graph = read_model(model)
-    ops = write_op_resolver(graph, out, name)
+    (out / SRC).mkdir(parents=True, exist_ok=True)
+    ops = write_op_resolver(graph, out / SRC, name)
     (out / MODEL).write_bytes(model)
-    write_c_array(model, out, name)
+    write_c_array(model, out / SRC, name)
     return graph, ops
+
+
+def _embed_identity(out: Path, name: str, info: dict[str, Any], arena: int, check_inputs: np.ndarray) -> None:
+    """Write `info` into the bundle's model, after TFLM showed it computes bit for bit as before at `arena`."""
+    path = out / MODEL
+    before = path.read_bytes()
+    with tempfile.TemporaryDirectory() as tmp:
+        tagged = Path(tmp) / MODEL
+        tagged.write_bytes(identity_metadata.embed(before, info))
+        same = np.array_equal(tflm_outputs(path, arena, check_inputs), tflm_outputs(tagged, arena, check_inputs))
+        if not same:
+            raise TflmError("the model computed differently once its metadata was written; the bundle was not made")
+        write_atomic(path, tagged.read_bytes())
+    write_c_array(path.read_bytes(), out / SRC, name)
 
 
 def complete_bundle(
     out: Path,
     name: str,
-    graph: Graph,
     measured: dict[str, Any],
     labels: list[str] | None,
     features: dict[str, Any] | None,
     provenance: dict[str, Any],
+    frontend_vectors: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    check_inputs: np.ndarray | None = None,
+    fixed_point: bool = False,
 ) -> dict[str, Any]:
-    """model_config.h and README.md need the measured arena; the manifest comes last and checksums all."""
+    """Everything that needs the measured arena: the model's identity metadata (with features), model_config.h,
+    the front end and its test, the CMake / Zephyr / Arduino files, README.md; the manifest comes last."""
     arena = measured["arena"]
+    graph = read_model((out / MODEL).read_bytes())
+    inp, outp = graph.tensors[graph.inputs[0]], graph.tensors[graph.outputs[0]]
+    src = out / SRC
+    frontend = fingerprint = None
+    sources = [MODEL_SOURCE]
+    if features is not None and inp.scale is not None and inp.zero_point is not None:
+        info = identity_metadata.identity(
+            (out / MODEL).read_bytes(), recipe=name, recipe_fingerprint=provenance.get("recipe_fingerprint", ""),
+            labels=labels or [], features=features, input_tensor=inp, arena_bytes=arena["bundle"],
+            producer=f"edge-pipeline {provenance.get('versions', {}).get('edge-pipeline', '')}".strip(),
+        )  # fmt: skip
+        if check_inputs is None:
+            raise ValueError("writing a model's identity needs inputs to check that it computes as before")
+        _embed_identity(out, name, info, arena["bundle"], check_inputs)
+        fingerprint = info["frontend_fingerprint"]
+        frontend = write_frontend(src, name, features, inp.scale, inp.zero_point, fingerprint, fixed_point)
+        identity_metadata.write_metadata_c(src, name, fingerprint)
+        sources += ["frontend.c", "model_metadata.c"]
     model_sha256 = hashlib.sha256((out / MODEL).read_bytes()).hexdigest()
     bundle = f"{name}-{model_sha256[:8]}"  # the version changes exactly when the model does
-    inp, outp = graph.tensors[graph.inputs[0]], graph.tensors[graph.outputs[0]]
     comment = [
         f"// Smallest arena that allocated and invoked on the TFLM interpreter: {arena['measured']} bytes,",
         f"// plus {arena['headroom']:.0%} headroom, rounded up to {ALIGN} bytes. Measured on a 64-bit host build, whose",
         "// persistent structures are larger than on a 32-bit MCU: this is an upper bound there.",
     ]
-    write_model_config(out, name, arena["bundle"], inp, outp, labels, features, comment)
-    frontend = None
-    if features is not None and inp.scale is not None and inp.zero_point is not None:
-        frontend = write_frontend(out, name, features, inp.scale, inp.zero_point)
-    write_readme(out, name, bundle, measured["ops"], arena["bundle"], labels, features is not None)
+    write_model_config(src, name, arena["bundle"], inp, outp, labels, features, comment, fingerprint)
+    with_test = frontend_vectors is not None and frontend is not None
+    if with_test:
+        audio, feats, quantized = frontend_vectors
+        layouts.write_frontend_vectors(out, audio, feats, quantized, FRONTEND_TOLERANCES)
+        layouts.write_frontend_test(out, name, f"g_{c_identifier(name)}_model_data")
+    layouts.write_cmake(out, name, bundle, sources, with_test, fixed_point)
+    zephyr_option = layouts.write_zephyr(out, name, bundle, sources, fixed_point if with_test else None)
+    layouts.write_arduino(out, name, bundle, model_sha256[:8], sources)
+    write_readme(out, name, bundle, measured["ops"], arena["bundle"], labels, features is not None, zephyr_option)
     return write_manifest(
         out,
         {
@@ -263,7 +314,7 @@ def measure_with_plan(
     else:
         report |= {"shipped": True, "inputs_compared": len(inputs)}
         write_atomic(model_path, planned_model)
-        write_c_array(planned_model, model_path.parent, name)
+        write_c_array(planned_model, model_path.parent / SRC, name)
         return with_plan, report
     return measured, report
 
@@ -290,7 +341,6 @@ def measure(cfg: Config, ctx: TargetContext) -> dict[str, Any]:
         ctx.out / MODEL, graph, x, cfg.warmup_runs, cfg.latency_runs, cfg.arena_headroom, cfg.memory_plan,
         ctx.recipe.name, ctx.log,
     )  # fmt: skip
-    graph = read_model((ctx.out / MODEL).read_bytes())  # the planned model, when it was shipped
     pred = measured["predictions"]
     np.save(ctx.out / TFLM_PREDICTIONS, pred)
     picks = np.concatenate([np.flatnonzero(test.y == c)[:VECTORS_PER_CLASS] for c in range(len(ctx.data.labels))])
@@ -301,9 +351,15 @@ def measure(cfg: Config, ctx: TargetContext) -> dict[str, Any]:
         "clip_samples": feats.clip_samples, "window_samples": feats.window_samples,
         "stride_samples": feats.stride_samples, "frames": feats.frames,
     }  # fmt: skip
+    vectors = None
+    if ctx.features is not None:  # the bundle's front-end test: signals, and the features training computes
+        audio = layouts.frontend_signals(feats.sample_rate, feats.clip_samples, feats.upper_hz, ctx.recipe.seed)
+        expected = ctx.features(audio)
+        vectors = (audio, expected, quantize_input(expected, inp["scale"], inp["zero_point"], np.int8))
     manifest = complete_bundle(
-        ctx.out, ctx.recipe.name, graph, measured, ctx.data.labels, features,
+        ctx.out, ctx.recipe.name, measured, ctx.data.labels, features,
         {"recipe": ctx.recipe.name, "recipe_fingerprint": ctx.recipe.fingerprint(), "versions": versions()},
+        frontend_vectors=vectors, check_inputs=x[:64], fixed_point=cfg.frontend == "fixed",
     )  # fmt: skip
     model_bytes = (ctx.out / MODEL).stat().st_size
     out: dict[str, Any] = {
@@ -362,10 +418,7 @@ def profile(
     except ValueError as exc:
         raise TflmError(str(exc)) from None
     measured, plan = measure_with_plan(out / MODEL, graph, inputs, warmup, runs, headroom, plan_memory, name, log)
-    graph = read_model((out / MODEL).read_bytes())
-    manifest = complete_bundle(
-        out, name, graph, measured, None, None, {"source": str(model_path), "versions": versions()}
-    )
+    manifest = complete_bundle(out, name, measured, None, None, {"source": str(model_path), "versions": versions()})
     report = {
         "model": str(model_path),
         "bundle": manifest["bundle"],
@@ -378,6 +431,7 @@ def profile(
         "ops": measured["ops"],
         "macs": measured["macs"],
         "input": {"shape": list(inp.shape), "dtype": inp.dtype, "scale": inp.scale, "zero_point": inp.zero_point},
+        "identity": identity_metadata.read_identity(model),  # what a model this pipeline made says about itself
     }
     if board:
         report["board"] = board_view(board, measured["arena"], len(model), measured["macs"])
@@ -394,9 +448,10 @@ def report(t: dict[str, Any]) -> list[str]:
     frontend = t.get("frontend")
     if frontend:
         lines.append(
-            f"- Audio front end in the bundle (`frontend.c`, C99, no heap, float): {frontend['static_ram_bytes']:,} B "
-            f"static RAM, {frontend['table_bytes']:,} B of tables in flash, ~{frontend['float_ops_per_clip'] / 1e6:.2f} "
-            "M float operations per clip (estimate); it computes the MFCC the model was trained on and quantizes it."
+            f"- Audio front end in the bundle (`src/frontend.c`, C99, no heap, {'fixed' if frontend['arithmetic'] == 'fixed' else 'floating'} point): "
+            f"{frontend['static_ram_bytes']:,} B static RAM, {frontend['table_bytes']:,} B of tables in flash, "
+            f"~{frontend['ops_per_clip'] / 1e6:.2f} M arithmetic operations per clip (estimate); it computes the MFCC "
+            "the model was trained on and quantizes it."
         )
     plan = t.get("memory_plan")
     if plan:

@@ -65,12 +65,35 @@ def _ints(values: Any, per_line: int = 16) -> str:
     return ",\n  ".join(", ".join(items[i : i + per_line]) for i in range(0, len(items), per_line))
 
 
-def write_frontend(out: Path, name: str, features: dict[str, Any], input_scale: float, input_zero_point: int) -> dict:
-    """`frontend.h` and `frontend.c`; returns their static RAM, table bytes and operation count per clip."""
+def _quantizer(scale: float) -> tuple[int, int]:
+    """(M, m): round(x / scale) = x * M / 2^m, with M below 2^31, for the fixed-point quantizer."""
+    m = 30
+    while round(2**m / scale) >= 2**31:
+        m -= 1
+    return round(2**m / scale), m
+
+
+def write_frontend(
+    out: Path,
+    name: str,
+    features: dict[str, Any],
+    input_scale: float,
+    input_zero_point: int,
+    fingerprint: str,
+    fixed_point: bool = False,
+) -> dict:
+    """`frontend.h` and `frontend.c`; returns static RAM, table bytes and operations per clip of both arithmetics
+    and which one the header selects (`fixed_point`; a build overrides it with -D<NAME>_FRONTEND_FIXED_POINT=0/1).
+    `fingerprint` (features + input quantization) is what the model's metadata must name.
+
+    Fixed point: Q30 window, block-floating-point radix-2 FFT on int32 (each frame normalised so its largest sample
+    uses 29 bits, each stage halved, so nothing overflows), integer square root, Q15 mel weights with 64-bit sums,
+    log2 from the leading bit and a 129-entry Q16 table with interpolation, Q30 DCT, and an integer quantizer; the
+    +1e-6 offset before the log is added in each frame's own scale. No float operation on the int8 path."""
     ns = c_identifier(name)
     win, stride, frames = features["window_samples"], features["stride_samples"], features["frames"]
     n_fft, coeffs, mel_bins = fft_length(win), features["coefficients"], features["mel_bins"]
-    bins = n_fft // 2 + 1
+    bins, stages = n_fft // 2 + 1, n_fft.bit_length() - 1
     window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(win) / win)).astype(np.float32)  # periodic Hann
     mel = mel_matrix(features)
     starts, lengths, weights = [], [], []
@@ -80,9 +103,13 @@ def write_frontend(out: Path, name: str, features: dict[str, Any], input_scale: 
         starts.append(first)
         lengths.append(last - first + 1)
         weights.extend(mel[first : last + 1, m])
+    weights = np.asarray(weights, np.float32)
     dct = dct_matrix(coeffs, mel_bins)
     twiddle = np.exp(-2j * np.pi * np.arange(n_fft // 2) / n_fft)
     dct_rows = ",\n  ".join("{" + _floats(row) + "}" for row in dct)
+    dct_q30_rows = ",\n  ".join("{" + _ints(np.round(row.astype(np.float64) * 2**30)) + "}" for row in dct)
+    log2_table = np.round(np.log2(1 + np.arange(129) / 128) * 65536).astype(np.int64)
+    multiplier, shift = _quantizer(input_scale)
     prefix = f"{ns.upper()}_FRONTEND"
     header = f"""{_banner(name)}#ifndef {prefix}_H_
 #define {prefix}_H_
@@ -99,8 +126,14 @@ extern "C" {{
 #define {prefix}_FRAMES {frames}
 #define {prefix}_COEFFICIENTS {coeffs}
 #define {prefix}_FEATURES ({frames} * {coeffs})
+// Names these parameters and the model's input quantization; the model's metadata carries the same value.
+#define {prefix}_FINGERPRINT "{fingerprint}"
+// 1: integer arithmetic only on the int8 path (for cores without an FPU); 0: float, as training computed.
+#ifndef {prefix}_FIXED_POINT
+#define {prefix}_FIXED_POINT {int(fixed_point)}
+#endif
 
-// float features; returns 0.
+// float features (in fixed point: the integer features, converted at the end, for checks); returns 0.
 int {ns}_frontend_float(const int16_t* pcm, float* features);
 // The model's int8 input: round(feature / {input_scale!r}) + {input_zero_point}, clamped to [-128, 127]; returns 0.
 int {ns}_frontend_int8(const int16_t* pcm, int8_t* features);
@@ -111,16 +144,26 @@ int {ns}_frontend_int8(const int16_t* pcm, int8_t* features);
 
 #endif  // {prefix}_H_
 """
-    source = f"""{_banner(name)}// No heap: the work buffers below are static ({(2 * n_fft + bins + mel_bins) * 4} bytes).
+    static_ram = (2 * n_fft + bins + mel_bins) * 4  # 32-bit work buffers in both arithmetics
+    source = f"""{_banner(name)}// No heap: the work buffers below are static ({static_ram} bytes in either arithmetic).
 #include "frontend.h"
-
-#include <math.h>
 
 #define N_FFT {n_fft}
 #define BINS {bins}
 #define WINDOW {win}
 #define STRIDE {stride}
 #define MEL_BINS {mel_bins}
+#define COEFFS {coeffs}
+
+static const int16_t kMelStart[MEL_BINS] = {{
+  {_ints(starts)}
+}};
+static const int16_t kMelLength[MEL_BINS] = {{
+  {_ints(lengths)}
+}};
+
+#if !{prefix}_FIXED_POINT
+#include <math.h>
 
 static const float kWindow[WINDOW] = {{
   {_floats(window)}
@@ -131,16 +174,10 @@ static const float kTwiddleRe[N_FFT / 2] = {{
 static const float kTwiddleIm[N_FFT / 2] = {{
   {_floats(twiddle.imag)}
 }};
-static const int16_t kMelStart[MEL_BINS] = {{
-  {_ints(starts)}
-}};
-static const int16_t kMelLength[MEL_BINS] = {{
-  {_ints(lengths)}
-}};
 static const float kMelWeights[{len(weights)}] = {{
   {_floats(weights)}
 }};
-static const float kDct[{coeffs}][MEL_BINS] = {{
+static const float kDct[COEFFS][MEL_BINS] = {{
   {dct_rows}
 }};
 
@@ -171,47 +208,210 @@ static void fft(void) {{
   }}
 }}
 
+// MFCCs of the frame starting at `pcm`.
+static void frame_features(const int16_t* pcm, float* out) {{
+  for (int i = 0; i < N_FFT; ++i) {{
+    re[i] = i < WINDOW ? (float)pcm[i] / 32768.0f * kWindow[i] : 0.0f;
+    im[i] = 0.0f;
+  }}
+  fft();
+  for (int k = 0; k < BINS; ++k) magnitude[k] = sqrtf(re[k] * re[k] + im[k] * im[k]);
+  const float* w = kMelWeights;
+  for (int m = 0; m < MEL_BINS; ++m) {{
+    float sum = 0.0f;
+    for (int k = 0; k < kMelLength[m]; ++k) sum += magnitude[kMelStart[m] + k] * w[k];
+    w += kMelLength[m];
+    log_mel[m] = logf(sum + {_c_float(LOG_OFFSET)});
+  }}
+  for (int c = 0; c < COEFFS; ++c) {{
+    float sum = 0.0f;
+    for (int m = 0; m < MEL_BINS; ++m) sum += log_mel[m] * kDct[c][m];
+    out[c] = sum;
+  }}
+}}
+
 int {ns}_frontend_float(const int16_t* pcm, float* features) {{
+  for (int f = 0; f < {frames}; ++f) frame_features(pcm + f * STRIDE, features + f * COEFFS);
+  return 0;
+}}
+
+int {ns}_frontend_int8(const int16_t* pcm, int8_t* features) {{
+  float values[COEFFS];
   for (int f = 0; f < {frames}; ++f) {{
-    for (int i = 0; i < N_FFT; ++i) {{
-      re[i] = i < WINDOW ? (float)pcm[f * STRIDE + i] / 32768.0f * kWindow[i] : 0.0f;
-      im[i] = 0.0f;
-    }}
-    fft();
-    for (int k = 0; k < BINS; ++k) magnitude[k] = sqrtf(re[k] * re[k] + im[k] * im[k]);
-    const float* w = kMelWeights;
-    for (int m = 0; m < MEL_BINS; ++m) {{
-      float sum = 0.0f;
-      for (int k = 0; k < kMelLength[m]; ++k) sum += magnitude[kMelStart[m] + k] * w[k];
-      w += kMelLength[m];
-      log_mel[m] = logf(sum + {_c_float(LOG_OFFSET)});
-    }}
-    for (int c = 0; c < {coeffs}; ++c) {{
-      float sum = 0.0f;
-      for (int m = 0; m < MEL_BINS; ++m) sum += log_mel[m] * kDct[c][m];
-      features[f * {coeffs} + c] = sum;
+    frame_features(pcm + f * STRIDE, values);
+    for (int c = 0; c < COEFFS; ++c) {{
+      const float q = roundf(values[c] / {_c_float(input_scale)}) + {input_zero_point};
+      features[f * COEFFS + c] = (int8_t)(q < -128.0f ? -128.0f : q > 127.0f ? 127.0f : q);
     }}
   }}
   return 0;
 }}
 
-int {ns}_frontend_int8(const int16_t* pcm, int8_t* features) {{
-  static float values[{frames * coeffs}];
-  {ns}_frontend_float(pcm, values);
-  for (int i = 0; i < {frames * coeffs}; ++i) {{
-    const float q = roundf(values[i] / {_c_float(input_scale)}) + {input_zero_point};
-    features[i] = (int8_t)(q < -128.0f ? -128.0f : q > 127.0f ? 127.0f : q);
+#else  // fixed point
+
+// Right shifts of negative values must be arithmetic (every embedded compiler's choice; checked here).
+typedef char arithmetic_right_shift_required[(-8 >> 1) == -4 ? 1 : -1];
+
+static const int32_t kWindow[WINDOW] = {{  // Q30: a Q15 window's rounding would leak ~-96 dB into quiet bands
+  {_ints(np.round(window.astype(np.float64) * 2**30))}
+}};
+static const int32_t kTwiddleRe[N_FFT / 2] = {{  // Q30
+  {_ints(np.round(twiddle.real * 2**30))}
+}};
+static const int32_t kTwiddleIm[N_FFT / 2] = {{
+  {_ints(np.round(twiddle.imag * 2**30))}
+}};
+static const uint16_t kMelWeights[{len(weights)}] = {{  // Q15
+  {_ints(np.round(weights.astype(np.float64) * 32768).clip(0, 65535))}
+}};
+static const int32_t kDct[COEFFS][MEL_BINS] = {{  // Q30
+  {dct_q30_rows}
+}};
+static const int32_t kLog2[129] = {{  // log2(1 + i / 128), Q16
+  {_ints(log2_table)}
+}};
+#define LN2_Q30 {round(math.log(2) * 2**30)}
+#define OFFSET_Q60 {round(1e-6 * 2**60)}LL  // the 1e-6 added before the log, in Q60
+#define QUANT_MULTIPLIER {multiplier}LL  // round(x / scale) = x * QUANT_MULTIPLIER / 2^QUANT_SHIFT
+#define QUANT_SHIFT {shift}
+
+static int32_t re[N_FFT], im[N_FFT];
+static uint32_t magnitude[BINS];
+static int32_t log_mel[MEL_BINS];  // Q16
+
+static int64_t floor_shift(int64_t x, int n) {{ return x >= 0 ? x >> n : -((-x + ((int64_t)1 << n) - 1) >> n); }}
+
+static int leading_bit(uint64_t v) {{  // index of the highest set bit; v > 0
+#if defined(__GNUC__) || defined(__clang__)
+  return 63 - __builtin_clzll(v);
+#else
+  int n = 0;
+  while (v >>= 1) ++n;
+  return n;
+#endif
+}}
+
+static uint32_t isqrt(uint64_t v) {{  // floor(sqrt(v))
+  uint64_t root = 0, bit = (uint64_t)1 << 62;
+  while (bit > v) bit >>= 2;
+  while (bit) {{
+    if (v >= root + bit) {{ v -= root + bit; root = (root >> 1) + bit; }} else root >>= 1;
+    bit >>= 2;
+  }}
+  return (uint32_t)root;
+}}
+
+static int32_t log2_q16(uint64_t v) {{  // log2(v) in Q16; v > 0
+  const int msb = leading_bit(v);
+  const uint32_t frac = (uint32_t)(msb >= 16 ? v >> (msb - 16) : v << (16 - msb)) & 0xFFFF;
+  const int i = (int)(frac >> 9);
+  const int32_t r = (int32_t)(frac & 0x1FF);
+  return (int32_t)msb * 65536 + kLog2[i] + (int32_t)(((kLog2[i + 1] - kLog2[i]) * r + 256) >> 9);
+}}
+
+// Block-floating-point FFT: every stage halves, so |values| stay below 2^29 when the input is.
+static void fft(void) {{
+  for (int i = 1, j = 0; i < N_FFT; ++i) {{
+    int bit = N_FFT >> 1;
+    for (; j & bit; bit >>= 1) j ^= bit;
+    j ^= bit;
+    if (i < j) {{
+      int32_t t = re[i]; re[i] = re[j]; re[j] = t;
+      t = im[i]; im[i] = im[j]; im[j] = t;
+    }}
+  }}
+  for (int len = 2; len <= N_FFT; len <<= 1) {{
+    const int step = N_FFT / len;
+    for (int i = 0; i < N_FFT; i += len) {{
+      for (int k = 0; k < len / 2; ++k) {{
+        const int64_t wr = kTwiddleRe[k * step], wi = kTwiddleIm[k * step];
+        const int a = i + k, b = i + k + len / 2;
+        const int32_t xr = (int32_t)((re[b] * wr - im[b] * wi + (1 << 29)) >> 30);
+        const int32_t xi = (int32_t)((re[b] * wi + im[b] * wr + (1 << 29)) >> 30);
+        const int32_t ar = re[a], ai = im[a];
+        re[a] = (ar + xr) >> 1; im[a] = (ai + xi) >> 1;
+        re[b] = (ar - xr) >> 1; im[b] = (ai - xi) >> 1;
+      }}
+    }}
+  }}
+}}
+
+// MFCCs of the frame starting at `pcm`, Q16.
+static void frame_features(const int16_t* pcm, int32_t* out) {{
+  int64_t peak = 0;  // sample x window is Q45 (PCM Q15 x window Q30)
+  for (int i = 0; i < WINDOW; ++i) {{
+    const int64_t x = (int64_t)pcm[i] * kWindow[i];
+    if (x > peak) peak = x;
+    if (-x > peak) peak = -x;
+  }}
+  // Normalise: the peak uses 29 bits, one below the headroom a butterfly needs.
+  const int shift = peak ? 28 - leading_bit((uint64_t)peak) : 0;
+  for (int i = 0; i < N_FFT; ++i) {{
+    const int64_t x = i < WINDOW ? (int64_t)pcm[i] * kWindow[i] : 0;
+    re[i] = (int32_t)(shift >= 0 ? x * ((int64_t)1 << shift) : floor_shift(x + ((int64_t)1 << (-shift - 1)), -shift));
+    im[i] = 0;
+  }}
+  fft();
+  for (int k = 0; k < BINS; ++k) magnitude[k] = isqrt((uint64_t)((int64_t)re[k] * re[k]) + (uint64_t)((int64_t)im[k] * im[k]));
+  // |X| = magnitude * 2^-(45 - {stages} + shift), and mel sums carry Q15 weights: mel = sum * 2^-scale. Quiet
+  // frames (scale above 60) drop the sums' lowest bits, so the 1e-6 offset fits in the same scale.
+  int scale = 45 - {stages} + shift + 15;
+  const int drop = scale > 60 ? scale - 60 : 0;
+  scale -= drop;
+  const uint64_t offset = (uint64_t)((OFFSET_Q60 + ((int64_t)1 << (59 - scale))) >> (60 - scale));
+  const uint16_t* w = kMelWeights;
+  for (int m = 0; m < MEL_BINS; ++m) {{
+    uint64_t sum = 0;
+    for (int k = 0; k < kMelLength[m]; ++k) sum += (uint64_t)magnitude[kMelStart[m] + k] * w[k];
+    w += kMelLength[m];
+    const int64_t log2_mel = (int64_t)log2_q16((sum >> drop) + offset) - (int64_t)scale * 65536;  // Q16
+    log_mel[m] = (int32_t)floor_shift(log2_mel * LN2_Q30 + (1 << 29), 30);
+  }}
+  for (int c = 0; c < COEFFS; ++c) {{
+    int64_t sum = 0;
+    for (int m = 0; m < MEL_BINS; ++m) sum += (int64_t)log_mel[m] * kDct[c][m];
+    out[c] = (int32_t)floor_shift(sum + (1 << 29), 30);
+  }}
+}}
+
+int {ns}_frontend_float(const int16_t* pcm, float* features) {{
+  int32_t values[COEFFS];
+  for (int f = 0; f < {frames}; ++f) {{
+    frame_features(pcm + f * STRIDE, values);
+    for (int c = 0; c < COEFFS; ++c) features[f * COEFFS + c] = (float)values[c] / 65536.0f;
   }}
   return 0;
 }}
+
+int {ns}_frontend_int8(const int16_t* pcm, int8_t* features) {{
+  int32_t values[COEFFS];
+  for (int f = 0; f < {frames}; ++f) {{
+    frame_features(pcm + f * STRIDE, values);
+    for (int c = 0; c < COEFFS; ++c) {{
+      const int64_t q = floor_shift((int64_t)values[c] * QUANT_MULTIPLIER + ((int64_t)1 << (QUANT_SHIFT + 15)),
+                                    QUANT_SHIFT + 16) + {input_zero_point};
+      features[f * COEFFS + c] = (int8_t)(q < -128 ? -128 : q > 127 ? 127 : q);
+    }}
+  }}
+  return 0;
+}}
+
+#endif
 """
     (out / "frontend.h").write_text(header, encoding="utf-8")
     (out / "frontend.c").write_text(source, encoding="utf-8")
-    fft_ops = 5 * (n_fft // 2) * int(math.log2(n_fft))  # butterflies: 4 mul + 6 add, counted as ~10 flops / 2
+    fft_ops = 5 * (n_fft // 2) * stages  # butterflies: 4 mul + 6 add, counted as ~10 operations / 2
     per_frame = 2 * win + fft_ops + 3 * bins + 2 * len(weights) + mel_bins + 2 * coeffs * mel_bins
+    tables = 4 * mel_bins  # kMelStart, kMelLength (int16 each)
     return {
-        "static_ram_bytes": (2 * n_fft + bins + mel_bins + frames * coeffs) * 4,
-        "table_bytes": 4 * (win + n_fft + len(weights) + coeffs * mel_bins) + 4 * mel_bins,
-        "float_ops_per_clip": frames * per_frame,
+        "arithmetic": "fixed" if fixed_point else "float",
+        "static_ram_bytes": static_ram,
+        "table_bytes": tables
+        + (
+            4 * win + 4 * n_fft + 2 * len(weights) + 4 * coeffs * mel_bins + 4 * 129
+            if fixed_point
+            else 4 * (win + n_fft + len(weights) + coeffs * mel_bins)
+        ),  # fmt: skip
+        "ops_per_clip": frames * per_frame,
         "fft_length": n_fft,
     }

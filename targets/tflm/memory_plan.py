@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.runtimes.tflm import ALIGN, align
-from pipeline.tflite_model import Graph
+from pipeline.tflite_model import Graph, get_metadata, set_metadata
 
 METADATA_NAME = "OfflineMemoryAllocation"
 
@@ -180,32 +180,14 @@ def check_plan(bufs: list[Buffer], offsets: dict[int, int]) -> list[str]:
 
 def with_plan(model: bytes, graph: Graph, offsets: dict[int, int]) -> bytes:
     """The model with its "OfflineMemoryAllocation" metadata set to `offsets` (-1 for tensors not in it)."""
-    import flatbuffers
-    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
-
-    tree = fb.ModelT.InitFromObj(fb.Model.GetRootAsModel(model, 0))
     values = [0, 0, len(graph.tensors)] + [offsets.get(t, -1) for t in range(len(graph.tensors))]
-    buffer = fb.BufferT()
-    buffer.data = np.array(values, dtype="<i4").view(np.uint8)
-    tree.metadata = [m for m in (tree.metadata or []) if (m.name or b"") not in (METADATA_NAME, METADATA_NAME.encode())]
-    entry = fb.MetadataT()
-    entry.name = METADATA_NAME
-    entry.buffer = len(tree.buffers)
-    tree.buffers.append(buffer)
-    tree.metadata.append(entry)
-    builder = flatbuffers.Builder(len(model) + 4 * len(values) + 1024)
-    builder.Finish(tree.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return set_metadata(model, METADATA_NAME, np.array(values, dtype="<i4").tobytes())
 
 
 def read_plan(model: bytes) -> list[int] | None:
     """The offsets stored in a model's "OfflineMemoryAllocation" metadata, or None."""
-    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
-
-    tree = fb.ModelT.InitFromObj(fb.Model.GetRootAsModel(model, 0))
-    for m in tree.metadata or []:
-        name = m.name.decode() if isinstance(m.name, bytes) else m.name
-        if name == METADATA_NAME:
-            values = np.asarray(tree.buffers[m.buffer].data, dtype=np.uint8).view("<i4")
-            return [int(v) for v in values[3 : 3 + int(values[2])]]
-    return None
+    data = get_metadata(model, METADATA_NAME)
+    if data is None:
+        return None
+    values = np.frombuffer(data, dtype="<i4")
+    return [int(v) for v in values[3 : 3 + int(values[2])]]
