@@ -3,15 +3,18 @@
 Every step's output lives in ``<cache>/<kind>-<key>/`` where the key hashes what the output is a pure function
 of (its config, its inputs' keys, the code that makes it and the runtimes it uses: `pipeline.fingerprint`). An entry is built in a temporary directory and
 renamed into place only when complete, so a crash leaves no half artifact and a re-run resumes from the last
-finished entry.
+finished entry. Processes sharing a cache (sweep trials, machines on a shared path) build each entry once: a
+POSIX lock per entry (`fcntl.lockf`, which NFS honours) makes the second builder wait and then reuse the first's.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 META = "meta.json"
+# Temporary build folders are named `.tmp-<pid>@<host>-...`: only this host may judge whether <pid> is alive.
+LOCKS = ".locks"
+HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 PREDICTIONS = "test_predictions.npy"  # every model-making step's top-1 on the test split, in test order
 
 
@@ -116,7 +122,7 @@ class Store:
         """Yield (temporary dir, meta dict); on clean exit the dir is published atomically with its meta."""
         self.root.mkdir(parents=True, exist_ok=True)
         final = self.entry(kind, key)
-        tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=f".tmp-{os.getpid()}-{kind}-"))
+        tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=f".tmp-{os.getpid()}@{HOST}-{kind}-"))
         meta: dict[str, Any] = {"kind": kind, "key": key}
         started = time.time()
         try:
@@ -135,15 +141,34 @@ class Store:
         found = self.get(kind, key)
         if found is not None and (reuse is None or reuse(found)):
             return found
-        with self.build(kind, key) as (tmp, meta):
-            build_fn(tmp, meta)
+        with self._lock(kind, key):
+            found = self.get(kind, key)  # another process may have built it while we waited
+            if found is not None and (reuse is None or reuse(found)):
+                return found
+            with self.build(kind, key) as (tmp, meta):
+                build_fn(tmp, meta)
         return Artifact(kind, key, self.entry(kind, key), meta, cached=False)
+
+    @contextmanager
+    def _lock(self, kind: str, key: str) -> Iterator[None]:
+        """Exclusive while one process builds (kind, key); released when it exits, even by a crash."""
+        (self.root / LOCKS).mkdir(parents=True, exist_ok=True)  # lock files stay: unlinking one races a waiter
+        with open(self.root / LOCKS / f"{kind}-{key[:20]}", "a+b") as handle:
+            fcntl.lockf(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.lockf(handle, fcntl.LOCK_UN)
 
     def clean_partial(self) -> int:
         """Remove temporary dirs left by a crashed build; returns how many."""
         if not self.root.is_dir():
             return 0
-        stale = [p for p in self.root.glob(".tmp-*") if p.is_dir() and not _pid_alive(p.name.split("-")[1])]
+        stale = []
+        for p in self.root.glob(".tmp-*"):
+            pid, _, host = p.name.split("-")[1].partition("@")
+            if p.is_dir() and host in ("", HOST) and not _pid_alive(pid):  # another host's build is its own
+                stale.append(p)
         for p in stale:
             shutil.rmtree(p, ignore_errors=True)
         return len(stale)

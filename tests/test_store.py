@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from pipeline.store import Store, digest, write_atomic
+from pipeline.store import HOST, LOCKS, Store, digest, write_atomic
 
 
 def test_built_entry_is_published_with_meta(tmp_path):
@@ -36,7 +36,7 @@ def test_failed_build_leaves_nothing(tmp_path):
     with pytest.raises(RuntimeError):
         store.get_or_build("stage-a", "k2" * 16, build)
     assert store.get("stage-a", "k2" * 16) is None
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == [LOCKS]  # only the lock files (empty)
 
 
 def test_killed_build_is_cleaned_and_rebuilt(tmp_path):
@@ -54,13 +54,35 @@ def test_killed_build_is_cleaned_and_rebuilt(tmp_path):
     assert store.get("stage-a", "k3" * 16) is None
     assert len(list(tmp_path.glob(".tmp-*"))) == 1
     assert store.clean_partial() == 1
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == [LOCKS]
 
 
 def test_clean_partial_spares_a_live_build(tmp_path):
-    live = tmp_path / f".tmp-{os.getpid()}-stage-a-xyz"
+    live = tmp_path / f".tmp-{os.getpid()}@{HOST}-stage-a-xyz"
     live.mkdir()
-    assert Store(tmp_path).clean_partial() == 0 and live.exists()
+    other_host = tmp_path / ".tmp-999999999@0badc0de-stage-a-xyz"  # a dead pid here, but not this host's process
+    other_host.mkdir()
+    assert Store(tmp_path).clean_partial() == 0 and live.exists() and other_host.exists()
+
+
+def test_processes_sharing_a_cache_build_an_entry_once(tmp_path):
+    """Four processes ask for the same entry at once (sweep trials sharing a train stage): one builds, three wait
+    and reuse it."""
+    log = tmp_path / "builds.log"
+    script = (
+        "import sys, time\n"
+        "from pipeline.store import Store\n"
+        "def build(tmp, meta):\n"
+        f"    open({str(log)!r}, 'a').write('built\\n')\n"
+        "    time.sleep(1.0)\n"
+        "    (tmp / 'model.bin').write_bytes(b'weights')\n"
+        f"art = Store({str(tmp_path / 'cache')!r}).get_or_build('stage-train', 'k4' * 16, build)\n"
+        "print(art.cached, (art.path / 'model.bin').read_bytes().decode())\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) for _ in range(4)]
+    outputs = sorted(p.communicate(timeout=60)[0].strip() for p in procs)
+    assert log.read_text() == "built\n" and all(p.returncode == 0 for p in procs)
+    assert outputs == ["False weights"] + ["True weights"] * 3
 
 
 def test_key_collision_on_prefix_is_not_a_hit(tmp_path):
