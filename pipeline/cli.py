@@ -421,6 +421,49 @@ def list_registry(registry: str) -> None:
                        f"accuracy {acc if acc is None else f'{acc:.4f}'}  {targets}")  # fmt: skip
 
 
+@main.command()
+@click.argument("sweep_file", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Write the sweep here (default runs/sweeps/<name>); an interrupted sweep in it resumes.")  # fmt: skip
+@click.option("--cache", type=click.Path(path_type=Path), default=None,
+              help="Artifact cache the trials share (default runs/.cache); on a cluster, a path every node sees.")  # fmt: skip
+@click.option("--address", default=None,
+              help="Ray cluster to run on (default $RAY_ADDRESS; without either, Ray starts here).")  # fmt: skip
+def sweep(sweep_file: Path, out: Path | None, cache: Path | None, address: str | None) -> None:
+    """Run the trials of SWEEP_FILE on Ray Tune; write the Pareto front, its plots and best.yaml."""
+    from pipeline.recipe import RecipeError
+    from pipeline.sweep import SWEEP_MARKER, load_sweep, run_sweep
+
+    try:
+        loaded = load_sweep(sweep_file)
+    except RecipeError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(EXIT_INPUT)
+    out = out or Path("runs") / "sweeps" / loaded.config.name
+    if out.is_symlink() or (out.exists() and not out.is_dir()) or (
+        out.is_dir() and any(out.iterdir()) and not (out / SWEEP_MARKER).is_file()
+    ):  # fmt: skip
+        click.echo(f"error: --out {out}: exists and was not written by `pipeline sweep`; nothing was written", err=True)
+        sys.exit(EXIT_INPUT)
+    _quiet_tensorflow()
+    try:
+        result = run_sweep(loaded, out, cache or Path("runs") / ".cache", address, lambda m: click.echo(m, err=True))
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: finished trials are kept; run the same command again to resume ({out})", err=True)
+        sys.exit(130)
+    trials = result["trials"]
+    failed = [t for t in trials if t["state"] == "failed"]
+    click.echo(f"{len(trials)} trials, {len(failed)} failed; Pareto front: {len(result['pareto'])}")
+    for t in trials:
+        figs = ", ".join(f"{k} {v:.4g}" for k, v in (t.get("figures") or {}).items())
+        mark = "*" if t["name"] == result["best"] else ("+" if t.get("pareto") else " ")
+        click.echo(f" {mark} {t['name']}: {figs or 'failed: ' + t.get('reason', '')}")
+    if result["best"] is None:
+        click.echo("no trial is within the budgets; see pareto.json", err=True)
+    click.echo(f"best within budgets: {result['best']} -> {out / 'best.yaml'}; plots {out / 'pareto.png'}")
+    sys.exit(0 if result["best"] is not None else EXIT_BUDGET)
+
+
 def _step_failed(what: str) -> None:
     import traceback
 
