@@ -96,8 +96,9 @@ def check_explain(recipe: Recipe, explain: dict[str, Any]) -> list[BudgetResult]
     """The explain section's floors, on what is deployed: every target's models (the chain's last model when the
     recipe has no targets). Intermediate stages are reported, not gated: nobody ships a model before fine-tuning."""
     floors = recipe.explain.budgets
-    rows = explain["models"][1:]
+    rows = [r for r in explain["models"][1:] if r.get("role") != "control"]
     gated = [r for r in rows if r.get("role") == "target"] or rows[-1:]
+    control = (explain.get("control") or {}).get("models", {})
     results = []
     for row in gated:
         measured = {"min_agreement": row["agreement"], "min_attribution_correlation": row["occlusion"]["spearman"]}
@@ -106,4 +107,12 @@ def check_explain(recipe: Recipe, explain: dict[str, Any]) -> list[BudgetResult]
             if limit is not None:
                 actual = actual if actual is not None else -1.0  # undefined correlation cannot pass a floor
                 results.append(BudgetResult(f"explain.{row['model']}.{key}", limit, actual, "", True, actual >= limit))
+        beyond = control.get(row["model"], {})
+        ceilings = {"max_agreement_drop_beyond_noise": beyond.get("agreement"),
+                    "max_attribution_drop_beyond_noise": beyond.get("occlusion_spearman")}  # fmt: skip
+        for key, drop in ceilings.items():
+            limit = getattr(floors, key)
+            if limit is not None:
+                actual = drop["value"] if drop and drop["value"] is not None else 2.0  # not measured: worst case
+                results.append(BudgetResult(f"explain.{row['model']}.{key}", limit, actual, "", False, actual <= limit))
     return results

@@ -445,6 +445,11 @@ def sweep(sweep_file: Path, out: Path | None, cache: Path | None, address: str |
     ):  # fmt: skip
         click.echo(f"error: --out {out}: exists and was not written by `pipeline sweep`; nothing was written", err=True)
         sys.exit(EXIT_INPUT)
+    earlier = out / "sweep.yaml"
+    if earlier.is_file() and earlier.read_text() != sweep_file.read_text():
+        click.echo(f"error: --out {out} holds a sweep of another version of {sweep_file.name}; resuming it would mix "
+                   "the two. Choose a new --out.", err=True)  # fmt: skip
+        sys.exit(EXIT_INPUT)
     _quiet_tensorflow()
     try:
         result = run_sweep(loaded, out, cache or Path("runs") / ".cache", address, lambda m: click.echo(m, err=True))

@@ -60,24 +60,89 @@ def plot_maps(out: Path, x: np.ndarray, y: np.ndarray, labels: list[str], maps: 
 
 
 def plot_drift(out: Path, rows: list[dict[str, Any]]) -> str:
-    """Agreement and mean occlusion-map correlation / IoU for every model, in chain order."""
+    """Agreement and mean occlusion-map correlation / IoU for every model, in chain order, with 95 % intervals when
+    the control ran; the retrained twin's values drawn as dashed lines: the drift any retraining has."""
     plt = _pyplot()
+    twin = next((r for r in rows if r.get("role") == "control"), None)
+    rows = [r for r in rows if r.get("role") != "control"]
     names = [r["model"] for r in rows]
     series = {
-        "top-1 agreement": [r["agreement"] for r in rows],
-        "occlusion Spearman": [r["occlusion"]["spearman"] or np.nan for r in rows],
-        "occlusion top-10% IoU": [r["occlusion"]["iou"] for r in rows],
-    }
+        "top-1 agreement": ([r["agreement"] for r in rows], [r.get("agreement_ci") for r in rows],
+                            twin["agreement"] if twin else None),
+        "occlusion Spearman": ([r["occlusion"]["spearman"] or np.nan for r in rows],
+                               [r["occlusion"].get("spearman_ci") for r in rows],
+                               twin["occlusion"]["spearman"] if twin else None),
+        "occlusion top-10% IoU": ([r["occlusion"]["iou"] for r in rows], [None] * len(rows),
+                                  twin["occlusion"]["iou"] if twin else None),
+    }  # fmt: skip
     fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(names)), 3.5))
-    for label, values in series.items():
-        ax.plot(range(len(names)), values, marker="o", label=label)
+    for label, (values, cis, noise) in series.items():
+        errors = np.array([[v - ci[0], ci[1] - v] if ci else [0, 0] for v, ci in zip(values, cis, strict=True)]).T
+        line = ax.errorbar(range(len(names)), values, yerr=errors, marker="o", capsize=3, label=label)
+        if noise is not None:
+            ax.axhline(noise, color=line[0].get_color(), linestyle="--", alpha=0.6)
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
-    ax.set_ylim(0, 1.02)
+    lowest = np.nanmin([v for values, _, noise in series.values() for v in [*values, noise] if v is not None])
+    ax.set_ylim(min(0.0, lowest - 0.05), 1.02)
     ax.set_ylabel(f"vs {names[0]}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
-    ax.set_title("Does compression keep the decisions and their reasons?", fontsize=9)
+    title = "Does compression keep the decisions and their reasons?"
+    if twin:
+        title += f" (dashed: the retrained twin '{twin['model']}', 95 % bars)"
+    ax.set_title(title, fontsize=9)
     return _save(fig, out / "drift.png")
+
+
+def plot_global(out: Path, labels: list[str], ref_name: str, ref_maps: np.ndarray, dep_name: str,
+                dep_maps: np.ndarray) -> str:  # fmt: skip
+    """Per class: the mean occlusion map of the trained model, of the deployed model, and their difference."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(labels), 3, figsize=(5.4, 1.9 * len(labels)), squeeze=False)
+    for c, label in enumerate(labels):
+        diff = dep_maps[c] - ref_maps[c]
+        scale = max(np.abs(ref_maps[c]).max(), np.abs(dep_maps[c]).max()) or 1.0
+        for col, (title, image) in enumerate(((ref_name, ref_maps[c]), (dep_name, dep_maps[c]), ("difference", diff))):
+            ax = axes[c, col]
+            ax.imshow(image.T, aspect="auto", origin="lower", cmap="RdBu_r", vmin=-scale, vmax=scale,
+                      interpolation="nearest")  # fmt: skip
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_title(title, fontsize=8)
+            if col == 0:
+                ax.set_ylabel(label, fontsize=8)
+    fig.suptitle("mean occlusion map per class (time →, MFCC ↑; red supports the class); difference = deployed "
+                 "− trained", fontsize=8)  # fmt: skip
+    return _save(fig, out / "global_maps.png")
+
+
+def plot_pies(out: Path, test_x: np.ndarray, test_y: np.ndarray, labels: list[str], clips: list[int],
+              picks: np.ndarray, maps: dict[str, np.ndarray], ref_name: str, dep_name: str, twin_name: str,
+              predictions: dict[str, np.ndarray]) -> str | None:  # fmt: skip
+    """Pruning-identified exemplars: the features, then the trained model's, the twin's and the deployed model's
+    occlusion maps, with what each predicted."""
+    if not clips:
+        return None
+    plt = _pyplot()
+    position = {int(clip): i for i, clip in enumerate(picks)}
+    fig, axes = plt.subplots(len(clips), 4, figsize=(7.2, 2.2 * len(clips)), squeeze=False)
+    for row, clip in enumerate(clips):
+        columns = [("features", test_x[clip], None)] + [
+            (name, maps[name][position[clip]], labels[predictions[name][clip]])
+            for name in (ref_name, twin_name, dep_name)
+        ]
+        for col, (title, image, said) in enumerate(columns):
+            ax = axes[row, col]
+            scale = np.max(np.abs(image)) or 1.0
+            cmap, lim = ("viridis", (None, None)) if said is None else ("RdBu_r", (-scale, scale))
+            ax.imshow(image.T, aspect="auto", origin="lower", cmap=cmap, vmin=lim[0], vmax=lim[1],
+                      interpolation="nearest")  # fmt: skip
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"{title}" + (f": '{said}'" if said else f" ('{labels[test_y[clip]]}')"), fontsize=7)
+    fig.suptitle(f"clips {dep_name} hears differently from {ref_name} while the twin {twin_name} agrees", fontsize=8)
+    return _save(fig, out / "exemplars.png")
 
 
 def plot_removed(out: Path, filters: dict[str, Any]) -> str:

@@ -317,6 +317,12 @@ StageEntry, TargetEntry = _entries()
 class ExplainBudgets(Strict):
     min_agreement: float | None = Field(None, ge=0, le=1, description="top-1 agreement with the trained model")
     min_attribution_correlation: float | None = Field(None, ge=-1, le=1, description="mean Spearman of occlusion maps")
+    max_agreement_drop_beyond_noise: float | None = Field(
+        None, ge=0, le=1, description="agreement lost beyond what the retrained twin loses (needs `control`)"
+    )
+    max_attribution_drop_beyond_noise: float | None = Field(
+        None, ge=0, le=2, description="occlusion Spearman lost beyond the retrained twin's (needs `control`)"
+    )
 
 
 class ExplainConfig(Strict):
@@ -328,7 +334,20 @@ class ExplainConfig(Strict):
     ig_steps: int = Field(32, ge=2, le=1024)
     top_fraction: float = Field(0.1, gt=0, le=1)
     pictures_per_class: int = Field(2, ge=0, le=100)
+    control: bool = Field(
+        True, description="train an unpruned twin with another seed: every drift is also measured for a retrain"
+    )
+    bootstrap: int = Field(1000, ge=100, le=100_000, description="resamples over clips for the 95 % intervals")
     budgets: ExplainBudgets = ExplainBudgets()
+
+    @model_validator(mode="after")
+    def _noise_budgets_need_the_control(self) -> ExplainConfig:
+        b = self.budgets
+        if not self.control and (
+            b.max_agreement_drop_beyond_noise is not None or b.max_attribution_drop_beyond_noise is not None
+        ):
+            raise located(("budgets",), "a budget on drift beyond retrain noise needs `control: true`")
+        return self
 
     @field_validator("patch")
     @classmethod

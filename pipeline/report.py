@@ -238,6 +238,8 @@ def _explain(ex: dict[str, Any] | None) -> list[str]:
         f"![agreement and attribution correlation per model](explain/{ex['plot']})",
         "",
     ]
+    lines += _control(ex)
+    lines += _global(ex.get("global"))
     deployed = next(r for r in ex["models"] if r["model"] == ex["deployed"])
     labels = list(ex["models"][0]["per_class_accuracy"])
     lines += [
@@ -284,6 +286,117 @@ def _explain(ex: dict[str, Any] | None) -> list[str]:
     lines += ["Saliency maps per class (features, then integrated gradients and occlusion for each model):", ""]
     lines += [f"- [{name}](explain/{name})" for name in ex["pictures"]]
     return lines + [""]
+
+
+def _ci(value: float | None, ci: list[float] | None, percent: bool = False) -> str:
+    if value is None:
+        return "–"
+    show = (lambda v: f"{100 * v:+.2f} pt") if percent else (lambda v: f"{v:+.3f}")
+    return show(value) + (f" [{show(ci[0])}, {show(ci[1])}]" if ci else "")
+
+
+def _control(ex: dict[str, Any]) -> list[str]:
+    """Drift beyond retrain noise, with intervals, and the pruning-identified exemplars."""
+    control = ex.get("control")
+    if not control:
+        return []
+    twin = next(r for r in ex["models"] if r["model"] == control["twin"])
+    dep = ex["deployed"]
+    head = control["models"].get(dep, {})
+    agreement, rho = head.get("agreement", {}), head.get("occlusion_spearman", {})
+    lines = [
+        "### Beyond retrain noise",
+        "",
+        f"Any retraining moves decisions and maps a little. The control `{twin['model']}` is the trained model's "
+        f"twin: the same data and schedule, another seed, no compression. It agrees with `{ex['reference']}` on "
+        f"{pct(twin['agreement'])} of the test clips, with occlusion Spearman {_num(twin['occlusion']['spearman'])}. "
+        f"**The deployed `{dep}` drifts {agreement.get('verdict', 'undefined')} in its decisions** (agreement lost "
+        f"beyond the twin's: {_ci(agreement.get('value'), agreement.get('ci'), True)}) **and "
+        f"{rho.get('verdict', 'undefined')} in its attributions** (Spearman lost beyond the twin's: "
+        f"{_ci(rho.get('value'), rho.get('ci'))}). Brackets: bootstrap 95 % intervals over clips, model and twin "
+        "resampled together; positive means the model moved further from the trained model than the twin did.",
+        "",
+        table(
+            [
+                "model",
+                "agreement [95 %]",
+                "beyond noise",
+                "occl. Spearman [95 %]",
+                "beyond noise",
+                "IG Spearman beyond noise",
+            ],
+            [
+                [
+                    r["model"],
+                    pct(r["agreement"])
+                    + (f" [{pct(r['agreement_ci'][0])}, {pct(r['agreement_ci'][1])}]" if r.get("agreement_ci") else ""),
+                    _ci(c["agreement"]["value"], c["agreement"]["ci"], True),
+                    _num(r["occlusion"]["spearman"])
+                    + (
+                        f" [{_num(r['occlusion']['spearman_ci'][0])}, {_num(r['occlusion']['spearman_ci'][1])}]"
+                        if r["occlusion"].get("spearman_ci")
+                        else ""
+                    ),
+                    _ci(c["occlusion_spearman"]["value"], c["occlusion_spearman"]["ci"]),
+                    _ci(c["gradient_spearman"]["value"], c["gradient_spearman"]["ci"])
+                    if "gradient_spearman" in c
+                    else "–",
+                ]
+                for r in ex["models"]
+                if (c := control["models"].get(r["model"]))
+            ],
+        ),  # fmt: skip
+        "",
+    ]
+    per_class = head.get("per_class_agreement", {})
+    if per_class:
+        lines += [
+            f"Per class, agreement `{dep}` lost beyond the twin's: "
+            + ", ".join(f"{c} {_ci(v['value'], v['ci'], True)}" for c, v in per_class.items())
+            + ".",
+            "",
+        ]
+    found = control.get("exemplars", {})
+    if found:
+        sets = list(next(iter(found.values())))
+        lines += [
+            "**Pruning-identified exemplars**: clips a model hears differently from the trained model while the twin "
+            "agrees with the trained model (Hooker et al., 2019), on the synthetic test split and every field set:",
+            "",
+            table(
+                ["model", *sets],
+                [[m, *[f"{v[s]['count']:,} ({pct(v[s]['share'])})" for s in sets]] for m, v in found.items()],
+            ),
+            "",
+        ]
+        if dep in found:
+            labels = list(found[dep]["synthetic"]["per_class"])
+            lines += [
+                f"Per class for `{dep}`:",
+                "",
+                table(["set", *labels], [[s, *[found[dep][s]["per_class"].get(c, 0) for c in labels]] for s in sets]),
+                "",
+            ]
+        if control.get("exemplar_plot"):
+            lines += [f"![pruning-identified exemplars](explain/{control['exemplar_plot']})", ""]
+    return lines
+
+
+def _global(view: dict[str, Any] | None) -> list[str]:
+    if not view:
+        return []
+    changes = "; ".join(
+        f"{c['direction']} frames {c['frames'][0]}–{c['frames'][1]}, coefficients {c['coefficients'][0]}–"
+        f"{c['coefficients'][1]} ({c['change']:+.0%} of the trained model's largest cell)"
+        for c in view["biggest_changes"]
+    )
+    return [
+        f"**Global view**: per-class mean occlusion maps, trained vs `{view['model']}`. Largest changes over all "
+        f"classes: {changes}.",
+        "",
+        f"![mean attribution per class, before and after compression](explain/{view['plot']})",
+        "",
+    ]
 
 
 def _per_voice(report: dict[str, Any]) -> list[str]:

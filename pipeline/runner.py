@@ -30,6 +30,7 @@ from pipeline.plugins import TargetContext, find_models, stage, target
 from pipeline.progress import Reporter
 from pipeline.recipe import Recipe
 from pipeline.report import render_markdown
+from pipeline.runtimes import ModelRef
 from pipeline.stages import StageContext
 from pipeline.store import META, Artifact, Store, digest, replace_dir, write_atomic, write_json
 from pipeline.versions import versions
@@ -134,7 +135,7 @@ def run_recipe(
         targets.append((entry.name, art))
         compiled_keys.append(compiled.key)
     field_art = run_field_tests(field_sets, data, stages, targets, compiled_keys, store, reporter)
-    explain_art = run_explain(recipe, data, stages, targets, compiled_keys, store, reporter)
+    explain_art = run_explain(recipe, data, stages, targets, compiled_keys, store, reporter, field_sets)
     reporter.scope = ""
 
     results = budget_checks.check(
@@ -269,19 +270,23 @@ def run_explain(
     compiled_keys: list[str],
     store: Store,
     reporter: Reporter,
+    field_sets: list[FieldSet] = (),
 ) -> Artifact | None:
     """The explain section as one more cached step: it depends on every model of the run (the compiled targets,
-    not their measurements, so `--remeasure` does not redo it) and on the data."""
+    not their measurements, so `--remeasure` does not redo it), on the control twin, and on the data."""
     if not recipe.explain.enabled or not stages or not stages[0][1].file("model.keras").exists():
         return None
     from pipeline.explain import explain
 
+    twin = control_twin(recipe, data, store, reporter)
     reporter.scope = "explain"
     key = digest(
         {
             "explain": recipe.explain.model_dump(mode="json", exclude={"budgets"}),  # budgets are checked, not computed
             "models": [art.key for _, art in stages] + compiled_keys,
+            "twin": twin[1].key if twin else None,
             "data": data.key,
+            "field": [fs.key for fs in field_sets],
             "seed": recipe.seed,
             "code": fingerprint(EXPLAIN_CODE),
         }
@@ -290,11 +295,40 @@ def run_explain(
     def build(tmp: Path, meta: dict) -> None:
         models = find_models(_dirs(stages), _dirs(targets))
         removed = _pruned_filters(_dirs(stages))
-        meta["result"] = explain(models, data, recipe.explain, recipe.seed, tmp, removed, reporter.log)
+        meta["result"] = explain(models, data, recipe.explain, recipe.seed, tmp, removed, reporter.log,
+                                 twin[0] if twin else None, field_sets)  # fmt: skip
 
     art = store.get_or_build("explain", key, build)
     _log_done(reporter, art)
     return art
+
+
+TWIN_SEED_OFFSET = 1000003  # the control twin's seed: the recipe's plus this (mod 2^32), never a neighbour's
+
+
+def control_twin(
+    recipe: Recipe, data: FeatureSet, store: Store, reporter: Reporter
+) -> tuple[ModelRef, Artifact] | None:
+    """The unpruned twin explain compares against: the chain's first stage (train) again with another seed, same
+    data and schedule; cached like any stage, so a run trains it once."""
+    if not recipe.explain.control or recipe.stages[0].name != "train":
+        return None
+    twin_recipe = recipe.model_copy(update={"seed": (recipe.seed + TWIN_SEED_OFFSET) % 2**32})
+    reporter.scope = "explain twin"
+    entry = recipe.stages[0]
+    module = stage(entry.name)
+    key = stage_key(twin_recipe, 0, data, None)
+
+    def build(tmp: Path, meta: dict) -> None:
+        reporter.log(f"training the control twin (seed {twin_recipe.seed}): the drift any retraining has")
+        ctx = StageContext(twin_recipe, data, None, tmp, reporter.log, reporter.progress, {})
+        meta["stage"] = entry.name
+        meta["metrics"] = module.run(entry.config, ctx)
+
+    art = store.get_or_build(f"stage-{entry.name}", key, build)
+    _log_done(reporter, art)
+    ref = ModelRef("twin", "keras", art.file("model.keras"), "Keras float32", role="control")
+    return ref, art
 
 
 def _dirs(steps: list[tuple[str, Artifact]]) -> list[tuple[str, Path]]:
@@ -403,15 +437,18 @@ def reexplain(run_dir: Path, reporter: Reporter, cache: Path | None = None) -> d
     `explain/` folder and rewrite report.json/report.md."""
     from pipeline.explain import explain
 
-    report, recipe, _, data, stage_dirs, target_dirs = _open_run(run_dir, reporter, cache)
+    report, recipe, store, data, stage_dirs, target_dirs = _open_run(run_dir, reporter, cache)
     removed = _pruned_filters(stage_dirs)
+    twin = control_twin(recipe, data, store, reporter)  # from the cache, or trained once
+    field_sets = prepare_field_sets(recipe, data.labels, store, reporter.progress, reporter.warn)
     reporter.scope = "explain"
     tmp = run_dir / f".explain.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
         models = find_models(stage_dirs, target_dirs)
-        result = explain(models, data, recipe.explain, recipe.seed, tmp, removed, reporter.log)
+        result = explain(models, data, recipe.explain, recipe.seed, tmp, removed, reporter.log,
+                         twin[0] if twin else None, field_sets)  # fmt: skip
         replace_dir(tmp, run_dir / "explain")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -199,7 +199,23 @@ def test_explain_section_compares_every_model_with_the_trained_one(tiny_run):
     ex = report["explain"]
     names = [r["model"] for r in ex["models"]]
     assert names == ["train", "prune", "finetune", "quantize", "tflm", "android.fp32", "android.fp16",
-                     "android.dynamic_int8", "android.int8", "openvino.fp32", "openvino.int8"]  # fmt: skip
+                     "android.dynamic_int8", "android.int8", "openvino.fp32", "openvino.int8", "twin"]  # fmt: skip
+    # The control: an unpruned twin (another seed, same data and schedule), judged like every model, and every
+    # compressed model judged against it with bootstrap intervals (issue #21).
+    assert ex["models"][-1]["role"] == "control" and ex["deployed"] == "tflm"
+    control = ex["control"]
+    assert set(control["models"]) == set(names) - {"train", "twin"}
+    tflm = control["models"]["tflm"]
+    for figure in ("agreement", "occlusion_spearman", "occlusion_iou"):
+        low, high = tflm[figure]["ci"]
+        assert low <= tflm[figure]["value"] <= high and tflm[figure]["verdict"] in (
+            "beyond retrain noise", "within retrain noise", "less than a retrain")  # fmt: skip
+    assert set(tflm["per_class_agreement"]) == set(report["data"]["labels"])
+    found = control["exemplars"]["tflm"]["synthetic"]
+    assert found["count"] == sum(found["per_class"].values()) and 0 <= found["share"] <= 1
+    assert (latest / "explain" / ex["global"]["plot"]).stat().st_size > 1000 and len(
+        ex["global"]["biggest_changes"]
+    ) == 3
     train = ex["models"][0]
     assert train["agreement"] == 1.0 and train["occlusion"]["spearman"] == 1.0 and train["gradient"]["iou"] == 1.0
     rows = {r["model"]: r for r in ex["models"]}
@@ -212,6 +228,9 @@ def test_explain_section_compares_every_model_with_the_trained_one(tiny_run):
     assert [r["layer"] for r in ex["removed"]] == ["conv0", "pw1"] and ex["removed"][0]["removed"] == 8
     md = (latest / "report.md").read_text()
     assert "## Explainability" in md and "](explain/drift.png)" in md
+    assert "### Beyond retrain noise" in md and "Pruning-identified exemplars" in md and "**Global view**" in md
+    # The twin was trained once, beside the recipe's own train stage, and is reused from the cache.
+    assert len(list((runs / ".cache").glob("stage-train-*"))) >= 2
 
 
 def test_explain_budget_fails_the_run_and_names_the_model(tiny_run, tmp_path):

@@ -5,7 +5,15 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from pipeline.explain import compare_maps, explain, integrated_gradients, occlusion
+from pipeline.explain import (
+    beyond_noise,
+    bootstrap_ci,
+    compare_maps,
+    exemplars,
+    explain,
+    integrated_gradients,
+    occlusion,
+)
 from pipeline.recipe import ExplainConfig
 from pipeline.runtimes import ModelRef
 from pipeline.runtimes.any import predictor
@@ -75,3 +83,83 @@ def test_a_model_compared_with_itself_scores_one(toy, tmp_path):
     assert row["agreement"] == 1.0 and row["occlusion"]["spearman"] == pytest.approx(1.0)
     assert row["gradient"]["spearman"] == pytest.approx(1.0) and row["occlusion"]["iou"] == 1.0
     assert (tmp_path / result["plot"]).stat().st_size > 0 and len(result["pictures"]) == 2
+
+
+def test_bootstrap_intervals_cover_the_mean_at_the_expected_width():
+    values = np.random.default_rng(3).normal(0.1, 1.0, 2000)
+    low, high = bootstrap_ci(values, 2000, seed=0)
+    assert low < values.mean() < high and low < 0.1 < high
+    assert (high - low) == pytest.approx(2 * 1.96 / np.sqrt(2000), rel=0.15)
+    assert bootstrap_ci(np.array([np.nan, 1.0]), 200, seed=0) is None  # one defined value: no interval
+
+
+def test_beyond_noise_says_which_side_of_the_twin_a_model_lies():
+    rng = np.random.default_rng(4)
+    twin = (rng.random(3000) < 0.97).astype(float)  # a retrain agrees on ~97 % of clips
+    worse = twin * (rng.random(3000) < 0.9)  # loses another ~10 % of them
+    same = twin.copy()
+    assert beyond_noise(worse, twin, 1000, 0)["verdict"] == "beyond retrain noise"
+    assert beyond_noise(worse, twin, 1000, 0)["value"] == pytest.approx(0.097, abs=0.02)
+    assert beyond_noise(same, twin, 1000, 0)["verdict"] == "within retrain noise"
+    assert beyond_noise(twin, worse, 1000, 0)["verdict"] == "less than a retrain"
+
+
+def test_exemplars_are_where_the_model_leaves_the_trained_model_and_the_twin_stays():
+    reference = np.array([0, 1, 1, 0, 2, 2])
+    twin = np.array([0, 1, 0, 0, 2, 1])
+    model = np.array([1, 1, 0, 1, 2, 0])
+    y = np.array([0, 1, 1, 0, 2, 2])
+    found = exemplars(model, reference, twin, y, ["a", "b", "c"])
+    # clip 0 and 3: model differs, twin agrees -> exemplars; clip 2: the twin differs too -> noise; clip 5: same
+    assert found["clips"] == [0, 3] and found["per_class"] == {"a": 2, "b": 0, "c": 0} and found["count"] == 2
+
+
+def test_the_control_separates_what_compression_changed_from_retrain_noise(toy, tmp_path):
+    """A twin identical to the trained model and a 'compressed' model that listens elsewhere: the control puts
+    the whole drift beyond noise, and the exemplars are exactly the clips the compressed model flipped."""
+    import tensorflow as tf
+
+    folder, x, y = toy
+    model = tf.keras.models.load_model(folder / "model.keras")
+    kernel, bias = model.layers[-1].get_weights()
+    grid = kernel.reshape(49, 10, 2)
+    grid[:, :, :] = 0
+    grid[0:7, 0:2, 0], grid[0:7, 0:2, 1] = 0.5, -0.5  # decides by another region
+    model.layers[-1].set_weights([grid.reshape(490, 2), bias])
+    model.save(tmp_path / "other.keras")
+    split = SimpleNamespace(x=x, y=y)
+    data = SimpleNamespace(train=split, test=split, labels=["pos", "neg"])
+    ref = ModelRef("train", "keras", folder / "model.keras", "Keras")
+    squeezed = ModelRef("finetune", "keras", tmp_path / "other.keras", "Keras")
+    twin = ModelRef("twin", "keras", folder / "model.keras", "Keras", role="control")
+    cfg = ExplainConfig(samples=40, ig_steps=4, pictures_per_class=0, bootstrap=500)
+    (tmp_path / "ex").mkdir()
+    result = explain([ref, squeezed], data, cfg, seed=0, out=tmp_path / "ex", twin=twin)
+    control = result["control"]["models"]["finetune"]
+    flipped = np.argmax(predictor(squeezed)(x), -1) != np.argmax(predictor(ref)(x), -1)
+    assert control["agreement"]["value"] == pytest.approx(flipped.mean())
+    assert control["agreement"]["verdict"] == "beyond retrain noise" and control["agreement"]["ci"][0] > 0
+    assert control["occlusion_spearman"]["verdict"] == "beyond retrain noise"
+    assert result["control"]["exemplars"]["finetune"]["synthetic"]["count"] == int(flipped.sum())
+    twin_row = next(r for r in result["models"] if r["model"] == "twin")
+    assert twin_row["agreement"] == 1.0 and twin_row["role"] == "control" and result["deployed"] == "finetune"
+    assert (tmp_path / "ex" / result["global"]["plot"]).is_file()
+    assert result["control"]["exemplar_plot"] and (tmp_path / "ex" / result["control"]["exemplar_plot"]).is_file()
+
+
+def test_noise_budgets_gate_the_deployed_model_and_need_the_control():
+    from pipeline import budgets as budget_checks
+    from pipeline.recipe import RecipeError, parse_recipe
+    from tests.conftest import TINY
+
+    text = TINY.read_text() + "explain: {budgets: {max_agreement_drop_beyond_noise: 0.02}}\n"
+    recipe = parse_recipe(text)
+    row = {"model": "tflm", "role": "target", "agreement": 0.9, "occlusion": {"spearman": 0.5}}
+    result = {"models": [{"model": "train"}, row],
+              "control": {"models": {"tflm": {"agreement": {"value": 0.05, "ci": [0.03, 0.07]}}}}}  # fmt: skip
+    (gate,) = budget_checks.check_explain(recipe, result)
+    assert gate.name == "explain.tflm.max_agreement_drop_beyond_noise" and not gate.ok and gate.actual == 0.05
+    with pytest.raises(RecipeError, match="needs `control: true`"):
+        parse_recipe(
+            TINY.read_text() + "explain: {control: false, budgets: {max_attribution_drop_beyond_noise: 0.1}}\n"
+        )

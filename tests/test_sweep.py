@@ -65,6 +65,14 @@ def test_rerunning_a_finished_sweep_redoes_no_trial(swept):
     assert "resuming" in again.stderr
     assert {p.name: p.stat().st_mtime_ns for p in (out / "trials").glob("*/report.json")} == stamps
     assert len(json.loads((out / "pareto.json").read_text())["trials"]) == 4
+    changed = out.parent / "changed.yaml"
+    changed.write_text(
+        SWEEP.read_text()
+        .replace("[1, 2]", "[1, 3]")
+        .replace("recipe: tiny.yaml", f"recipe: {SWEEP.parent / 'tiny.yaml'}")
+    )
+    mixed = run_cli("sweep", str(changed), "--out", str(out), "--cache", str(runs / ".cache"), cwd=out.parent)
+    assert mixed.returncode == 2 and "holds a sweep of another version" in mixed.stderr
 
 
 def test_a_failing_trial_is_recorded_with_its_reason_and_the_sweep_goes_on(tiny_run, tmp_path):
@@ -129,3 +137,21 @@ def test_pareto_front_keeps_exactly_the_non_dominated_points():
     points = [{"acc": 0.9, "ram": 10}, {"acc": 0.8, "ram": 5}, {"acc": 0.8, "ram": 10}, {"acc": 0.95, "ram": 20},
               {"acc": 0.9, "ram": 10}]  # fmt: skip
     assert pareto_front(points, goals) == [0, 1, 3, 4]  # 2 is dominated by 0; equal points both stay
+
+
+def test_optuna_searches_the_space_with_several_objectives(swept, tmp_path):
+    """Multi-objective Optuna through Ray Tune's OptunaSearch; its trials reuse the grid's cached runs."""
+    runs, _, _, _ = swept
+    sweep = tmp_path / "optuna.yaml"
+    text = SWEEP.read_text().replace("name: tiny_sweep", "name: tiny_optuna")
+    text = text.replace("recipe: tiny.yaml", f"recipe: {ROOT / 'tests' / 'recipes' / 'tiny.yaml'}")
+    sweep.write_text(text.replace("search: {method: grid}", "search: {method: optuna, samples: 3, seed: 1}"))
+    done = run_cli("sweep", str(sweep), "--out", str(tmp_path / "out"), "--cache", str(runs / ".cache"), cwd=tmp_path)
+    assert done.returncode in (0, 1), done.stderr[-3000:]
+    result = json.loads((tmp_path / "out" / "pareto.json").read_text())
+    assert result["method"] == "optuna" and len(result["trials"]) == 3
+    space = {(0.25, 1), (0.25, 2), (0.5, 1), (0.5, 2)}
+    assert all(
+        (t["config"]["stages.prune.target"], t["config"]["stages.finetune.epochs"]) in space for t in result["trials"]
+    )
+    assert all(t["state"] == "done" for t in result["trials"]) and result["pareto"]

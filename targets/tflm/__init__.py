@@ -246,8 +246,9 @@ def complete_bundle(
         audio, feats, quantized = frontend_vectors
         layouts.write_frontend_vectors(out, audio, feats, quantized, FRONTEND_TOLERANCES)
         layouts.write_frontend_test(out, name, f"g_{c_identifier(name)}_model_data")
-    layouts.write_cmake(out, name, bundle, sources, with_test, fixed_point)
-    zephyr_option = layouts.write_zephyr(out, name, bundle, sources, fixed_point if with_test else None)
+    arithmetic = fixed_point if frontend is not None else None  # None: no front end to choose an arithmetic for
+    layouts.write_cmake(out, name, bundle, sources, with_test, arithmetic)
+    zephyr_option = layouts.write_zephyr(out, name, bundle, sources, arithmetic)
     layouts.write_arduino(out, name, bundle, model_sha256[:8], sources)
     write_readme(out, name, bundle, measured["ops"], arena["bundle"], labels, features is not None, zephyr_option)
     return write_manifest(

@@ -65,6 +65,20 @@ def _ints(values: Any, per_line: int = 16) -> str:
     return ",\n  ".join(", ".join(items[i : i + per_line]) for i in range(0, len(items), per_line))
 
 
+def bit_reverse(element: str) -> str:
+    """The C loop that puts (re, im) of `element`s into bit-reversed order, ahead of the butterflies."""
+    return f"""  for (int i = 1, j = 0; i < N_FFT; ++i) {{
+    int bit = N_FFT >> 1;
+    for (; j & bit; bit >>= 1) j ^= bit;
+    j ^= bit;
+    if (i < j) {{
+      {element} t = re[i]; re[i] = re[j]; re[j] = t;
+      t = im[i]; im[i] = im[j]; im[j] = t;
+    }}
+  }}
+"""
+
+
 def _quantizer(scale: float) -> tuple[int, int]:
     """(M, m): round(x / scale) = x * M / 2^m, with M below 2^31, for the fixed-point quantizer."""
     m = 30
@@ -185,16 +199,7 @@ static float re[N_FFT], im[N_FFT], magnitude[BINS], log_mel[MEL_BINS];
 
 // In-place iterative radix-2 FFT of (re, im).
 static void fft(void) {{
-  for (int i = 1, j = 0; i < N_FFT; ++i) {{
-    int bit = N_FFT >> 1;
-    for (; j & bit; bit >>= 1) j ^= bit;
-    j ^= bit;
-    if (i < j) {{
-      float t = re[i]; re[i] = re[j]; re[j] = t;
-      t = im[i]; im[i] = im[j]; im[j] = t;
-    }}
-  }}
-  for (int len = 2; len <= N_FFT; len <<= 1) {{
+{bit_reverse('float')}  for (int len = 2; len <= N_FFT; len <<= 1) {{
     const int step = N_FFT / len;
     for (int i = 0; i < N_FFT; i += len) {{
       for (int k = 0; k < len / 2; ++k) {{
@@ -311,16 +316,7 @@ static int32_t log2_q16(uint64_t v) {{  // log2(v) in Q16; v > 0
 
 // Block-floating-point FFT: every stage halves, so |values| stay below 2^29 when the input is.
 static void fft(void) {{
-  for (int i = 1, j = 0; i < N_FFT; ++i) {{
-    int bit = N_FFT >> 1;
-    for (; j & bit; bit >>= 1) j ^= bit;
-    j ^= bit;
-    if (i < j) {{
-      int32_t t = re[i]; re[i] = re[j]; re[j] = t;
-      t = im[i]; im[i] = im[j]; im[j] = t;
-    }}
-  }}
-  for (int len = 2; len <= N_FFT; len <<= 1) {{
+{bit_reverse('int32_t')}  for (int len = 2; len <= N_FFT; len <<= 1) {{
     const int step = N_FFT / len;
     for (int i = 0; i < N_FFT; i += len) {{
       for (int k = 0; k < len / 2; ++k) {{
