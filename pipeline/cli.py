@@ -227,7 +227,8 @@ def profile(
 @click.option("--cache", type=click.Path(path_type=Path), default=None, envvar="PIPELINE_CACHE",
               help="Artifact cache holding the run's features (default: the run's runs/.cache).")  # fmt: skip
 def explain(run_dir: Path, cache: Path | None) -> None:
-    """Recompute RUN_DIR's explainability section (agreement, attribution drift, pictures) without retraining."""
+    """Recompute RUN_DIR's explainability section (agreement, attribution drift, pictures) from its models; the
+    control twin comes from the cache (trained once if the cache no longer holds it)."""
     from pipeline.recipe import RecipeError
 
     if not (run_dir / "report.json").is_file() or not (run_dir / "recipe.yaml").is_file():

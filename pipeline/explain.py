@@ -319,6 +319,11 @@ def _control(rows, models, twin, reference, predictions, maps, gradients, test, 
             p = field_predictions[fs.name]
             found[fs.name] = exemplars(p[name], p[reference.name], p[twin.name], fs.y, labels)
             found[fs.name].pop("clips")
+            field_agree = (p[name] == p[reference.name]).astype(float)
+            field_twin = (p[twin.name] == p[reference.name]).astype(float)
+            entry.setdefault("field_agreement", {})[fs.name] = beyond_noise(field_agree, field_twin, b, seed) | {
+                "model": float(field_agree.mean()), "twin": float(field_twin.mean()),
+            }  # fmt: skip
         out["exemplars"][name] = found
     return out
 

@@ -348,6 +348,13 @@ def _control(ex: dict[str, Any]) -> list[str]:
         ),  # fmt: skip
         "",
     ]
+    for name, f in head.get("field_agreement", {}).items():
+        lines += [
+            f"On `{name}` (real recordings): `{dep}` agrees with `{ex['reference']}` on {pct(f['model'])} of the clips, "
+            f"the twin on {pct(f['twin'])}: agreement lost beyond the twin's {_ci(f['value'], f['ci'], True)}, "
+            f"**{f['verdict']}**.",
+            "",
+        ]
     per_class = head.get("per_class_agreement", {})
     if per_class:
         lines += [

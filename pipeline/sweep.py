@@ -35,6 +35,7 @@ from pipeline.recipe import (
     RecipeError,
     RecipeLoader,
     _line_index,
+    _nearest_line,
     format_path,
     parse_document,
     read_text,
@@ -187,10 +188,7 @@ class Sweep:
         return [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
 
     def line(self, *path: str) -> int | None:
-        for n in range(len(path), -1, -1):
-            if path[:n] in self._lines:
-                return self._lines[path[:n]]
-        return None
+        return _nearest_line(self._lines, path)
 
 
 def load_sweep(path: str | Path) -> Sweep:

@@ -134,13 +134,18 @@ def test_the_control_separates_what_compression_changed_from_retrain_noise(toy, 
     twin = ModelRef("twin", "keras", folder / "model.keras", "Keras", role="control")
     cfg = ExplainConfig(samples=40, ig_steps=4, pictures_per_class=0, bootstrap=500)
     (tmp_path / "ex").mkdir()
-    result = explain([ref, squeezed], data, cfg, seed=0, out=tmp_path / "ex", twin=twin)
+    field = SimpleNamespace(name="real", x=x[::-1].copy(), y=y[::-1].copy())  # a field set: the same clips reversed
+    result = explain([ref, squeezed], data, cfg, seed=0, out=tmp_path / "ex", twin=twin, field_sets=[field])
     control = result["control"]["models"]["finetune"]
     flipped = np.argmax(predictor(squeezed)(x), -1) != np.argmax(predictor(ref)(x), -1)
     assert control["agreement"]["value"] == pytest.approx(flipped.mean())
     assert control["agreement"]["verdict"] == "beyond retrain noise" and control["agreement"]["ci"][0] > 0
     assert control["occlusion_spearman"]["verdict"] == "beyond retrain noise"
     assert result["control"]["exemplars"]["finetune"]["synthetic"]["count"] == int(flipped.sum())
+    assert result["control"]["exemplars"]["finetune"]["real"]["count"] == int(flipped.sum())  # same clips, reordered
+    on_field = control["field_agreement"]["real"]
+    assert on_field["twin"] == 1.0 and on_field["model"] == pytest.approx(1 - flipped.mean())
+    assert on_field["value"] == pytest.approx(flipped.mean()) and on_field["verdict"] == "beyond retrain noise"
     twin_row = next(r for r in result["models"] if r["model"] == "twin")
     assert twin_row["agreement"] == 1.0 and twin_row["role"] == "control" and result["deployed"] == "finetune"
     assert (tmp_path / "ex" / result["global"]["plot"]).is_file()
