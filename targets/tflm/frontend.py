@@ -199,7 +199,7 @@ static float re[N_FFT], im[N_FFT], magnitude[BINS], log_mel[MEL_BINS];
 
 // In-place iterative radix-2 FFT of (re, im).
 static void fft(void) {{
-{bit_reverse('float')}  for (int len = 2; len <= N_FFT; len <<= 1) {{
+{bit_reverse("float")}  for (int len = 2; len <= N_FFT; len <<= 1) {{
     const int step = N_FFT / len;
     for (int i = 0; i < N_FFT; i += len) {{
       for (int k = 0; k < len / 2; ++k) {{
@@ -316,7 +316,7 @@ static int32_t log2_q16(uint64_t v) {{  // log2(v) in Q16; v > 0
 
 // Block-floating-point FFT: every stage halves, so |values| stay below 2^29 when the input is.
 static void fft(void) {{
-{bit_reverse('int32_t')}  for (int len = 2; len <= N_FFT; len <<= 1) {{
+{bit_reverse("int32_t")}  for (int len = 2; len <= N_FFT; len <<= 1) {{
     const int step = N_FFT / len;
     for (int i = 0; i < N_FFT; i += len) {{
       for (int k = 0; k < len / 2; ++k) {{
