@@ -205,6 +205,11 @@ def explain(models: list[ModelRef], data: Any, cfg: ExplainConfig, seed: int, ou
     gradients = {
         ref.name: integrated_gradients(ref.path, x, y, baseline, cfg.ig_steps) for ref in models if ref.kind == "keras"
     }
+    # Per clip, each model's maps against the trained model's: (Spearman, top-cells IoU); kept for the control.
+    occlusion_similarity = {m.name: compare_maps(maps[reference.name], maps[m.name], cfg.top_fraction) for m in models}
+    gradient_similarity = {
+        name: compare_maps(gradients[reference.name], g, cfg.top_fraction) for name, g in gradients.items()
+    }
     for ref in models:
         pred = predictions[ref.name]
         row: dict[str, Any] = {
@@ -216,11 +221,10 @@ def explain(models: list[ModelRef], data: Any, cfg: ExplainConfig, seed: int, ou
             "per_class_accuracy": {
                 labels[c]: float(np.mean(pred[test.y == c] == c)) for c in range(len(labels)) if np.any(test.y == c)
             },  # fmt: skip
-            "occlusion": _summary(*compare_maps(maps[reference.name], maps[ref.name], cfg.top_fraction), y, labels),
+            "occlusion": _summary(*occlusion_similarity[ref.name], y, labels),
         }
-        if ref.name in gradients:
-            rho, iou = compare_maps(gradients[reference.name], gradients[ref.name], cfg.top_fraction)
-            row["gradient"] = _summary(rho, iou, y, labels)
+        if ref.name in gradient_similarity:
+            row["gradient"] = _summary(*gradient_similarity[ref.name], y, labels)
         rows.append(row)
     compared = [r for r in rows if r["role"] != "control"]
     deployed = next((r for r in compared if r.get("role") == "target"), compared[-1])
@@ -241,8 +245,8 @@ def explain(models: list[ModelRef], data: Any, cfg: ExplainConfig, seed: int, ou
     }
     control = None
     if twin is not None:
-        control = _control(rows, models, twin, reference, predictions, maps, gradients, test, x, y, labels, cfg,
-                           seed, field_sets, log)  # fmt: skip
+        control = _control(rows, models, twin, reference, predictions, occlusion_similarity, gradient_similarity,
+                           test, labels, cfg, seed, field_sets, log)  # fmt: skip
         explained = set(picks.tolist())
         pie_clips = [i for i in control["exemplars"][deployed["model"]]["synthetic"]["clips"] if i in explained]
         for found in control["exemplars"].values():
@@ -277,17 +281,14 @@ def explain(models: list[ModelRef], data: Any, cfg: ExplainConfig, seed: int, ou
     return result
 
 
-def _control(rows, models, twin, reference, predictions, maps, gradients, test, x, y, labels, cfg, seed,
-             field_sets, log) -> dict[str, Any]:  # fmt: skip
+def _control(rows, models, twin, reference, predictions, occlusion_similarity, gradient_similarity, test, labels,
+             cfg, seed, field_sets, log) -> dict[str, Any]:  # fmt: skip
     """Every compressed model against the twin: drift beyond retrain noise with intervals, and the exemplars."""
     b = cfg.bootstrap
     ref_pred, twin_pred = predictions[reference.name], predictions[twin.name]
     twin_agree = (twin_pred == ref_pred).astype(float)
-    twin_rho, twin_iou = compare_maps(maps[reference.name], maps[twin.name], cfg.top_fraction)
-    twin_grad = (
-        compare_maps(gradients[reference.name], gradients[twin.name], cfg.top_fraction)[0]
-        if twin.name in gradients else None
-    )  # fmt: skip
+    twin_rho, twin_iou = occlusion_similarity[twin.name]
+    twin_grad = gradient_similarity[twin.name][0] if twin.name in gradient_similarity else None
     field_predictions: dict[str, dict[str, np.ndarray]] = {}
     for fs in field_sets:
         log(f"control: {fs.name}, {len(fs.y)} clips, for pruning-identified exemplars")
@@ -296,7 +297,7 @@ def _control(rows, models, twin, reference, predictions, maps, gradients, test, 
     for row in rows:
         name = row["model"]
         agree = (predictions[name] == ref_pred).astype(float)
-        rho, iou = compare_maps(maps[reference.name], maps[name], cfg.top_fraction)
+        rho, iou = occlusion_similarity[name]
         row["agreement_ci"] = bootstrap_ci(agree, b, seed)
         row["occlusion"]["spearman_ci"] = bootstrap_ci(rho, b, seed)
         if name in (reference.name, twin.name):
@@ -310,9 +311,8 @@ def _control(rows, models, twin, reference, predictions, maps, gradients, test, 
                 for c in range(len(labels)) if np.any(test.y == c)
             },
         }  # fmt: skip
-        if twin_grad is not None and name in gradients:
-            grad_rho = compare_maps(gradients[reference.name], gradients[name], cfg.top_fraction)[0]
-            entry["gradient_spearman"] = beyond_noise(grad_rho, twin_grad, b, seed)
+        if twin_grad is not None and name in gradient_similarity:
+            entry["gradient_spearman"] = beyond_noise(gradient_similarity[name][0], twin_grad, b, seed)
         out["models"][name] = entry
         found = {"synthetic": exemplars(predictions[name], ref_pred, twin_pred, test.y, labels)}
         for fs in field_sets:

@@ -288,11 +288,17 @@ def _explain(ex: dict[str, Any] | None) -> list[str]:
     return lines + [""]
 
 
+def _bracket(ci: list[float] | None, show) -> str:
+    """' [low, high]' of a 95 % interval, each end shown like its value; '' without one."""
+    return f" [{show(ci[0])}, {show(ci[1])}]" if ci else ""
+
+
 def _ci(value: float | None, ci: list[float] | None, percent: bool = False) -> str:
+    """A signed difference with its interval: points of agreement, or correlation."""
     if value is None:
         return "–"
     show = (lambda v: f"{100 * v:+.2f} pt") if percent else (lambda v: f"{v:+.3f}")
-    return show(value) + (f" [{show(ci[0])}, {show(ci[1])}]" if ci else "")
+    return show(value) + _bracket(ci, show)
 
 
 def _control(ex: dict[str, Any]) -> list[str]:
@@ -328,15 +334,9 @@ def _control(ex: dict[str, Any]) -> list[str]:
             [
                 [
                     r["model"],
-                    pct(r["agreement"])
-                    + (f" [{pct(r['agreement_ci'][0])}, {pct(r['agreement_ci'][1])}]" if r.get("agreement_ci") else ""),
+                    pct(r["agreement"]) + _bracket(r.get("agreement_ci"), pct),
                     _ci(c["agreement"]["value"], c["agreement"]["ci"], True),
-                    _num(r["occlusion"]["spearman"])
-                    + (
-                        f" [{_num(r['occlusion']['spearman_ci'][0])}, {_num(r['occlusion']['spearman_ci'][1])}]"
-                        if r["occlusion"].get("spearman_ci")
-                        else ""
-                    ),
+                    _num(r["occlusion"]["spearman"]) + _bracket(r["occlusion"].get("spearman_ci"), _num),
                     _ci(c["occlusion_spearman"]["value"], c["occlusion_spearman"]["ci"]),
                     _ci(c["gradient_spearman"]["value"], c["gradient_spearman"]["ci"])
                     if "gradient_spearman" in c

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 META = "meta.json"
+LOCKS = ".locks"  # one lock file per entry, named like the entry
 # Temporary build folders are named `.tmp-<pid>@<host>-...`: only this host may judge whether <pid> is alive.
-LOCKS = ".locks"
 HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 PREDICTIONS = "test_predictions.npy"  # every model-making step's top-1 on the test split, in test order
 
@@ -153,7 +153,7 @@ class Store:
     def _lock(self, kind: str, key: str) -> Iterator[None]:
         """Exclusive while one process builds (kind, key); released when it exits, even by a crash."""
         (self.root / LOCKS).mkdir(parents=True, exist_ok=True)  # lock files stay: unlinking one races a waiter
-        with open(self.root / LOCKS / f"{kind}-{key[:20]}", "a+b") as handle:
+        with open(self.root / LOCKS / self.entry(kind, key).name, "a+b") as handle:
             fcntl.lockf(handle, fcntl.LOCK_EX)
             try:
                 yield

@@ -28,7 +28,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, field_validator, model_validator
 
-from pipeline.budgets import BudgetsConfig
+from pipeline.budgets import MEASURES, BudgetsConfig
 from pipeline.recipe import (
     Problem,
     Recipe,
@@ -43,9 +43,8 @@ from pipeline.recipe import (
 from pipeline.schema import MAX_THREADS, Strict, located, suggest
 
 SWEEP_MARKER = ".edge-pipeline-sweep"  # in every folder `pipeline sweep` wrote: it may only resume such a folder
-TARGET_FIGURES = {"accuracy": ("accuracy", 1.0), "flash_kb": ("flash_bytes", 1 / 1024),
-                  "ram_kb": ("ram_bytes", 1 / 1024), "latency_ms": ("latency_ms", 1.0)}  # fmt: skip
-COSTS = ("flash_kb", "ram_kb", "latency_ms")
+# An objective's figure on a target -> the budget key whose reader (`pipeline.budgets.MEASURES`) extracts it.
+TARGET_FIGURES = {"accuracy": "min_accuracy", "flash_kb": "flash_kb", "ram_kb": "ram_kb", "latency_ms": "latency_ms"}
 
 
 class RangeSpec(Strict):
@@ -291,10 +290,8 @@ def metric_value(report: dict[str, Any], metric: str) -> float | None:
         return row["sets"][parts[1]]["accuracy"] if row and parts[1] in row["sets"] else None
     rows = {t["name"]: t for t in report["targets"]}
     if parts[0] in rows:
-        key, scale = TARGET_FIGURES[parts[1]]
-        value = rows[parts[0]].get(key)
-        value = value.get("median") if isinstance(value, dict) else value
-        return None if value is None else float(value) * scale
+        value = MEASURES[TARGET_FIGURES[parts[1]]][0](rows[parts[0]])
+        return None if value is None else float(value)
     stage = next((s for s in report["stages"] if s["name"] == parts[0]), None)
     return None if stage is None else stage.get("accuracy")
 
@@ -344,7 +341,7 @@ def _trial(
     recipe = sweep.recipe(point)
     run_dir = Path(out) / "trials" / trial_name(point)
     recipe_file = run_dir.with_name(f"{run_dir.name}.yaml")  # the trial's own recipe, runnable on its own
-    write_atomic(recipe_file, recipe_yaml(sweep, point, f"# Trial {run_dir.name} of sweep '{sweep.config.name}'.\n"))
+    write_atomic(recipe_file, recipe_yaml(recipe, f"# Trial {run_dir.name} of sweep '{sweep.config.name}'.\n"))
     reporter = Reporter(quiet=True, log_file=run_dir.with_name(f".{run_dir.name}.log"))
     try:
         result = run_recipe(recipe, recipe_file, reporter, out=run_dir, cache=Path(cache))
@@ -390,31 +387,29 @@ def _tune_space(sweep: Sweep) -> dict[str, Any]:
     return space
 
 
-class _Progress:
+def _progress(total: int, echo: Callable[[str], None]) -> Any:
     """A Tune callback: one line whenever the count of done, running or failed trials changes."""
+    from ray.tune import Callback
 
-    def __new__(cls, total: int, echo: Callable[[str], None]):
-        from ray.tune import Callback
+    class Progress(Callback):
+        def __init__(self) -> None:
+            self.states: dict[str, str] = {}
 
-        class Progress(Callback):
-            def __init__(self) -> None:
-                self.states: dict[str, str] = {}
+        def _show(self, trial: Any, state: str) -> None:
+            self.states[trial.trial_id] = state
+            counts = {s: sum(1 for v in self.states.values() if v == s) for s in ("done", "running", "failed")}
+            echo(f"sweep: {counts['done']}/{total} done, {counts['running']} running, {counts['failed']} failed")
 
-            def _show(self, trial: Any, state: str) -> None:
-                self.states[trial.trial_id] = state
-                counts = {s: sum(1 for v in self.states.values() if v == s) for s in ("done", "running", "failed")}
-                echo(f"sweep: {counts['done']}/{total} done, {counts['running']} running, {counts['failed']} failed")
+        def on_trial_start(self, iteration, trials, trial, **info):  # noqa: ANN001 - Tune's signature
+            self._show(trial, "running")
 
-            def on_trial_start(self, iteration, trials, trial, **info):  # noqa: ANN001 - Tune's signature
-                self._show(trial, "running")
+        def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
+            self._show(trial, "done")
 
-            def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
-                self._show(trial, "done")
+        def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
+            self._show(trial, "failed")
 
-            def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
-                self._show(trial, "failed")
-
-        return Progress()
+    return Progress()
 
 
 def run_sweep(
@@ -447,7 +442,7 @@ def run_sweep(
             {"cpu": cpus},
         )  # fmt: skip
         total = len(sweep.grid()) if cfg.search.method == "grid" else cfg.search.samples
-        progress = _Progress(total, echo)
+        progress = _progress(total, echo)
         storage = out / "ray"
         experiment = storage / cfg.name
         if tune.Tuner.can_restore(str(experiment)):
@@ -542,9 +537,8 @@ def write_results(sweep: Sweep, out: Path, trials: list[dict[str, Any]], concurr
     return result
 
 
-def recipe_yaml(sweep: Sweep, point: dict[str, Any], header: str) -> str:
+def recipe_yaml(recipe: Recipe, header: str) -> str:
     """A trial's recipe as YAML, runnable from anywhere: relative paths made absolute."""
-    recipe = sweep.recipe(point)
     data = _absolute_paths(recipe, recipe.model_dump(mode="python", exclude_defaults=True))
     data["stages"] = [{k: v for k, v in s.items() if v is not None} for s in data["stages"]]
     data["targets"] = [{k: v for k, v in t.items() if v is not None} for t in data.get("targets", [])]
@@ -557,7 +551,7 @@ def best_recipe_yaml(sweep: Sweep, trial: dict[str, Any]) -> str:
         + "".join(f"#   {k} = {v}\n" for k, v in trial["config"].items())
         + "".join(f"#   {k}: {v:.6g}\n" for k, v in trial["figures"].items())
     )
-    return recipe_yaml(sweep, trial["config"], head)
+    return recipe_yaml(sweep.recipe(trial["config"]), head)
 
 
 def _absolute_paths(recipe: Recipe, value: Any) -> Any:

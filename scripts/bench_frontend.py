@@ -28,26 +28,7 @@ from pipeline.data.field import load_field_clips  # noqa: E402
 from pipeline.evaluation import quantize_input  # noqa: E402
 from pipeline.recipe import load_recipe  # noqa: E402
 from pipeline.runtimes.tflm import tflm_outputs  # noqa: E402
-from targets.tflm.bundle import c_identifier  # noqa: E402
-
-MAIN = r"""
-#include <stdio.h>
-#include "frontend.h"
-int main(int argc, char** argv) {
-  if (argc != 4) return 2;
-  FILE* in = fopen(argv[1], "rb"); FILE* f32 = fopen(argv[2], "wb"); FILE* i8 = fopen(argv[3], "wb");
-  static int16_t pcm[PREFIX_CLIP_SAMPLES];
-  static float features[PREFIX_FEATURES];
-  static int8_t quantized[PREFIX_FEATURES];
-  while (fread(pcm, sizeof pcm[0], PREFIX_CLIP_SAMPLES, in) == PREFIX_CLIP_SAMPLES) {
-    NS_frontend_float(pcm, features);
-    fwrite(features, sizeof features[0], PREFIX_FEATURES, f32);
-    NS_frontend_int8(pcm, quantized);
-    fwrite(quantized, 1, PREFIX_FEATURES, i8);
-  }
-  return fclose(in) || fclose(f32) || fclose(i8);
-}
-"""
+from targets.tflm.frontend import check_harness, to_pcm16  # noqa: E402
 
 
 def cortex_m4f_sizes(src: Path, fixed: int, tmp: Path) -> dict[str, int] | None:
@@ -78,12 +59,12 @@ def main() -> None:
     cfg = recipe.data.features
     bundle = args.run_dir / "export" / "tflm"
     src = bundle / "src"
-    ns, prefix = c_identifier(recipe.name), _prefix(src)
+    prefix = _prefix(src)
     info = json.loads((args.run_dir / "export" / "model_info.json").read_text())
     labels = info["labels"]
     clips = load_field_clips(args.data.resolve(), labels, cfg.sample_rate, cfg.clip_samples)
     audio = clips.audio[: args.limit] if args.limit else clips.audio
-    pcm = np.round(audio * 32768).clip(-32768, 32767).astype("<i2")
+    pcm = to_pcm16(audio)
     audio = pcm.astype(np.float32) / 32768
     python = mfcc(audio, cfg)
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -101,7 +82,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         pcm.tofile(tmp / "clips.raw")
-        (tmp / "main.c").write_text(MAIN.replace("PREFIX", prefix).replace("NS_", f"{ns}_"))
+        (tmp / "main.c").write_text(check_harness(recipe.name))
         for fixed in (0, 1):
             exe = tmp / f"fe{fixed}"
             subprocess.run(["cc", "-std=c99", "-O2", "-I", str(src), f"-D{prefix}_FIXED_POINT={fixed}", "-o", str(exe),

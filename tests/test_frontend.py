@@ -14,27 +14,9 @@ from pipeline.data.synthetic import read_wav
 from pipeline.evaluation import quantize_input
 from pipeline.recipe import load_recipe
 from pipeline.runtimes.tflm import tflm_outputs
+from targets.tflm.frontend import check_harness, to_pcm16
 from tests.conftest import TINY
 
-MAIN = r"""
-#include <stdio.h>
-#include "frontend.h"
-// clips.raw (int16 clips) -> float features, int8 features
-int main(int argc, char** argv) {
-  if (argc != 4) return 2;
-  FILE* in = fopen(argv[1], "rb"); FILE* f32 = fopen(argv[2], "wb"); FILE* i8 = fopen(argv[3], "wb");
-  static int16_t pcm[TINY_FRONTEND_CLIP_SAMPLES];
-  static float features[TINY_FRONTEND_FEATURES];
-  static int8_t quantized[TINY_FRONTEND_FEATURES];
-  while (fread(pcm, sizeof pcm[0], TINY_FRONTEND_CLIP_SAMPLES, in) == TINY_FRONTEND_CLIP_SAMPLES) {
-    tiny_frontend_float(pcm, features);
-    fwrite(features, sizeof features[0], TINY_FRONTEND_FEATURES, f32);
-    tiny_frontend_int8(pcm, quantized);
-    fwrite(quantized, 1, TINY_FRONTEND_FEATURES, i8);
-  }
-  return fclose(in) || fclose(f32) || fclose(i8);
-}
-"""
 # Absolute, on MFCCs that span about -60..20. Float: float32 summation order, nothing more. Fixed point: Q30
 # tables, a block-floating-point FFT and a table log2 (the bundle's ctest uses the same bounds).
 FEATURE_TOLERANCE = {"float": 1e-3, "fixed": 5e-3}
@@ -50,7 +32,7 @@ def front_end(request, tiny_run, tmp_path_factory):
     arithmetic = request.param
     folder = tmp_path_factory.mktemp(f"frontend-{arithmetic}")
     bundle = runs / "tiny" / "latest" / "export" / "tflm"
-    (folder / "main.c").write_text(MAIN)
+    (folder / "main.c").write_text(check_harness("tiny"))
     build = ["cc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-I", str(bundle / "src"), "-o",
              str(folder / "fe"), f"-DTINY_FRONTEND_FIXED_POINT={int(arithmetic == 'fixed')}", str(folder / "main.c"),
              str(bundle / "src" / "frontend.c"), "-lm"]  # fmt: skip
@@ -64,7 +46,7 @@ def front_end(request, tiny_run, tmp_path_factory):
     for i, wav in enumerate(wavs):
         clip, _ = read_wav(wav)
         audio[i, : min(len(clip), cfg.clip_samples)] = clip[: cfg.clip_samples]
-    pcm = np.round(audio * 32768).clip(-32768, 32767).astype("<i2")
+    pcm = to_pcm16(audio)
     pcm.tofile(folder / "clips.raw")
     run = [str(folder / "fe"), str(folder / "clips.raw"), str(folder / "f32"), str(folder / "i8")]
     assert subprocess.run(run, timeout=300).returncode == 0

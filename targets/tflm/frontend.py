@@ -55,6 +55,35 @@ def dct_matrix(coefficients: int, mel_bins: int) -> np.ndarray:
     return (2.0 * np.cos(np.pi * k * (2 * n + 1) / (2 * mel_bins)) / math.sqrt(2.0 * mel_bins)).astype(np.float32)
 
 
+def to_pcm16(audio: np.ndarray) -> np.ndarray:
+    """float audio in [-1, 1) -> little-endian int16 PCM, as a microphone driver hands it to the front end."""
+    return np.round(np.asarray(audio) * 32768).clip(-32768, 32767).astype("<i2")
+
+
+def check_harness(name: str) -> str:
+    """C for checks (tests, scripts/bench_frontend.py): `harness CLIPS.raw FLOAT.out INT8.out` runs the bundle's
+    front end on every int16 clip of CLIPS.raw and writes its float features and int8 model input."""
+    ns = c_identifier(name)
+    prefix = f"{ns.upper()}_FRONTEND"
+    return f"""#include <stdio.h>
+#include "frontend.h"
+int main(int argc, char** argv) {{
+  if (argc != 4) return 2;
+  FILE* in = fopen(argv[1], "rb"); FILE* f32 = fopen(argv[2], "wb"); FILE* i8 = fopen(argv[3], "wb");
+  static int16_t pcm[{prefix}_CLIP_SAMPLES];
+  static float features[{prefix}_FEATURES];
+  static int8_t quantized[{prefix}_FEATURES];
+  while (fread(pcm, sizeof pcm[0], {prefix}_CLIP_SAMPLES, in) == {prefix}_CLIP_SAMPLES) {{
+    {ns}_frontend_float(pcm, features);
+    fwrite(features, sizeof features[0], {prefix}_FEATURES, f32);
+    {ns}_frontend_int8(pcm, quantized);
+    fwrite(quantized, 1, {prefix}_FEATURES, i8);
+  }}
+  return fclose(in) || fclose(f32) || fclose(i8);
+}}
+"""
+
+
 def _floats(values: np.ndarray, per_line: int = 8) -> str:
     items = [_c_float(float(v)) for v in np.asarray(values, np.float32).ravel()]
     return ",\n  ".join(", ".join(items[i : i + per_line]) for i in range(0, len(items), per_line))

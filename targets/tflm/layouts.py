@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from targets.tflm.bundle import _banner, c_comment, c_identifier
+from targets.tflm.frontend import to_pcm16
 
 SRC = "src"
 VECTORS_FILE = "test/frontend_vectors.bin"
@@ -38,7 +39,7 @@ def frontend_signals(sample_rate: int, samples: int, upper_hz: float, seed: int 
     buzz = sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 25)) * 0.15 * np.sin(np.pi * t / t[-1]) ** 2
     burst = np.clip(3 * np.sign(np.sin(2 * np.pi * 440 * t)) * (t > 0.3) * (t < 0.6), -1, 1)
     signals = np.stack([np.zeros(samples), 0.01 * rng.standard_normal(samples), chirp, buzz, burst])
-    return (np.round(signals * 32768).clip(-32768, 32767) / 32768).astype(np.float32)
+    return (to_pcm16(signals) / 32768).astype(np.float32)
 
 
 def write_frontend_vectors(
@@ -46,7 +47,7 @@ def write_frontend_vectors(
 ) -> None:
     """`test/frontend_vectors.bin`: header (magic, version, clips, samples, features, float and fixed-point
     tolerance), then per clip int16 PCM, float32 features and int8 model input, little-endian."""
-    pcm = np.round(audio * 32768).clip(-32768, 32767).astype("<i2")
+    pcm = to_pcm16(audio)
     n, samples = pcm.shape
     count = features[0].size
     parts = [VECTORS_MAGIC, struct.pack("<IIIIff", 1, n, samples, count, *tolerances)]
