@@ -26,6 +26,7 @@ from pydantic import (
     BaseModel,
     Field,
     PrivateAttr,
+    StringConstraints,
     ValidationError,
     ValidationInfo,
     create_model,
@@ -160,13 +161,15 @@ Word = Annotated[str, AfterValidator(_safe_word)]
 # Ranges a synthesis setting must stay inside: (low, high, unit in messages).
 SYNTHESIS_BOUNDS = {
     "formant_scale": (0.5, 2.0, ""),
+    "flite_speed": (0.5, 2.0, ""),
     "rt60_s": (0.05, 3.0, " seconds"),
     "peak_dbfs": (-80.0, 0.0, " dB full scale"),
 }
 
 
 class SyntheticConfig(Strict):
-    """Offline Speech-Commands-like clips spoken by espeak-ng; the split is by voice variant."""
+    """Offline Speech-Commands-like clips spoken by espeak-ng (and flite, for a share of training draws); the split
+    is by voice variant."""
 
     train_voices: int = Field(1500, ge=1, le=100_000, description="voice draws for training; each says every word once")
     val_voices: int = Field(150, ge=1, le=100_000)
@@ -187,8 +190,20 @@ class SyntheticConfig(Strict):
     rt60_s: Range = Field((0.15, 0.8), description="reverberation time of the simulated rooms, seconds")
     microphone_probability: float = Field(0.0, ge=0, le=1, description="share of words through a coloured mic")
     peak_dbfs: Range = Field((-12.0, -1.0), description="level of the spoken word's peak, dB full scale")
+    # A second synthesiser for part of the training draws; validation and test stay espeak-ng (variant-disjoint).
+    flite_share: float = Field(
+        0.0, ge=0, le=1, description="share of training voice draws spoken by flite (Debian) instead of espeak-ng"
+    )
+    flite_voices: list[Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]{1,32}$")]] = Field(
+        default_factory=lambda: ["kal16", "awb", "rms", "slt"], min_length=1, max_length=32
+    )
+    flite_speed: Range = Field(
+        (0.9, 1.1), description="speed perturbation of flite draws (resampling moves tempo, pitch, formants)"
+    )
 
-    _ranges = field_validator("rate_wpm", "pitch", "snr_db", "formant_scale", "rt60_s", "peak_dbfs")(ordered)
+    _ranges = field_validator("rate_wpm", "pitch", "snr_db", "formant_scale", "rt60_s", "peak_dbfs", "flite_speed")(
+        ordered
+    )
 
     @field_validator(*SYNTHESIS_BOUNDS)
     @classmethod
@@ -198,7 +213,7 @@ class SyntheticConfig(Strict):
             raise ValueError(f"{info.field_name} must lie within [{low}, {high}]{unit}, got {list(value)}")
         return value
 
-    _unique_words = field_validator("unknown_words")(unique_items)
+    _unique_words = field_validator("unknown_words", "flite_voices")(unique_items)
 
 
 class FieldTestConfig(Strict):

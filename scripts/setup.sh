@@ -19,14 +19,16 @@ if [ -z "$python" ]; then
 fi
 
 # Build tools the firmware-bundle tests use: cmake (the bundle's CMake project and ctest) and arm-none-eabi-gcc (its
-# sources compiled for a Cortex-M4F). Installed with apt when missing and possible (root, apt-get, not opted out
+# sources compiled for a Cortex-M4F); flite, the second offline synthesiser of the synthetic training set
+# (`data.synthetic.flite_share`). Installed with apt when missing and possible (root, apt-get, not opted out
 # with EDGE_PIPELINE_NO_APT=1); otherwise the tests that need them say so and skip.
 missing=()
 command -v cmake >/dev/null || missing+=(cmake)
 command -v arm-none-eabi-gcc >/dev/null || missing+=(gcc-arm-none-eabi libnewlib-arm-none-eabi)
+command -v flite >/dev/null || missing+=(flite)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "${EDGE_PIPELINE_NO_APT:-0}" != 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "setup: installing ${missing[*]} with apt-get (firmware bundle builds; EDGE_PIPELINE_NO_APT=1 skips this)"
+    echo "setup: installing ${missing[*]} with apt-get (bundle builds, flite voices; EDGE_PIPELINE_NO_APT=1 skips this)"
     if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
         "${missing[@]}"; } >/dev/null; then
       echo "setup: apt-get could not install ${missing[*]}; the tests that need them will be skipped" >&2

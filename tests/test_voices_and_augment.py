@@ -1,8 +1,10 @@
 """Training data that transfers: perturbed espeak-ng voices, rooms and mics, SpecAugment, and the ablation bench."""
 
 import csv
+import shutil
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -136,10 +138,11 @@ def test_ablation_ladder_recipes_are_valid_and_cumulative(tmp_path):
         loaded.append(load_recipe(path))
     assert len({r.name for r in loaded}) == len(loaded)
     synth = [r.data.synthetic for r in loaded]
-    assert [s.formant_scale for s in synth] == [(1.0, 1.0)] + [(0.85, 1.18)] * 4 + [(1.0, 1.0)]
-    assert [s.microphone_probability for s in synth] == [0.0, 0.0, 0.7, 0.7, 0.7, 0.0]
-    assert [s.reverb_probability for s in synth] == [0.0, 0.0, 0.0, 0.5, 0.5, 0.0]
-    assert [r.stages[0].config.augment is not None for r in loaded] == [False] * 4 + [True] * 2
+    assert [s.formant_scale for s in synth] == [(1.0, 1.0)] + [(0.85, 1.18)] * 4 + [(1.0, 1.0)] * 3
+    assert [s.microphone_probability for s in synth] == [0.0, 0.0, 0.7, 0.7, 0.7, 0.0, 0.0, 0.0]
+    assert [s.reverb_probability for s in synth] == [0.0, 0.0, 0.0, 0.5, 0.5, 0.0, 0.0, 0.0]
+    assert [s.flite_share for s in synth] == [0.0] * 6 + [0.3, 0.5]
+    assert [r.stages[0].config.augment is not None for r in loaded] == [False] * 4 + [True] * 2 + [False] * 2
     assert all(len(r.stages) == 1 and r.stages[0].config.epochs == 3 and not r.targets for r in loaded)
 
 
@@ -151,3 +154,57 @@ def test_microphone_chain_colours_only_when_asked(tmp_path):
     on = synthetic.microphone_chain(tmp_path, SyntheticConfig(microphone_probability=1.0))
     coloured = on(speech, sample_rate=16000)
     assert coloured.shape == speech.shape and not np.allclose(coloured, speech, atol=1e-3)
+
+
+needs_flite = pytest.mark.skipif(
+    shutil.which("flite") is None, reason="no flite program (scripts/setup.sh installs it)"
+)
+
+
+def test_flite_speaks_a_share_of_training_draws_only_and_leaves_the_espeak_draws_alone():
+    without = SyntheticConfig(train_voices=400, val_voices=40, test_voices=40, val_variants=2, test_variants=2)
+    with_flite = without.model_copy(update={"flite_share": 0.3})
+    variants = [f"v{i}" for i in range(10)]
+    before = synthetic.plan_voices(without, ["yes"], 5, variants)
+    after = synthetic.plan_voices(with_flite, ["yes"], 5, variants)
+    flite = [v for v in after if v.engine == "flite"]
+    assert {v.split for v in flite} == {"train"} and 0.24 < len(flite) / 400 < 0.36
+    assert {v.variant for v in flite} == {"kal16", "awb", "rms", "slt"}
+    assert all(0.9 <= v.formant_scale <= 1.1 and 80 <= v.rate <= 125 for v in flite)
+    espeak_after = {v.speaker: v for v in after if v.engine == "espeak"}
+    assert len(espeak_after) == len(before) - len(flite)
+    assert all(espeak_after[v.speaker] == v for v in before if v.speaker in espeak_after)  # the same draws
+
+
+@needs_flite
+def test_flite_draws_speak_with_their_pitch_and_speed_and_are_reproducible(tmp_path):
+    cfg = SyntheticConfig(train_voices=6, val_voices=1, test_voices=1, val_variants=2, test_variants=2,
+                          unknown_per_voice=0, flite_share=1.0)  # fmt: skip
+    runs = []
+    for name in ("a", "b"):
+        summary = synthetic.generate(tmp_path / name, cfg, ["stop"], seed=2, sample_rate=16000, clip_samples=16000)
+        assert summary["flite_voices"] == 6 and summary["clips"] == {"train": 6, "val": 1, "test": 1}
+        runs.append(sorted((p.relative_to(tmp_path / name), p.read_bytes()) for p in (tmp_path / name).rglob("*.wav")))
+        with open(tmp_path / name / "voices.csv") as f:
+            engines = [r["engine"] for r in csv.DictReader(f)]
+        assert engines.count("flite") == 6 and engines.count("espeak") == 2
+    assert runs[0] == runs[1]
+    # speed perturbation: the same voice read 10 % slower is 10 % longer (and lower)
+    synthetic._worker.update(scratch=tmp_path, sample_rate=16000)
+    slow, fast = (synthetic._flite_speech("stop", replace(voice(s, "slt"), engine="flite", pitch=170, rate=100))
+                  for s in (0.9, 1.1))  # fmt: skip
+    assert 1.15 < len(slow) / len(fast) < 1.30
+    assert centroid(slow, 16000) < 0.95 * centroid(fast, 16000)
+
+
+@needs_flite
+def test_a_flite_voice_flite_lacks_is_named_before_any_work(tmp_path):
+    from pipeline.data.flite import FliteError
+
+    with pytest.raises(FliteError, match=r"flite_voices: flite has no voice nosuch \(it has .*slt"):
+        synthetic.check_flite_voices(["slt", "nosuch"])
+    recipe = yaml.load((ROOT / "tests/recipes/tiny.yaml").read_text(), Loader=RecipeLoader)
+    recipe["data"]["synthetic"]["flite_voices"] = ["../kal"]
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    with pytest.raises(RecipeError, match="flite_voices"):
+        load_recipe(tmp_path / "r.yaml")

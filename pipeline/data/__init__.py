@@ -97,10 +97,15 @@ def resolve_source(
                 "set instead. Set `data.fallback: none` to make this an error."
             )
 
-    from pipeline.data import synthetic
+    from pipeline.data import flite, synthetic
 
     cfg = data.synthetic
     feats = data.features
+    if cfg.flite_share:
+        try:
+            synthetic.check_flite_voices(cfg.flite_voices)
+        except RuntimeError as exc:
+            raise DataError(str(exc)) from None
     key = digest(
         {
             "synthetic": cfg.model_dump(mode="json"),
@@ -109,6 +114,7 @@ def resolve_source(
             "sample_rate": feats.sample_rate,
             "clip_samples": feats.clip_samples,
             "code": fingerprint("pipeline.data.synthetic"),
+            "flite": flite.version() if cfg.flite_share else None,  # another flite speaks differently
         }
     )
 

@@ -6,6 +6,10 @@ formants). Optionally each spoken word then passes a room (an impulse response f
 simulates once per data set) and a microphone (audiomentations' parametric EQ and band limits) before it is placed
 in noise at its level. Which of these help on real speech is measured, not assumed (README).
 
+With `flite_share`, that share of the *training* draws is spoken by one of Debian's flite voices instead (another
+synthesis method: statistical-parametric and diphone), at its own pitch and tempo, speed-perturbed by resampling.
+Validation and test stay espeak-ng, so the synthetic test stays variant-disjoint and comparable across recipes.
+
 It writes the real data set's folder layout (a folder per word, ``_background_noise_``, ``validation_list.txt``,
 ``testing_list.txt``, files named ``<speaker>_nohash_<n>.wav``) so one loader serves both. The split is by voice
 *variant*: a variant heard in test is never heard in training or validation. ``voices.csv`` records every
@@ -24,7 +28,7 @@ import hashlib
 import multiprocessing as mp
 import wave
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +55,8 @@ class Voice:
     formant_scale: float
     words: tuple[str, ...]
     seed: tuple[int, ...]
+    engine: str = "espeak"  # or "flite": then `variant` is a flite voice, `pitch` its f0 target in Hz and `rate`
+    # its tempo in percent of the voice's own; `formant_scale` is the speed perturbation
 
     @property
     def own_variant(self) -> str:
@@ -102,7 +108,29 @@ def plan_voices(cfg: SyntheticConfig, keywords: list[str], seed: int, all_varian
                     seed=vseed,
                 )
             )
+            if split == "train" and cfg.flite_share and np.random.default_rng((*vseed, 11)).random() < cfg.flite_share:
+                voices[-1] = flite_voice(voices[-1], cfg)
     return voices
+
+
+def flite_voice(voice: Voice, cfg: SyntheticConfig) -> Voice:
+    """`voice` (its speaker, words and seed kept) spoken by a flite voice at a pitch and tempo of its own. Drawn
+    from a generator of its own, so the espeak-ng draws of a recipe stay what they are without flite."""
+    from pipeline.data.flite import DEFAULT_F0_HZ, NATURAL_F0_HZ
+
+    rng = np.random.default_rng((*voice.seed, 13))
+    name = str(rng.choice(cfg.flite_voices))
+    f0 = NATURAL_F0_HZ.get(name, DEFAULT_F0_HZ) * 2 ** rng.uniform(-0.4, 0.4)  # within ~5 semitones
+    return replace(
+        voice,
+        engine="flite",
+        accent="",  # the flite voice is its accent
+        variant=name,
+        pitch=round(f0),
+        rate=round(100 * rng.uniform(0.8, 1.25)),
+        pitch_range=0,
+        formant_scale=round(float(rng.uniform(*cfg.flite_speed)), 3),
+    )
 
 
 def perturbed_variant(base: str, voice: Voice) -> str:
@@ -266,6 +294,7 @@ def _init_worker(root: str, scratch: str, sample_rate: int, clip_samples: int, c
 
     espeak_data = data_with_variants(Path(tempfile.mkdtemp(dir=scratch)), {})
     _worker.update(
+        scratch=espeak_data,
         engine=Espeak(espeak_data),
         variants=espeak_data / "espeak-ng-data" / "voices" / "!v",
         root=Path(root),
@@ -282,6 +311,9 @@ def _speak_shard(voices: list[Voice]) -> list[list[str]]:
 
     written = []
     for voice in voices:
+        if voice.engine == "flite":
+            written.append(_speak_voice(voice))
+            continue
         # espeak-ng lists at most 350 voices and variants: each draw's own file exists only while it speaks.
         own = _worker["variants"] / voice.own_variant
         own.write_text(perturbed_variant(variant_text(voice.variant), voice), encoding="utf-8")
@@ -301,8 +333,11 @@ def _speak_voice(voice: Voice) -> list[str]:
     for i, word in enumerate(voice.words):
         rng = np.random.default_rng(voice.seed + (i,))
         noise_seed = int(rng.integers(1 << 31))
-        raw = w["engine"].speak(word, voice.espeak_name, voice.rate, voice.pitch, voice.pitch_range, noise_seed)
-        speech = resample_poly(raw.astype(np.float32) / 32768.0, w["sample_rate"], w["engine"].sample_rate)
+        if voice.engine == "flite":
+            speech = _flite_speech(word, voice)
+        else:
+            raw = w["engine"].speak(word, voice.espeak_name, voice.rate, voice.pitch, voice.pitch_range, noise_seed)
+            speech = resample_poly(raw.astype(np.float32) / 32768.0, w["sample_rate"], w["engine"].sample_rate)
         chain_seed = int(rng.integers(1 << 31))  # audiomentations draws from the global generators
         random.seed(chain_seed)
         np.random.seed(chain_seed)
@@ -314,6 +349,18 @@ def _speak_voice(voice: Voice) -> list[str]:
         write_wav(w["root"] / rel, clip, w["sample_rate"])
         written.append(rel)
     return written
+
+
+def _flite_speech(word: str, voice: Voice) -> np.ndarray:
+    """Speed perturbation as in Kaldi's recipes: read the audio as if sampled `formant_scale` times slower, so
+    tempo, pitch and formants move together (a shorter or longer vocal tract)."""
+    from scipy.signal import resample_poly
+
+    from pipeline.data.flite import speak
+
+    speech, rate = speak(word, voice.variant, voice.pitch, 100 / voice.rate, _worker["scratch"])
+    source_rate = round(rate * voice.formant_scale)  # 1.1: played 10 % faster and higher
+    return resample_poly(speech, _worker["sample_rate"], source_rate).astype(np.float32)
 
 
 def generate(
@@ -348,7 +395,7 @@ def generate(
     (root / "testing_list.txt").write_text("".join(f"{r}\n" for r in sorted(files["test"])))
     with open(root / "voices.csv", "w", newline="") as f:
         writer = csv.DictWriter(
-            f, ["speaker", "split", "accent", "variant", "rate", "pitch", "pitch_range", "formant_scale"]
+            f, ["speaker", "split", "engine", "accent", "variant", "rate", "pitch", "pitch_range", "formant_scale"]
         )
         writer.writeheader()
         for v in voices:
@@ -356,9 +403,25 @@ def generate(
             writer.writerow({k: row[k] for k in writer.fieldnames})
     return {
         "voices": {s: sum(v.split == s for v in voices) for s in SPLITS},
+        "flite_voices": sum(v.engine == "flite" for v in voices),
         "clips": {s: len(files[s]) for s in SPLITS},
         "variants": split_variants(all_variants, cfg, seed),
     }
+
+
+def check_flite_voices(wanted: list[str]) -> None:
+    """Fail before any work when flite is missing or lacks a voice the recipe names."""
+    from pipeline.data.flite import FliteError, voices
+
+    try:
+        have = voices()
+    except FliteError as exc:
+        raise FliteError(f"data.synthetic.flite_share: {exc}") from None
+    missing = [v for v in wanted if v not in have]
+    if missing:
+        raise FliteError(
+            f"data.synthetic.flite_voices: flite has no voice {', '.join(missing)} (it has {', '.join(have)})"
+        )
 
 
 def _speak_all(
