@@ -38,7 +38,9 @@ def program() -> str:
 @cache
 def version() -> str:
     """The program's version line: it keys the synthetic data set (another flite speaks differently)."""
-    out = subprocess.run([program(), "--version"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([program(), "--version"], capture_output=True, text=True).stdout  # exits 1 after printing
+    if "version" not in out:
+        raise FliteError(f"`{program()} --version` printed no version: is it CMU Flite?")
     return next((line.strip() for line in out.splitlines() if "version" in line), out.strip())
 
 
