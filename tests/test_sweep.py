@@ -155,3 +155,14 @@ def test_optuna_searches_the_space_with_several_objectives(swept, tmp_path):
         (t["config"]["stages.prune.target"], t["config"]["stages.finetune.epochs"]) in space for t in result["trials"]
     )
     assert all(t["state"] == "done" for t in result["trials"]) and result["pareto"]
+
+
+def test_the_flagship_sweep_file_loads_and_every_trial_is_a_valid_recipe():
+    sweep = load_sweep(ROOT / "recipes" / "kws_mcu_sweep.yaml")
+    points = sweep.grid()
+    assert len(points) == 8 and {p["model.filters"] for p in points} == {48, 64}
+    recipes = [sweep.recipe(p) for p in points]
+    assert {(r.model.filters, r.stages[1].config.target) for r in recipes} == {
+        (f, t) for f in (48, 64) for t in (0.25, 0.5, 0.625, 0.75)
+    }
+    assert all(not r.explain.enabled for r in recipes)  # the sweep's shared override
