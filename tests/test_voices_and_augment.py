@@ -210,3 +210,15 @@ def test_a_flite_voice_flite_lacks_is_named_before_any_work(tmp_path):
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     with pytest.raises(RecipeError, match="flite_voices"):
         load_recipe(tmp_path / "r.yaml")
+
+
+def test_a_missing_flite_program_is_named_with_how_to_install_it(monkeypatch, tmp_path):
+    from pipeline.data import flite
+
+    flite.voices.cache_clear()
+    monkeypatch.setenv("PATH", str(tmp_path))  # no flite here
+    try:
+        with pytest.raises(flite.FliteError, match=r"flite_share: the `flite` program is not on PATH: install"):
+            synthetic.check_flite_voices(["slt"])
+    finally:
+        flite.voices.cache_clear()
