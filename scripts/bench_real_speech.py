@@ -12,7 +12,8 @@ and on each field test, and what pruning costs on each.
 synthetic data sets, each adding one change to the one before: espeak-ng voices (each draw its own variant file,
 formants jittered), + vocal-tract-length perturbation, + microphones and recording levels, + rooms, + time shift
 and SpecAugment in training; and the voices alone with time shift and SpecAugment, or with flite's voices speaking a
-share of the training draws (rungs 7 and 8: not cumulative, each against rung 1). Field tests judge every rung;
+share of the training draws (rungs 7 and 8: not cumulative, each against rung 1; rung 9 adds time shift and
+SpecAugment to rung 7). Field tests judge every rung;
 none of them is trained on.
 
 `--field NAME=DIR` adds a field test to the recipe's own (repeatable). Without any, there is nothing to compare.
@@ -57,6 +58,7 @@ LADDER = [
     ("voices + time shift, SpecAugment", AS_SHIPPED, AUGMENT),
     ("voices + flite for 30 % of training draws", AS_SHIPPED | {"flite_share": 0.3}, None),
     ("voices + flite for 50 % of training draws", AS_SHIPPED | {"flite_share": 0.5}, None),
+    ("voices + flite 30 % + time shift, SpecAugment", AS_SHIPPED | {"flite_share": 0.3}, AUGMENT),
 ]
 
 

@@ -138,11 +138,11 @@ def test_ablation_ladder_recipes_are_valid_and_cumulative(tmp_path):
         loaded.append(load_recipe(path))
     assert len({r.name for r in loaded}) == len(loaded)
     synth = [r.data.synthetic for r in loaded]
-    assert [s.formant_scale for s in synth] == [(1.0, 1.0)] + [(0.85, 1.18)] * 4 + [(1.0, 1.0)] * 3
-    assert [s.microphone_probability for s in synth] == [0.0, 0.0, 0.7, 0.7, 0.7, 0.0, 0.0, 0.0]
-    assert [s.reverb_probability for s in synth] == [0.0, 0.0, 0.0, 0.5, 0.5, 0.0, 0.0, 0.0]
-    assert [s.flite_share for s in synth] == [0.0] * 6 + [0.3, 0.5]
-    assert [r.stages[0].config.augment is not None for r in loaded] == [False] * 4 + [True] * 2 + [False] * 2
+    assert [s.formant_scale for s in synth] == [(1.0, 1.0)] + [(0.85, 1.18)] * 4 + [(1.0, 1.0)] * 4
+    assert [s.microphone_probability for s in synth] == [0.0, 0.0, 0.7, 0.7, 0.7, 0.0, 0.0, 0.0, 0.0]
+    assert [s.reverb_probability for s in synth] == [0.0, 0.0, 0.0, 0.5, 0.5, 0.0, 0.0, 0.0, 0.0]
+    assert [s.flite_share for s in synth] == [0.0] * 6 + [0.3, 0.5, 0.3]
+    assert [r.stages[0].config.augment is not None for r in loaded] == [False] * 4 + [True] * 2 + [False] * 2 + [True]
     assert all(len(r.stages) == 1 and r.stages[0].config.epochs == 3 and not r.targets for r in loaded)
 
 
