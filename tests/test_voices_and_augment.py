@@ -177,7 +177,7 @@ def test_flite_speaks_a_share_of_training_draws_only_and_leaves_the_espeak_draws
 
 
 @needs_flite
-def test_flite_draws_speak_with_their_pitch_and_speed_and_are_reproducible(tmp_path):
+def test_flite_draws_speak_with_their_pitch_and_speed_and_are_reproducible(tmp_path, monkeypatch):
     cfg = SyntheticConfig(train_voices=6, val_voices=1, test_voices=1, val_variants=2, test_variants=2,
                           unknown_per_voice=0, flite_share=1.0)  # fmt: skip
     runs = []
@@ -190,7 +190,8 @@ def test_flite_draws_speak_with_their_pitch_and_speed_and_are_reproducible(tmp_p
         assert engines.count("flite") == 6 and engines.count("espeak") == 2
     assert runs[0] == runs[1]
     # speed perturbation: the same voice read 10 % slower is 10 % longer (and lower)
-    synthetic._worker.update(scratch=tmp_path, sample_rate=16000)
+    monkeypatch.setitem(synthetic._worker, "scratch", tmp_path)  # this process's worker state, restored after
+    monkeypatch.setitem(synthetic._worker, "sample_rate", 16000)
     slow, fast = (synthetic._flite_speech("stop", replace(voice(s, "slt"), engine="flite", pitch=170, rate=100))
                   for s in (0.9, 1.1))  # fmt: skip
     assert 1.15 < len(slow) / len(fast) < 1.30

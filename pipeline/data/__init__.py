@@ -104,7 +104,7 @@ def resolve_source(
     if cfg.flite_share:
         try:
             synthetic.check_flite_voices(cfg.flite_voices)
-        except RuntimeError as exc:
+        except flite.FliteError as exc:
             raise DataError(str(exc)) from None
     key = digest(
         {

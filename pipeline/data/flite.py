@@ -18,8 +18,9 @@ import numpy as np
 
 PROGRAM = "flite"
 INSTALL_HINT = "install the Debian package `flite` (scripts/setup.sh does when it runs as root)"
-# Each voice's own mean f0 in Hz (librosa.pyin on its "stop"): draws are spread around it, so no voice is pushed
-# to a pitch it cannot make. `rms` ignores the f0 target; its pitch moves with the speed perturbation only.
+# Each voice's own f0 in Hz, rounded down a little (librosa.pyin median on its default "stop": kal16 104, awb 123,
+# rms 83, slt 178): draws are spread around it, so no voice is pushed to a pitch it cannot make. `rms` ignores the f0
+# target; its pitch moves with the speed perturbation only.
 NATURAL_F0_HZ = {"kal": 100.0, "kal16": 100.0, "awb": 115.0, "rms": 83.0, "slt": 170.0}
 DEFAULT_F0_HZ = 120.0
 
@@ -46,8 +47,10 @@ def version() -> str:
 
 @cache
 def voices() -> tuple[str, ...]:
-    out = subprocess.run([program(), "-lv"], capture_output=True, text=True, check=True).stdout
-    listed = out.split(":", 1)[-1].split()
+    done = subprocess.run([program(), "-lv"], capture_output=True, text=True)
+    if done.returncode != 0 or ":" not in done.stdout:
+        raise FliteError(f"`{program()} -lv` listed no voices: {done.stderr.strip() or done.returncode}")
+    listed = done.stdout.split(":", 1)[-1].split()
     return tuple(v for v in listed if not v.endswith("_time"))  # awb_time speaks clock times only
 
 
