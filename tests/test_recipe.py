@@ -33,7 +33,7 @@ def test_shipped_recipes_and_inventory_are_valid():
 
     recipe = load_recipe(ROOT / "recipes" / "kws_mcu.yaml")
     assert [s.name for s in recipe.stages] == ["train", "prune", "finetune", "quantize", "export"]
-    assert recipe.stage("prune").target == 0.5 and recipe.data.features.shape == (49, 10)
+    assert recipe.stage("prune").target == 0.25 and recipe.data.features.shape == (49, 10)
     assert [t.name for t in recipe.targets] == ["tflm", "android", "openvino", "ethos_u"]
     assert load_recipe(ROOT / "recipes" / "kws_mcu_sparse.yaml").stage("prune").method == "magnitude"
     kinds = [d.kind for d in load_inventory(ROOT / "recipes" / "devices.yaml").devices]
