@@ -45,6 +45,27 @@ def test_int8_model_has_quantize_nodes(keras_file):
     assert quantize_node_count(quantized) >= 5  # the conv inputs and weights at least
 
 
+def input_range(model) -> float:
+    """The upper bound of the FakeQuantize that quantizes the model's input."""
+    fq = next(n for n in model.get_ops() if n.get_type_name() == "FakeQuantize"
+              and n.input_value(0).get_node().get_type_name() == "Parameter")  # fmt: skip
+    return float(fq.input_value(2).get_node().get_data().max())
+
+
+def test_int8_input_range_spans_every_calibration_clip_by_default(keras_file):
+    from targets.openvino import convert, quantize_int8
+
+    calibration = np.random.default_rng(2).normal(size=(32, 49, 10, 1)).astype(np.float32)
+    calibration[7] *= 3.0  # one loud clip: the kind that saturates when ranges are averaged over clips
+    settings = OpenvinoConfig(int8={"subset_size": 32}).int8.model_dump()
+    assert settings["activation_ranges"] == "minmax"
+    spanned = input_range(quantize_int8(convert(keras_file, (49, 10, 1)), calibration, **settings))
+    averaged = input_range(
+        quantize_int8(convert(keras_file, (49, 10, 1)), calibration, **settings | {"activation_ranges": "mean_minmax"})
+    )
+    assert spanned >= 0.99 * np.abs(calibration).max() > 1.5 * averaged
+
+
 RECIPE = """\
 name: demo
 data:
