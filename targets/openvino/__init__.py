@@ -95,7 +95,7 @@ def quantize_int8(
     preset: str,
     subset_size: int,
     fast_bias_correction: bool,
-    activation_ranges: str = "minmax",
+    activation_ranges: str,
 ) -> Any:
     """NNCF post-training INT8 of an openvino.Model, calibrated on [n, *input_shape] float clips."""
     import nncf
