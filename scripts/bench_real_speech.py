@@ -13,8 +13,8 @@ synthetic data sets, each adding one change to the one before: espeak-ng voices 
 formants jittered), + vocal-tract-length perturbation, + microphones and recording levels, + rooms, + time shift
 and SpecAugment in training; and the voices alone with time shift and SpecAugment, or with flite's voices speaking a
 share of the training draws (rungs 7 and 8: not cumulative, each against rung 1; rung 9 adds time shift and
-SpecAugment to rung 7). Field tests judge every rung;
-none of them is trained on.
+SpecAugment to rung 7, rung 10 label smoothing to rung 9). Field tests judge every rung; none of them is trained
+on.
 
 `--field NAME=DIR` adds a field test to the recipe's own (repeatable). Without any, there is nothing to compare.
 """
@@ -41,25 +41,27 @@ from pipeline.progress import Reporter  # noqa: E402
 from pipeline.recipe import Recipe, load_recipe  # noqa: E402
 from pipeline.runner import RunResult, run_recipe  # noqa: E402
 
-# Each rung: (label, data.synthetic settings, train.augment). Every setting a rung reads is pinned here, so the
-# ladder means the same whichever data levers the recipe itself turns on (the flagship's flite share, say).
+# Each rung: (label, data.synthetic settings, train settings). Every setting a rung reads is pinned here, so the
+# ladder means the same whichever levers the recipe itself turns on (the flagship's flite share, say).
 VOICES = {"formant_scale": [1.0, 1.0], "reverb_probability": 0.0, "microphone_probability": 0.0,
           "peak_dbfs": [-12.0, -1.0], "flite_share": 0.0}  # fmt: skip
 TRACT = VOICES | {"formant_scale": [0.85, 1.18]}
 MICROPHONES = TRACT | {"microphone_probability": 0.7, "peak_dbfs": [-30.0, -1.0]}
 ROOMS = MICROPHONES | {"reverb_probability": 0.5}
-AUGMENT = {"time_shift_frames": 5, "time_masks": 2, "time_mask_frames": 5, "coefficient_masks": 1,
-           "coefficient_mask_width": 2}  # fmt: skip
+PLAIN = {"augment": None, "label_smoothing": 0.0}
+AUGMENTED = PLAIN | {"augment": {"time_shift_frames": 5, "time_masks": 2, "time_mask_frames": 5,
+                                 "coefficient_masks": 1, "coefficient_mask_width": 2}}  # fmt: skip
 LADDER = [
-    ("espeak-ng voices, formant jitter", VOICES, None),
-    ("+ vocal tract length", TRACT, None),
-    ("+ microphones, levels", MICROPHONES, None),
-    ("+ rooms", ROOMS, None),
-    ("+ time shift, SpecAugment", ROOMS, AUGMENT),
-    ("voices + time shift, SpecAugment", VOICES, AUGMENT),
-    ("voices + flite for 30 % of training draws", VOICES | {"flite_share": 0.3}, None),
-    ("voices + flite for 50 % of training draws", VOICES | {"flite_share": 0.5}, None),
-    ("voices + flite 30 % + time shift, SpecAugment", VOICES | {"flite_share": 0.3}, AUGMENT),
+    ("espeak-ng voices, formant jitter", VOICES, PLAIN),
+    ("+ vocal tract length", TRACT, PLAIN),
+    ("+ microphones, levels", MICROPHONES, PLAIN),
+    ("+ rooms", ROOMS, PLAIN),
+    ("+ time shift, SpecAugment", ROOMS, AUGMENTED),
+    ("voices + time shift, SpecAugment", VOICES, AUGMENTED),
+    ("voices + flite for 30 % of training draws", VOICES | {"flite_share": 0.3}, PLAIN),
+    ("voices + flite for 50 % of training draws", VOICES | {"flite_share": 0.5}, PLAIN),
+    ("voices + flite 30 % + time shift, SpecAugment", VOICES | {"flite_share": 0.3}, AUGMENTED),
+    ("+ label smoothing 0.1", VOICES | {"flite_share": 0.3}, AUGMENTED | {"label_smoothing": 0.1}),
 ]
 
 
@@ -72,9 +74,9 @@ def with_fields(data: dict, recipe: Recipe, extra: dict[str, Path]) -> dict:
     return {**data, "data": {**data["data"], "field_tests": fields}}
 
 
-def ablation_recipe(data: dict, label: str, synthetic: dict, augment: dict | None, epochs: int) -> dict:
+def ablation_recipe(data: dict, label: str, synthetic: dict, training: dict, epochs: int) -> dict:
     train = dict(next(cfg for name, cfg in _entries(data["stages"]) if name == "train"))
-    train |= {"epochs": epochs, "augment": augment}
+    train |= {"epochs": epochs, **training}
     synth = {**data["data"]["synthetic"], **synthetic}
     slug = "".join(c if c.isalnum() else "-" for c in label).strip("-").lower()
     return {
@@ -146,9 +148,9 @@ def main(
     with tempfile.TemporaryDirectory() as tmp:
         if ablation:
             chosen = [int(r) for r in rungs.split(",")] if rungs else range(1, len(LADDER) + 1)
-            for label, synthetic, augment in (LADDER[r - 1] for r in chosen):
+            for label, synthetic, training in (LADDER[r - 1] for r in chosen):
                 reporter.log(f"[bold]{label}[/bold]")
-                variant = ablation_recipe(data, label, synthetic, augment, epochs)
+                variant = ablation_recipe(data, label, synthetic, training, epochs)
                 result = run_variant(recipe, variant, Path(tmp), reporter, runs_dir)
                 rows += [(label, row) for row in field_rows(result) if row["model"] == "train"]
             title = f"Synthetic data ladder: {recipe.name}'s train stage, {epochs} epochs"

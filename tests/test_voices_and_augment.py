@@ -119,6 +119,21 @@ def test_spec_augment_shifts_and_masks_with_the_mean_and_is_reproducible():
     assert np.array_equal(masked, again) and not np.array_equal(masked, other)
 
 
+def test_label_smoothing_spreads_that_share_of_each_label_over_every_class():
+    import tensorflow as tf
+
+    from pipeline.stages.train.training import hard_label_loss
+
+    probs = tf.constant([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
+    labels = tf.constant([[0.0], [2.0]])  # float column, as Keras and distillation pass them
+    plain = hard_label_loss(0.0)(labels, probs).numpy()
+    assert np.allclose(plain, -np.log([0.7, 0.8]), atol=1e-6)
+    smoothed = hard_label_loss(0.3)(labels, probs).numpy()
+    target = np.array([[0.8, 0.1, 0.1], [0.1, 0.1, 0.8]])  # 0.7 on the label + 0.3 / 3 everywhere
+    assert np.allclose(smoothed, -(target * np.log(probs.numpy())).sum(axis=1), atol=1e-6)
+    assert smoothed[0] > plain[0]  # a confident right answer is no longer free
+
+
 def test_ablation_ladder_recipes_are_valid_and_cumulative(tmp_path):
     sys.path.insert(0, str(ROOT / "scripts"))
     import bench_real_speech as bench
@@ -131,18 +146,20 @@ def test_ablation_ladder_recipes_are_valid_and_cumulative(tmp_path):
     assert data["data"]["field_tests"][-1] == {"name": "mine", "path": str(tmp_path.resolve()), "optional": False}
     assert Path(data["data"]["field_tests"][0]["path"]).is_absolute()
     loaded = []
-    for label, synth, augment_cfg in bench.LADDER:
-        variant = bench.ablation_recipe(data, label, synth, augment_cfg, epochs=3)
+    for label, synth, training in bench.LADDER:
+        variant = bench.ablation_recipe(data, label, synth, training, epochs=3)
         path = tmp_path / f"{variant['name']}.yaml"
         path.write_text(yaml.safe_dump(variant))
         loaded.append(load_recipe(path))
     assert len({r.name for r in loaded}) == len(loaded)
     synth = [r.data.synthetic for r in loaded]
-    assert [s.formant_scale for s in synth] == [(1.0, 1.0)] + [(0.85, 1.18)] * 4 + [(1.0, 1.0)] * 4
-    assert [s.microphone_probability for s in synth] == [0.0, 0.0, 0.7, 0.7, 0.7, 0.0, 0.0, 0.0, 0.0]
-    assert [s.reverb_probability for s in synth] == [0.0, 0.0, 0.0, 0.5, 0.5, 0.0, 0.0, 0.0, 0.0]
-    assert [s.flite_share for s in synth] == [0.0] * 6 + [0.3, 0.5, 0.3]
-    assert [r.stages[0].config.augment is not None for r in loaded] == [False] * 4 + [True] * 2 + [False] * 2 + [True]
+    assert [s.formant_scale for s in synth] == [(1.0, 1.0)] + [(0.85, 1.18)] * 4 + [(1.0, 1.0)] * 5
+    assert [s.microphone_probability for s in synth] == [0.0, 0.0, 0.7, 0.7, 0.7, 0.0, 0.0, 0.0, 0.0, 0.0]
+    assert [s.reverb_probability for s in synth] == [0.0, 0.0, 0.0, 0.5, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0]
+    assert [s.flite_share for s in synth] == [0.0] * 6 + [0.3, 0.5, 0.3, 0.3]
+    trains = [r.stages[0].config for r in loaded]
+    assert [t.augment is not None for t in trains] == [False] * 4 + [True] * 2 + [False] * 2 + [True] * 2
+    assert [t.label_smoothing for t in trains] == [0.0] * 9 + [0.1]
     assert all(len(r.stages) == 1 and r.stages[0].config.epochs == 3 and not r.targets for r in loaded)
 
 

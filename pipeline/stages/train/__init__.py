@@ -39,6 +39,9 @@ class TrainConfig(StageConfig):
         "constant", description="cosine: lr decays to 0 over `epochs` (set the epochs you mean to spend)"
     )
     augment: AugmentConfig | None = Field(None, description="time shift and SpecAugment on training batches")
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=1, description="move this much of each hard label's weight evenly onto all classes"
+    )
 
 
 Config = TrainConfig

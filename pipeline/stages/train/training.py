@@ -37,9 +37,9 @@ def train_and_save(
         lr = tf.keras.optimizers.schedules.CosineDecay(
             cfg.lr, cfg.epochs * math.ceil(len(ctx.data.train) / cfg.batch_size)
         )
-    loss, targets = "sparse_categorical_crossentropy", None
+    loss, targets = hard_label_loss(cfg.label_smoothing), None
     if teacher is not None:
-        loss, targets = teacher.loss(), teacher.targets(ctx.data)
+        loss, targets = teacher.loss(hard_label_loss(cfg.label_smoothing)), teacher.targets(ctx.data)
     model.compile(optimizer=tf.keras.optimizers.Adam(lr), loss=loss, metrics=[HardLabelAccuracy()])
     callbacks = list(callbacks)
     if cfg.patience:
@@ -127,6 +127,19 @@ class HardLabelAccuracy(tf.keras.metrics.Mean):
         super().update_state(hit, sample_weight)
 
 
+def hard_label_loss(smoothing: float) -> Any:
+    """Cross-entropy against integer labels, `smoothing` of each label's weight spread over every class."""
+
+    def crossentropy(y_true: Any, y_pred: Any) -> Any:
+        label = tf.cast(tf.reshape(y_true, [-1]), tf.int32)
+        if not smoothing:
+            return tf.keras.losses.sparse_categorical_crossentropy(label, y_pred)
+        onehot = tf.one_hot(label, tf.shape(y_pred)[-1])
+        return tf.keras.losses.categorical_crossentropy(onehot, y_pred, label_smoothing=smoothing)
+
+    return crossentropy
+
+
 class Teacher:
     """Knowledge distillation with the teacher's outputs computed once, on the clean clips: with `augment`, the
     student learns to give the teacher's answer for the clean clip from an augmented one."""
@@ -143,12 +156,12 @@ class Teacher:
         val = np.concatenate([data.val.y[:, None].astype(np.float32), np.eye(classes, dtype=np.float32)[data.val.y]], 1)
         return train, val
 
-    def loss(self) -> Any:
+    def loss(self, hard_loss: Any) -> Any:
         t, alpha = self.temperature, self.alpha
 
         def distillation(y_true: Any, y_pred: Any) -> Any:
             # Both models end in softmax: log-probabilities are logits up to a constant, which softmax ignores.
-            hard = tf.keras.losses.sparse_categorical_crossentropy(tf.cast(y_true[:, 0], tf.int32), y_pred)
+            hard = hard_loss(y_true[:, 0], y_pred)
             student = tf.nn.log_softmax(tf.math.log(y_pred + 1e-8) / t)
             teacher = tf.nn.log_softmax(tf.math.log(y_true[:, 1:] + 1e-8) / t)
             soft = tf.reduce_sum(tf.exp(teacher) * (teacher - student), axis=-1)  # KL(teacher || student)
