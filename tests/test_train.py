@@ -5,7 +5,7 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from pipeline.stages.train.training import HardLabelAccuracy, Teacher  # noqa: E402
+from pipeline.stages.train.training import HardLabelAccuracy, Teacher, hard_label_loss  # noqa: E402
 
 
 def packed(labels: list[int], teacher: np.ndarray) -> tf.Tensor:
@@ -26,6 +26,9 @@ def test_distillation_loss_mixes_label_and_teacher_terms():
 
     only_labels = Teacher(None, temperature=4.0, alpha=1.0).loss()(y_true, y_pred).numpy()
     np.testing.assert_allclose(only_labels, hard, rtol=1e-5)
+    smoothed = Teacher(None, temperature=4.0, alpha=1.0).loss(label_smoothing=0.1)(y_true, y_pred).numpy()
+    np.testing.assert_allclose(smoothed, hard_label_loss(0.1)(y_true[:, :1], y_pred).numpy(), rtol=1e-5)
+    assert not np.allclose(smoothed, hard)
 
     # A student that already matches the teacher owes the teacher nothing: only the label term is left.
     matched = Teacher(None, temperature=4.0, alpha=0.5).loss()(y_true, tf.constant(teacher)).numpy()

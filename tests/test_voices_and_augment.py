@@ -160,6 +160,9 @@ def test_ablation_ladder_recipes_are_valid_and_cumulative(tmp_path):
     trains = [r.stages[0].config for r in loaded]
     assert [t.augment is not None for t in trains] == [False] * 4 + [True] * 2 + [False] * 2 + [True] * 2
     assert [t.label_smoothing for t in trains] == [0.0] * 9 + [0.1]
+    flagship_train = next(s.config for s in recipe.stages if s.name == "train")  # the README: rung 10 is it
+    assert trains[-1].model_dump(exclude={"epochs"}) == flagship_train.model_dump(exclude={"epochs"})
+    assert synth[-1] == recipe.data.synthetic
     assert all(len(r.stages) == 1 and r.stages[0].config.epochs == 3 and not r.targets for r in loaded)
 
 

@@ -39,7 +39,7 @@ def train_and_save(
         )
     loss, targets = hard_label_loss(cfg.label_smoothing), None
     if teacher is not None:
-        loss, targets = teacher.loss(hard_label_loss(cfg.label_smoothing)), teacher.targets(ctx.data)
+        loss, targets = teacher.loss(cfg.label_smoothing), teacher.targets(ctx.data)
     model.compile(optimizer=tf.keras.optimizers.Adam(lr), loss=loss, metrics=[HardLabelAccuracy()])
     callbacks = list(callbacks)
     if cfg.patience:
@@ -156,8 +156,8 @@ class Teacher:
         val = np.concatenate([data.val.y[:, None].astype(np.float32), np.eye(classes, dtype=np.float32)[data.val.y]], 1)
         return train, val
 
-    def loss(self, hard_loss: Any) -> Any:
-        t, alpha = self.temperature, self.alpha
+    def loss(self, label_smoothing: float = 0.0) -> Any:
+        t, alpha, hard_loss = self.temperature, self.alpha, hard_label_loss(label_smoothing)
 
         def distillation(y_true: Any, y_pred: Any) -> Any:
             # Both models end in softmax: log-probabilities are logits up to a constant, which softmax ignores.
