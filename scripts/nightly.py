@@ -8,7 +8,8 @@ is compared with the last entry of the history file. Every night measures again:
 `--remeasure`, so builds come from the cache but latency, memory and device figures are taken tonight. A regression beyond its tolerance (latency +10%, accuracy
 -1 point, RAM/arena/flash +5% by default) makes the script exit 1 and name the figure; the night is appended to
 the history either way, so tomorrow compares with today. `--run-dir` measures an existing run instead of
-running the recipe (for re-checking a night, and for tests).
+running the recipe (for re-checking a night, and for tests). A latency must also have grown by more than
+`--latency-floor-ms` (0.05 ms by default): a sub-millisecond host timing moves 10 % on scheduling noise alone.
 """
 
 from __future__ import annotations
@@ -58,7 +59,9 @@ def figures(run_dir: Path) -> dict[str, float]:
     return out
 
 
-def compare(previous: dict[str, float], current: dict[str, float], tolerances: dict[str, float]) -> list[dict]:
+def compare(
+    previous: dict[str, float], current: dict[str, float], tolerances: dict[str, float], latency_floor_ms: float = 0.0
+) -> list[dict]:
     """Every figure present both nights, with its change and whether that change is a regression."""
     rows = []
     for name in sorted(set(previous) & set(current)):
@@ -78,8 +81,9 @@ def compare(previous: dict[str, float], current: dict[str, float], tolerances: d
             change = now - before
             shown = f"{change:+g}"
         worse = change if direction == "up" else -change
+        regression = worse > tolerances[suffix] and (suffix != "latency_ms" or now - before > latency_floor_ms)
         rows.append({"figure": name, "before": before, "now": now, "change": shown,
-                     "regression": worse > tolerances[suffix], "tolerance": tolerances[suffix]})  # fmt: skip
+                     "regression": regression, "tolerance": tolerances[suffix]})  # fmt: skip
     return rows
 
 
@@ -91,9 +95,12 @@ def compare(previous: dict[str, float], current: dict[str, float], tolerances: d
               help="Measure this existing run instead of running RECIPE.")  # fmt: skip
 @click.option("--runs-dir", type=click.Path(path_type=Path), default=ROOT / "runs", show_default=True)
 @click.option("--latency-tolerance", default=0.10, show_default=True, help="Allowed relative latency increase.")
+@click.option("--latency-floor-ms", default=0.05, show_default=True,
+              help="A latency regression must also exceed this many milliseconds.")  # fmt: skip
 @click.option("--accuracy-tolerance", default=1.0, show_default=True, help="Allowed accuracy drop, in points.")
 @click.option("--memory-tolerance", default=0.05, show_default=True, help="Allowed relative RAM/arena/flash growth.")
-def main(recipe, inventory, history, run_dir, runs_dir, latency_tolerance, accuracy_tolerance, memory_tolerance):
+def main(recipe, inventory, history, run_dir, runs_dir, latency_tolerance, latency_floor_ms, accuracy_tolerance,
+         memory_tolerance):  # fmt: skip
     pipeline = [sys.executable, "-m", "pipeline"]
     if run_dir is None:
         if recipe is None:
@@ -108,7 +115,7 @@ def main(recipe, inventory, history, run_dir, runs_dir, latency_tolerance, accur
     past = json.loads(history.read_text()) if history.exists() else []
     tolerances = {"latency_ms": latency_tolerance, "ram_bytes": memory_tolerance, "flash_bytes": memory_tolerance,
                   "accuracy": accuracy_tolerance, "outputs_match": 0.0}  # fmt: skip
-    rows = compare(past[-1]["figures"], current, tolerances) if past else []
+    rows = compare(past[-1]["figures"], current, tolerances, latency_floor_ms) if past else []
     past.append({"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "run": str(run_dir),
                  "figures": current})  # fmt: skip
     write_json(history, past)
