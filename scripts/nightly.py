@@ -60,17 +60,20 @@ def figures(run_dir: Path) -> dict[str, float]:
 
 
 def compare(
-    previous: dict[str, float], current: dict[str, float], tolerances: dict[str, float], latency_floor_ms: float = 0.0
+    previous: dict[str, float],
+    current: dict[str, float],
+    tolerances: dict[str, float],
+    floors: dict[str, float] | None = None,
 ) -> list[dict]:
-    """Every figure present both nights, with its change and whether that change is a regression."""
+    """Every figure present both nights, with its change and whether that change is a regression: worse than its
+    tolerance and, where `floors` names its suffix, worse by more than that much in the figure's own unit."""
     rows = []
     for name in sorted(set(previous) & set(current)):
-        rule = next((r for suffix, r in RULES.items() if name.endswith(suffix)), None)
-        if rule is None:
+        suffix = next((s for s in RULES if name.endswith(s)), None)
+        if suffix is None:
             continue
-        direction, kind = rule
+        direction, kind = RULES[suffix]
         before, now = previous[name], current[name]
-        suffix = next(s for s in RULES if name.endswith(s))
         if kind == "relative":
             change = (now - before) / before if before else 0.0
             shown = f"{change:+.1%}"
@@ -81,7 +84,8 @@ def compare(
             change = now - before
             shown = f"{change:+g}"
         worse = change if direction == "up" else -change
-        regression = worse > tolerances[suffix] and (suffix != "latency_ms" or now - before > latency_floor_ms)
+        step = now - before if direction == "up" else before - now
+        regression = worse > tolerances[suffix] and step > (floors or {}).get(suffix, 0.0)
         rows.append({"figure": name, "before": before, "now": now, "change": shown,
                      "regression": regression, "tolerance": tolerances[suffix]})  # fmt: skip
     return rows
@@ -115,7 +119,7 @@ def main(recipe, inventory, history, run_dir, runs_dir, latency_tolerance, laten
     past = json.loads(history.read_text()) if history.exists() else []
     tolerances = {"latency_ms": latency_tolerance, "ram_bytes": memory_tolerance, "flash_bytes": memory_tolerance,
                   "accuracy": accuracy_tolerance, "outputs_match": 0.0}  # fmt: skip
-    rows = compare(past[-1]["figures"], current, tolerances, latency_floor_ms) if past else []
+    rows = compare(past[-1]["figures"], current, tolerances, {"latency_ms": latency_floor_ms}) if past else []
     past.append({"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "run": str(run_dir),
                  "figures": current})  # fmt: skip
     write_json(history, past)

@@ -137,7 +137,7 @@ def test_nightly_latency_regression_needs_the_relative_and_the_absolute_step():
     tolerances = {"latency_ms": 0.10, "ram_bytes": 0.05, "flash_bytes": 0.05, "accuracy": 1.0, "outputs_match": 0.0}
     before = {"hil.board.latency_ms": 0.20, "tflm.latency_ms": 2.0, "tflm.ram_bytes": 1000}
     now = {"hil.board.latency_ms": 0.24, "tflm.latency_ms": 2.4, "tflm.ram_bytes": 1001}  # +20 % each latency
-    verdict = {r["figure"]: r["regression"] for r in compare(before, now, tolerances, latency_floor_ms=0.05)}
+    verdict = {r["figure"]: r["regression"] for r in compare(before, now, tolerances, {"latency_ms": 0.05})}
     assert verdict == {"hil.board.latency_ms": False, "tflm.latency_ms": True, "tflm.ram_bytes": False}
     assert all(r["regression"] for r in compare(before, now, tolerances) if "latency" in r["figure"])  # no floor
 

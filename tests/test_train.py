@@ -1,4 +1,5 @@
-"""Distillation loss and the accuracy metric that reads labels packed beside a teacher's outputs."""
+"""Training losses (hard labels, label smoothing, distillation) and the accuracy metric that reads labels packed beside
+a teacher's outputs."""
 
 import numpy as np
 import pytest
@@ -15,6 +16,17 @@ def packed(labels: list[int], teacher: np.ndarray) -> tf.Tensor:
 def softmax(logits: np.ndarray) -> np.ndarray:
     e = np.exp(logits - logits.max(axis=1, keepdims=True))
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_label_smoothing_spreads_that_share_of_each_label_over_every_class():
+    probs = tf.constant([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
+    labels = tf.constant([[0.0], [2.0]])  # float column, as Keras and distillation pass them
+    plain = hard_label_loss(0.0)(labels, probs).numpy()
+    assert np.allclose(plain, -np.log([0.7, 0.8]), atol=1e-6)
+    smoothed = hard_label_loss(0.3)(labels, probs).numpy()
+    target = np.array([[0.8, 0.1, 0.1], [0.1, 0.1, 0.8]])  # 0.7 on the label + 0.3 / 3 everywhere
+    assert np.allclose(smoothed, -(target * np.log(probs.numpy())).sum(axis=1), atol=1e-6)
+    assert smoothed[0] > plain[0]  # a confident right answer is no longer free
 
 
 def test_distillation_loss_mixes_label_and_teacher_terms():

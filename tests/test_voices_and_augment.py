@@ -119,21 +119,6 @@ def test_spec_augment_shifts_and_masks_with_the_mean_and_is_reproducible():
     assert np.array_equal(masked, again) and not np.array_equal(masked, other)
 
 
-def test_label_smoothing_spreads_that_share_of_each_label_over_every_class():
-    import tensorflow as tf
-
-    from pipeline.stages.train.training import hard_label_loss
-
-    probs = tf.constant([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
-    labels = tf.constant([[0.0], [2.0]])  # float column, as Keras and distillation pass them
-    plain = hard_label_loss(0.0)(labels, probs).numpy()
-    assert np.allclose(plain, -np.log([0.7, 0.8]), atol=1e-6)
-    smoothed = hard_label_loss(0.3)(labels, probs).numpy()
-    target = np.array([[0.8, 0.1, 0.1], [0.1, 0.1, 0.8]])  # 0.7 on the label + 0.3 / 3 everywhere
-    assert np.allclose(smoothed, -(target * np.log(probs.numpy())).sum(axis=1), atol=1e-6)
-    assert smoothed[0] > plain[0]  # a confident right answer is no longer free
-
-
 def test_ablation_ladder_recipes_are_valid_and_cumulative(tmp_path):
     sys.path.insert(0, str(ROOT / "scripts"))
     import bench_real_speech as bench
