@@ -14,7 +14,9 @@ formants jittered), + vocal-tract-length perturbation, + microphones and recordi
 and SpecAugment in training; and the voices alone with time shift and SpecAugment, or with flite's voices speaking a
 share of the training draws (rungs 7 and 8: not cumulative, each against rung 1; rung 9 adds time shift and
 SpecAugment to rung 7, rung 10 label smoothing to rung 9). Field tests judge every rung; none of them is trained
-on.
+on. `--seeds 1234,4321,...` trains every rung at each recipe seed (voice draws, held-out variants and initial
+weights all change with it) and adds each rung's mean and spread: one seed's figure moves by several points on
+people, more than most levers buy.
 
 `--field NAME=DIR` adds a field test to the recipe's own (repeatable). Without any, there is nothing to compare.
 """
@@ -74,13 +76,16 @@ def with_fields(data: dict, recipe: Recipe, extra: dict[str, Path]) -> dict:
     return {**data, "data": {**data["data"], "field_tests": fields}}
 
 
-def ablation_recipe(data: dict, label: str, synthetic: dict, training: dict, epochs: int) -> dict:
+def ablation_recipe(
+    data: dict, label: str, synthetic: dict, training: dict, epochs: int, seed: int | None = None
+) -> dict:
     train = dict(next(cfg for name, cfg in _entries(data["stages"]) if name == "train"))
     train |= {"epochs": epochs, **training}
     synth = {**data["data"]["synthetic"], **synthetic}
     slug = "".join(c if c.isalnum() else "-" for c in label).strip("-").lower()
     return {
         **data,
+        **({"seed": seed} if seed is not None else {}),
         "name": f"{data['name']}-ablation-{slug}"[:64].rstrip("-"),
         "data": {**data["data"], "synthetic": synth},
         "stages": [{"train": train}],
@@ -102,6 +107,37 @@ def accuracy(row: dict, name: str) -> float | None:
     return row["sets"][name]["accuracy"] if name in row["sets"] else None
 
 
+def mean_row(rows: list[dict], names: list[str]) -> dict:
+    """A row of the mean accuracy over `rows` (one per seed) with its sample standard deviation as `spread`."""
+    sets = {}
+    for name in names:
+        values = [accuracy(row, name) for row in rows]
+        if None not in values:
+            mean = sum(values) / len(values)
+            spread = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+            sets[name] = {"accuracy": mean, "spread": spread}
+    return {"runtime": rows[0].get("runtime", ""), "sets": sets}
+
+
+def integers(text: str, option: str, allowed: range | None = None) -> list[int]:
+    """`--rungs`/`--seeds`: comma-separated integers, each in `allowed` when given."""
+    try:
+        values = [int(item) for item in text.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: expected comma-separated integers", param_hint=option) from None
+    wrong = [v for v in values if allowed is not None and v not in allowed]
+    if wrong:
+        raise click.BadParameter(f"no rung {wrong[0]}: the ladder has rungs 1 to {len(LADDER)}", param_hint=option)
+    return values
+
+
+def cell(row: dict, name: str) -> str:
+    score = row["sets"].get(name)
+    if score is None:
+        return "-"
+    return f"{score['accuracy']:.2%}" + (f" ± {100 * score['spread']:.1f}" if "spread" in score else "")
+
+
 def print_table(
     console: Console, title: str, rows: list[tuple[str, dict]], names: list[str], first: str = "model"
 ) -> None:
@@ -113,8 +149,8 @@ def print_table(
         table.add_row(
             label,
             row.get("runtime", ""),
-            f"{synthetic:.2%}",
-            *(f"{a:.2%}" if a is not None else "-" for a in field),
+            cell(row, "synthetic"),
+            *(cell(row, n) for n in names),
             *(f"{100 * (synthetic - a):+.1f} pts" if a is not None else "-" for a in field),
         )
     console.print(table)
@@ -127,8 +163,15 @@ def print_table(
 @click.option("--ablation", is_flag=True, help="Train on each rung of the synthetic-data ladder instead.")
 @click.option("--epochs", default=20, show_default=True, help="Training epochs per ablation rung.")
 @click.option("--rungs", default=None, help="Comma-separated rung numbers to run (1-based; default: all).")
+@click.option("--seeds", default=None, help="Comma-separated recipe seeds to train each rung at (default: its own).")
 def main(
-    recipe_file: Path, runs_dir: Path, fields: tuple[str, ...], ablation: bool, epochs: int, rungs: str | None
+    recipe_file: Path,
+    runs_dir: Path,
+    fields: tuple[str, ...],
+    ablation: bool,
+    epochs: int,
+    rungs: str | None,
+    seeds: str | None,
 ) -> None:
     extra = {}
     for item in fields:
@@ -142,17 +185,25 @@ def main(
     if not present:
         raise click.UsageError("no field test folder exists: add one to the recipe's data.field_tests or --field")
     data["data"]["field_tests"] = [f for f in data["data"]["field_tests"] if f["name"] in present]
-    console = Console(width=max(Console().width, 140))  # tables stay whole in logs too
+    console = Console(width=max(Console().width, 170))  # tables stay whole in logs too
     reporter = Reporter(console=console)
     rows: list[tuple[str, dict]] = []
     with tempfile.TemporaryDirectory() as tmp:
         if ablation:
-            chosen = [int(r) for r in rungs.split(",")] if rungs else range(1, len(LADDER) + 1)
+            chosen = integers(rungs, "--rungs", range(1, len(LADDER) + 1)) if rungs else range(1, len(LADDER) + 1)
+            seed_list = integers(seeds, "--seeds") if seeds else [recipe.seed]
             for label, synthetic, training in (LADDER[r - 1] for r in chosen):
-                reporter.log(f"[bold]{label}[/bold]")
-                variant = ablation_recipe(data, label, synthetic, training, epochs)
-                result = run_variant(recipe, variant, Path(tmp), reporter, runs_dir)
-                rows += [(label, row) for row in field_rows(result) if row["model"] == "train"]
+                per_seed = []
+                for seed in seed_list:
+                    named = label if not seeds else f"{label}, seed {seed}"
+                    reporter.log(f"[bold]{named}[/bold]")
+                    variant = ablation_recipe(data, label, synthetic, training, epochs, seed)
+                    result = run_variant(recipe, variant, Path(tmp), reporter, runs_dir)
+                    per_seed += [(named, row) for row in field_rows(result) if row["model"] == "train"]
+                rows += per_seed
+                if len(per_seed) > 1:
+                    mean = mean_row([row for _, row in per_seed], ["synthetic", *present])
+                    rows.append((f"{label}: mean ± sd of {len(per_seed)} seeds", mean))
             title = f"Synthetic data ladder: {recipe.name}'s train stage, {epochs} epochs"
             print_table(console, title, rows, present, first="training data")
             return

@@ -7,6 +7,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+import click
 import numpy as np
 import pytest
 import yaml
@@ -149,6 +150,20 @@ def test_ablation_ladder_recipes_are_valid_and_cumulative(tmp_path):
     assert trains[-1].model_dump(exclude={"epochs"}) == flagship_train.model_dump(exclude={"epochs"})
     assert synth[-1] == recipe.data.synthetic
     assert all(len(r.stages) == 1 and r.stages[0].config.epochs == 3 and not r.targets for r in loaded)
+    # --seeds: the same rung at another recipe seed, and the mean and spread the table adds
+    seeded = bench.ablation_recipe(data, *bench.LADDER[-1], epochs=3, seed=4321)
+    assert seeded["seed"] == 4321 and {**seeded, "seed": recipe.seed} == bench.ablation_recipe(
+        data, *bench.LADDER[-1], epochs=3
+    )
+    rows = [{"runtime": "Keras", "sets": {"synthetic": {"accuracy": a}, "mine": {"accuracy": b}}}
+            for a, b in ((0.9, 0.6), (0.8, 0.7))]  # fmt: skip
+    mean = bench.mean_row(rows, ["synthetic", "mine"])
+    assert mean["sets"]["mine"] == pytest.approx({"accuracy": 0.65, "spread": 0.0707}, abs=1e-4)
+    assert bench.cell(mean, "mine") == "65.00% ± 7.1" and bench.cell(rows[0], "mine") == "60.00%"
+    assert bench.integers("1234,777", "--seeds") == [1234, 777]
+    for text, allowed, message in (("12;34", None, "comma-separated integers"), ("2,11", range(1, 11), "no rung 11")):
+        with pytest.raises(click.BadParameter, match=message):
+            bench.integers(text, "--rungs", allowed)
 
 
 def test_microphone_chain_colours_only_when_asked(tmp_path):
