@@ -115,7 +115,10 @@ def run_recipe(
         key = stage_key(recipe, i, data, upstream)
 
         def build(tmp: Path, meta: dict, module=module, entry=entry, upstream=upstream) -> None:
-            ctx = StageContext(recipe, data, upstream, tmp, reporter.log, reporter.progress, dict(stages))
+            def retrain(k: int) -> Artifact:
+                return retrain_first_stage(recipe, data, store, reporter, k, f"teacher {k + 1}")
+
+            ctx = StageContext(recipe, data, upstream, tmp, reporter.log, reporter.progress, dict(stages), retrain)
             meta["stage"] = entry.name
             meta["metrics"] = module.run(entry.config, ctx)
 
@@ -303,30 +306,42 @@ def run_explain(
     return art
 
 
-TWIN_SEED_OFFSET = 1000003  # the control twin's seed: the recipe's plus this (mod 2^32), never a neighbour's
+RETRAIN_SEED_OFFSET = 1000003  # k-th retraining of the first stage: the recipe's seed + k x this (mod 2^32)
+
+
+def retrain_first_stage(
+    recipe: Recipe, data: FeatureSet, store: Store, reporter: Reporter, k: int, what: str
+) -> Artifact:
+    """The chain's first stage (train) again at its k-th other seed, same data and schedule; cached like any stage,
+    so a model the explain control (k = 1) and a distillation teacher share is trained once."""
+    retrained = recipe.model_copy(update={"seed": (recipe.seed + k * RETRAIN_SEED_OFFSET) % 2**32})
+    entry = recipe.stages[0]
+    module = stage(entry.name)
+    key = stage_key(retrained, 0, data, None)
+    scope, reporter.scope = reporter.scope, what
+
+    def build(tmp: Path, meta: dict) -> None:
+        reporter.log(f"training {what} (seed {retrained.seed})")
+        ctx = StageContext(retrained, data, None, tmp, reporter.log, reporter.progress, {})
+        meta["stage"] = entry.name
+        meta["metrics"] = module.run(entry.config, ctx)
+
+    try:
+        art = store.get_or_build(f"stage-{entry.name}", key, build)
+        _log_done(reporter, art)
+    finally:
+        reporter.scope = scope
+    art.meta.setdefault("seed", retrained.seed)
+    return art
 
 
 def control_twin(
     recipe: Recipe, data: FeatureSet, store: Store, reporter: Reporter
 ) -> tuple[ModelRef, Artifact] | None:
-    """The unpruned twin explain compares against: the chain's first stage (train) again with another seed, same
-    data and schedule; cached like any stage, so a run trains it once."""
+    """The unpruned twin explain compares against: the first retraining of the chain's first stage (train)."""
     if not recipe.explain.control or recipe.stages[0].name != "train":
         return None
-    twin_recipe = recipe.model_copy(update={"seed": (recipe.seed + TWIN_SEED_OFFSET) % 2**32})
-    reporter.scope = "explain twin"
-    entry = recipe.stages[0]
-    module = stage(entry.name)
-    key = stage_key(twin_recipe, 0, data, None)
-
-    def build(tmp: Path, meta: dict) -> None:
-        reporter.log(f"training the control twin (seed {twin_recipe.seed}): the drift any retraining has")
-        ctx = StageContext(twin_recipe, data, None, tmp, reporter.log, reporter.progress, {})
-        meta["stage"] = entry.name
-        meta["metrics"] = module.run(entry.config, ctx)
-
-    art = store.get_or_build(f"stage-{entry.name}", key, build)
-    _log_done(reporter, art)
+    art = retrain_first_stage(recipe, data, store, reporter, 1, "explain twin")
     ref = ModelRef("twin", "keras", art.file("model.keras"), "Keras float32", role="control")
     return ref, art
 

@@ -1,9 +1,12 @@
 """The tiny recipe through every stage and the TFLM target, as a user runs it."""
 
 import json
+import shutil
 import time
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from pipeline.tflite_model import read_model
 from targets.tflm.bundle import decode_c_array, verify_manifest
@@ -231,6 +234,48 @@ def test_explain_section_compares_every_model_with_the_trained_one(tiny_run):
     assert "### Beyond retrain noise" in md and "Pruning-identified exemplars" in md and "**Global view**" in md
     # The twin was trained once, beside the recipe's own train stage, and is reused from the cache.
     assert len(list((runs / ".cache").glob("stage-train-*"))) >= 2
+
+
+def _three_teachers_recipe(tmp_path) -> Path:
+    """The tiny chain without targets, distilling from train and two retrainings of it."""
+    text = TINY.read_text().replace("distill: {teacher: train}", "distill: {teacher: train, teachers: 3}")
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(text[: text.index("targets:")] + "budgets:\n  min_accuracy: 0.0\n")
+    return recipe
+
+
+def test_several_teachers_share_the_control_twin(tiny_run, tmp_path):
+    """`distill.teachers: 3`: the fine-tuned model learns from train and two retrainings of it; the first is the
+    explain control's twin, already in the cache."""
+    runs, _ = tiny_run
+    trained_before = set((runs / ".cache").glob("stage-train-*"))
+    done = run_cli("run", str(_three_teachers_recipe(tmp_path)), "--runs-dir", str(runs), "--out", str(tmp_path / "o"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(set((runs / ".cache").glob("stage-train-*")) - trained_before) == 1  # only the third is new
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    finetune = next(s for s in report["stages"] if s["name"] == "finetune")
+    assert [t["seed"] for t in finetune["teachers"]] == [7, 7 + 1000003, 7 + 2 * 1000003]
+    assert report["explain"]["models"][-1]["role"] == "control"
+    assert "## Distillation" in (tmp_path / "o" / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_what_several_teachers_teach_does_not_depend_on_the_cache(tmp_path):
+    """From an empty cache every teacher is trained inside the finetune stage; rerun with the teachers cached,
+    the student comes out bit-identical."""
+    recipe, runs = _three_teachers_recipe(tmp_path), tmp_path / "runs"
+    fresh = run_cli("run", str(recipe), "--runs-dir", str(runs), "--out", str(tmp_path / "fresh"))
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    assert "training teacher 3 (seed 2000013)" in fresh.stderr + fresh.stdout
+    for entry in (runs / ".cache").glob("stage-finetune-*"):
+        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    warm = run_cli("run", str(recipe), "--runs-dir", str(runs), "--out", str(tmp_path / "warm"))
+    assert warm.returncode == 0, warm.stderr[-3000:]
+    assert "training teacher" not in warm.stderr + warm.stdout
+    predictions = [
+        np.load(tmp_path / run / "stages" / "3-finetune" / "test_predictions.npy") for run in ("fresh", "warm")
+    ]
+    np.testing.assert_array_equal(*predictions)
 
 
 def test_explain_budget_fails_the_run_and_names_the_model(tiny_run, tmp_path):

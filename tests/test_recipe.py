@@ -49,6 +49,18 @@ def test_distillation_teacher_must_be_an_earlier_keras_stage():
     ]
 
 
+def test_several_teachers_retrain_the_first_stage_so_it_must_be_the_teacher():
+    chain = GOOD.replace(
+        "  - train: {epochs: 2}",
+        "  - train: {epochs: 2}\n  - prune: {}\n  - finetune: {distill: {teacher: %s, teachers: 3}}",
+    )
+    assert parse_recipe(chain % "train").stage("finetune").distill.teachers == 3
+    assert problems(chain % "prune") == [
+        "r.yaml:8: stages[2].finetune.distill.teachers: 3 teachers retrain the chain's first stage ('train') at "
+        "other seeds, so the teacher must be 'train', not 'prune'"
+    ]
+
+
 def test_yes_no_on_off_stay_words():
     recipe = parse_recipe(GOOD)
     assert recipe.data.keywords == ["yes", "no", "on", "off"]

@@ -36,14 +36,14 @@ def test_distillation_loss_mixes_label_and_teacher_terms():
     y_true, y_pred = packed(labels, teacher), tf.constant(student)
     hard = tf.keras.losses.sparse_categorical_crossentropy(labels, y_pred).numpy()
 
-    only_labels = Teacher(None, temperature=4.0, alpha=1.0).loss()(y_true, y_pred).numpy()
+    only_labels = Teacher([], temperature=4.0, alpha=1.0).loss()(y_true, y_pred).numpy()
     np.testing.assert_allclose(only_labels, hard, rtol=1e-5)
-    smoothed = Teacher(None, temperature=4.0, alpha=1.0).loss(label_smoothing=0.1)(y_true, y_pred).numpy()
+    smoothed = Teacher([], temperature=4.0, alpha=1.0).loss(label_smoothing=0.1)(y_true, y_pred).numpy()
     np.testing.assert_allclose(smoothed, hard_label_loss(0.1)(y_true[:, :1], y_pred).numpy(), rtol=1e-5)
     assert not np.allclose(smoothed, hard)
 
     # A student that already matches the teacher owes the teacher nothing: only the label term is left.
-    matched = Teacher(None, temperature=4.0, alpha=0.5).loss()(y_true, tf.constant(teacher)).numpy()
+    matched = Teacher([], temperature=4.0, alpha=0.5).loss()(y_true, tf.constant(teacher)).numpy()
     hard_matched = tf.keras.losses.sparse_categorical_crossentropy(labels, teacher).numpy()
     np.testing.assert_allclose(matched, 0.5 * hard_matched, rtol=1e-4, atol=1e-6)
 
@@ -51,7 +51,7 @@ def test_distillation_loss_mixes_label_and_teacher_terms():
     t = 4.0
     soft_t, soft_s = softmax(np.log(teacher) / t), softmax(np.log(student) / t)
     kl = (soft_t * (np.log(soft_t) - np.log(soft_s))).sum(axis=1)
-    only_teacher = Teacher(None, temperature=t, alpha=0.0).loss()(y_true, y_pred).numpy()
+    only_teacher = Teacher([], temperature=t, alpha=0.0).loss()(y_true, y_pred).numpy()
     np.testing.assert_allclose(only_teacher, t * t * kl, rtol=1e-3)  # the loss adds 1e-8 inside its logs
     assert (only_teacher > 0).all()
 
@@ -64,3 +64,25 @@ def test_accuracy_reads_the_label_column_or_plain_labels():
     plain = HardLabelAccuracy()
     plain.update_state(tf.constant([0, 1, 0]), probs)
     assert plain.result().numpy() == pytest.approx(1.0) and plain.name == "accuracy"
+
+
+def test_several_teachers_teach_their_averaged_probabilities():
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(6, 4, 3)).astype(np.float32)
+
+    def model(seed: int) -> tf.keras.Model:
+        tf.keras.utils.set_random_seed(seed)
+        return tf.keras.Sequential(
+            [tf.keras.Input((4, 3, 1)), tf.keras.layers.Flatten(), tf.keras.layers.Dense(5, "softmax")]
+        )
+
+    first, second = model(1), model(2)
+    split = SimpleNamespace(x=x, y=np.array([0, 1, 2, 3, 4, 0]))
+    train, val = Teacher([first, second], temperature=4.0, alpha=0.5).targets(SimpleNamespace(train=split, val=split))
+    each = [m.predict(x[..., None], verbose=0) for m in (first, second)]
+    assert not np.allclose(each[0], each[1])  # two different teachers ...
+    np.testing.assert_allclose(train[:, 1:], (each[0] + each[1]) / 2, rtol=1e-6)  # ... teach their mean
+    np.testing.assert_array_equal(train[:, 0], split.y)
+    np.testing.assert_array_equal(val[:, 1:], np.eye(5)[split.y])  # validation keeps the hard label

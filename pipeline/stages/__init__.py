@@ -3,10 +3,10 @@
 A stage package's `__init__` is light (its recipe schema, a `StageConfig` with `consumes`/`produces`, and `run`);
 the work sits in a module beside it that `run` imports, so validating a recipe does not import TensorFlow.
 ``run(config, ctx) -> metrics`` reads ``ctx.input`` (the previous stage's artifact; ``ctx.earlier`` has the ones
-before, e.g. a distillation teacher), writes its files into ``ctx.out`` and returns JSON-able metrics (accuracy,
-params, macs, ...). The runner handles caching and atomicity (the cache key covers the stage's import closure and
-runtime versions), so a stage only computes. Another package adds a stage with an `edge_pipeline.stages` entry
-point.
+before, e.g. a distillation teacher; ``ctx.retrain(k)`` trains the first stage again at another seed), writes its
+files into ``ctx.out`` and returns JSON-able metrics (accuracy, params, macs, ...). The runner handles caching and
+atomicity (the cache key covers the stage's import closure and runtime versions), so a stage only computes. Another
+package adds a stage with an `edge_pipeline.stages` entry point.
 """
 
 from __future__ import annotations
@@ -31,3 +31,5 @@ class StageContext:
     log: Callable[[str], None]
     progress: Callable[[str, int, int], None]
     earlier: dict[str, Artifact] = field(default_factory=dict)  # every earlier stage's output, by stage name
+    # The chain's first stage trained again at its k-th other seed (cached; k = 1 is the explain control twin).
+    retrain: Callable[[int], Artifact] | None = None

@@ -142,15 +142,16 @@ def hard_label_loss(smoothing: float) -> Any:
 
 class Teacher:
     """Knowledge distillation with the teacher's outputs computed once, on the clean clips: with `augment`, the
-    student learns to give the teacher's answer for the clean clip from an augmented one."""
+    student learns to give the teacher's answer for the clean clip from an augmented one. Several models teach
+    through their averaged probabilities: an ensemble, steadier than any one training of it."""
 
-    def __init__(self, model: Any, temperature: float, alpha: float):
-        self.model, self.temperature, self.alpha = model, temperature, alpha
+    def __init__(self, models: list[Any], temperature: float, alpha: float):
+        self.models, self.temperature, self.alpha = models, temperature, alpha
 
     def targets(self, data: Any) -> tuple[np.ndarray, np.ndarray]:
         """(label, teacher probabilities) per training clip; validation keeps the hard label only (one-hot),
         so `val_accuracy` means what it always does."""
-        probs = self.model.predict(data.train.x[..., None], batch_size=512, verbose=0)
+        probs = np.mean([m.predict(data.train.x[..., None], batch_size=512, verbose=0) for m in self.models], axis=0)
         classes = probs.shape[1]
         train = np.concatenate([data.train.y[:, None].astype(np.float32), probs], axis=1)
         val = np.concatenate([data.val.y[:, None].astype(np.float32), np.eye(classes, dtype=np.float32)[data.val.y]], 1)
