@@ -162,6 +162,7 @@ Word = Annotated[str, AfterValidator(_safe_word)]
 SYNTHESIS_BOUNDS = {
     "formant_scale": (0.5, 2.0, ""),
     "flite_speed": (0.5, 2.0, ""),
+    "kokoro_speed": (0.5, 2.0, ""),
     "rt60_s": (0.05, 3.0, " seconds"),
     "peak_dbfs": (-80.0, 0.0, " dB full scale"),
 }
@@ -200,10 +201,32 @@ class SyntheticConfig(Strict):
     flite_speed: Range = Field(
         (0.9, 1.1), description="speed perturbation of flite draws (resampling moves tempo, pitch, formants)"
     )
-
-    _ranges = field_validator("rate_wpm", "pitch", "snr_db", "formant_scale", "rt60_s", "peak_dbfs", "flite_speed")(
-        ordered
+    # A neural synthesiser learnt from people's recordings (Kokoro-82M), for another share of the training draws.
+    kokoro_share: float = Field(
+        0.0, ge=0, le=1, description="share of training voice draws spoken by Kokoro-82M instead of espeak-ng"
     )
+    kokoro_voices: list[Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]{1,32}$")]] = Field(
+        default_factory=lambda: ["jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo"],
+        min_length=1,
+        max_length=32,
+        description="Kokoro speakers each draw blends (Dirichlet weights): a new speaker per draw",
+    )
+    kokoro_speed: Range = Field(
+        (0.9, 1.1), description="speed perturbation of Kokoro draws (resampling moves tempo, pitch, formants)"
+    )
+
+    _ranges = field_validator(
+        "rate_wpm", "pitch", "snr_db", "formant_scale", "rt60_s", "peak_dbfs", "flite_speed", "kokoro_speed"
+    )(ordered)
+
+    @model_validator(mode="after")
+    def _shares_fit(self) -> SyntheticConfig:
+        if self.flite_share + self.kokoro_share > 1:
+            raise ValueError(
+                f"flite_share + kokoro_share is {self.flite_share + self.kokoro_share:g}: the two synthesisers share "
+                "the training draws, at most all of them"
+            )
+        return self
 
     @field_validator(*SYNTHESIS_BOUNDS)
     @classmethod
@@ -213,7 +236,7 @@ class SyntheticConfig(Strict):
             raise ValueError(f"{info.field_name} must lie within [{low}, {high}]{unit}, got {list(value)}")
         return value
 
-    _unique_words = field_validator("unknown_words", "flite_voices")(unique_items)
+    _unique_words = field_validator("unknown_words", "flite_voices", "kokoro_voices")(unique_items)
 
 
 class FieldTestConfig(Strict):

@@ -26,6 +26,7 @@ from pipeline.store import replace_dir, write_json
 
 INDEX = "index.json"
 VERSION = "version.json"
+CLAIMS = ".claims"  # one empty folder per version number taken: the number alone, so two models cannot share one
 PULLED = ".edge-pipeline-bundle"  # in every folder `pull` wrote: it may replace only such a folder
 DEFAULT_REGISTRY = "registry"
 
@@ -57,14 +58,14 @@ def _versions(fs: Any, root: str, name: str) -> list[dict[str, Any]]:
 
 
 def _claimed_numbers(fs: Any, root: str, name: str) -> list[int]:
-    folder = f"{root}/{name}"
-    if not fs.isdir(folder):
-        return []
+    """Numbers taken by a claim or by a version folder (registries written before claims existed)."""
     numbers = []
-    for path in fs.ls(folder, detail=False):
-        head = path.rstrip("/").rsplit("/", 1)[-1].split("-", 1)[0]
-        if head.isdigit():
-            numbers.append(int(head))
+    for folder in (f"{root}/{name}", f"{root}/{name}/{CLAIMS}"):
+        if fs.isdir(folder):
+            for path in fs.ls(folder, detail=False):
+                head = path.rstrip("/").rsplit("/", 1)[-1].split("-", 1)[0]
+                if head.isdigit():
+                    numbers.append(int(head))
     return numbers
 
 
@@ -111,14 +112,16 @@ def publish(run_dir: Path, url: str, target: str = "tflm") -> dict[str, Any]:
     for existing in _versions(fs, root, name):
         if existing["model_sha256"] == sha and existing["target"] == target:
             return existing | {"status": "already published"}
+    fs.makedirs(f"{root}/{name}/{CLAIMS}", exist_ok=True)
     number = max(_claimed_numbers(fs, root, name), default=0) + 1
-    while True:  # claim a number: creating its folder fails when another publisher was first
-        folder = f"{root}/{name}/{number}-{sha[:8]}"
+    while True:  # claim a number: creating its (sha-free) folder fails when another publisher was first
         try:
-            fs.mkdir(folder, create_parents=False)
+            fs.mkdir(f"{root}/{name}/{CLAIMS}/{number}", create_parents=False)
             break
         except FileExistsError:
             number += 1
+    folder = f"{root}/{name}/{number}-{sha[:8]}"
+    fs.makedirs(folder, exist_ok=True)
     for file in [*manifest["files"], "manifest.json"]:  # the files it vouches for, subfolders included
         fs.makedirs(f"{folder}/{file}".rsplit("/", 1)[0], exist_ok=True)
         fs.put_file(str(bundle / file), f"{folder}/{file}")

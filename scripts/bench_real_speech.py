@@ -13,8 +13,8 @@ synthetic data sets, each adding one change to the one before: espeak-ng voices 
 formants jittered), + vocal-tract-length perturbation, + microphones and recording levels, + rooms, + time shift
 and SpecAugment in training; and the voices alone with time shift and SpecAugment, or with flite's voices speaking a
 share of the training draws (rungs 7 and 8: not cumulative, each against rung 1; rung 9 adds time shift and
-SpecAugment to rung 7, rung 10 label smoothing to rung 9). Field tests judge every rung; none of them is trained
-on. `--seeds 1234,4321,...` trains every rung at each recipe seed (voice draws, held-out variants and initial
+SpecAugment to rung 7, rung 10 label smoothing to rung 9, rung 11 Kokoro-82M's voices for a fifth of rung 10's
+training draws). Field tests judge every rung; none of them is trained on. `--seeds 1234,4321,...` trains every rung at each recipe seed (voice draws, held-out variants and initial
 weights all change with it) and adds each rung's mean and spread: one seed's figure moves by several points on
 people, more than most levers buy.
 
@@ -46,13 +46,14 @@ from pipeline.runner import RunResult, run_recipe  # noqa: E402
 # Each rung: (label, data.synthetic settings, train settings). Every setting a rung reads is pinned here, so the
 # ladder means the same whichever levers the recipe itself turns on (the flagship's flite share, say).
 VOICES = {"formant_scale": [1.0, 1.0], "reverb_probability": 0.0, "microphone_probability": 0.0,
-          "peak_dbfs": [-12.0, -1.0], "flite_share": 0.0}  # fmt: skip
+          "peak_dbfs": [-12.0, -1.0], "flite_share": 0.0, "kokoro_share": 0.0}  # fmt: skip
 TRACT = VOICES | {"formant_scale": [0.85, 1.18]}
 MICROPHONES = TRACT | {"microphone_probability": 0.7, "peak_dbfs": [-30.0, -1.0]}
 ROOMS = MICROPHONES | {"reverb_probability": 0.5}
 PLAIN = {"augment": None, "label_smoothing": 0.0}
 AUGMENTED = PLAIN | {"augment": {"time_shift_frames": 5, "time_masks": 2, "time_mask_frames": 5,
                                  "coefficient_masks": 1, "coefficient_mask_width": 2}}  # fmt: skip
+SMOOTHED = AUGMENTED | {"label_smoothing": 0.1}
 LADDER = [
     ("espeak-ng voices, formant jitter", VOICES, PLAIN),
     ("+ vocal tract length", TRACT, PLAIN),
@@ -63,7 +64,8 @@ LADDER = [
     ("voices + flite for 30 % of training draws", VOICES | {"flite_share": 0.3}, PLAIN),
     ("voices + flite for 50 % of training draws", VOICES | {"flite_share": 0.5}, PLAIN),
     ("voices + flite 30 % + time shift, SpecAugment", VOICES | {"flite_share": 0.3}, AUGMENTED),
-    ("+ label smoothing 0.1", VOICES | {"flite_share": 0.3}, AUGMENTED | {"label_smoothing": 0.1}),
+    ("+ label smoothing 0.1", VOICES | {"flite_share": 0.3}, SMOOTHED),
+    ("+ Kokoro for 20 % of training draws", VOICES | {"flite_share": 0.3, "kokoro_share": 0.2}, SMOOTHED),
 ]
 
 

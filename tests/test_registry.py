@@ -65,17 +65,34 @@ def test_a_tampered_version_never_reaches_the_firmware_tree(run_dir, tmp_path):
     assert sorted(p.name for p in into.iterdir()) == ["main.cc"]  # no temporary folder left behind
 
 
-def test_concurrent_publishes_land_with_distinct_versions(run_dir, tmp_path):
-    """Two processes publish two different models at once: both land, numbered 1 and 2."""
+def _another_model(run_dir, tmp_path):
+    """A copy of the run whose model's bytes differ, with a manifest of its own."""
     other = tmp_path / "other"
     shutil.copytree(run_dir, other, symlinks=True)
     bundle = other / "export" / "tflm"
     model = bytearray((bundle / "model.tflite").read_bytes())
-    model[-1] ^= 0xFF  # another model (its bytes differ), with a manifest of its own
+    model[-1] ^= 0xFF
     (bundle / "model.tflite").write_bytes(bytes(model))
     manifest = json.loads((bundle / "manifest.json").read_text())
     info = {k: v for k, v in manifest.items() if k != "files"} | {"model_sha256": hashlib.sha256(model).hexdigest()}
     write_manifest(bundle, info)
+    return other
+
+
+def test_a_publisher_with_a_stale_view_takes_the_next_number(run_dir, tmp_path, monkeypatch):
+    """The race made deterministic: the second publisher reads the numbers before the first one claimed 1."""
+    import pipeline.registry as registry
+
+    url = str(tmp_path / "registry")
+    assert publish(run_dir, url)["version"] == 1
+    monkeypatch.setattr(registry, "_claimed_numbers", lambda *_: [])
+    assert publish(_another_model(run_dir, tmp_path), url)["version"] == 2
+    assert [v["version"] for v in list_versions(url)["tiny"]] == [1, 2]
+
+
+def test_concurrent_publishes_land_with_distinct_versions(run_dir, tmp_path):
+    """Two processes publish two different models at once: both land, numbered 1 and 2."""
+    other = _another_model(run_dir, tmp_path)
     registry = tmp_path / "registry"
     code = "import sys; from pipeline.registry import publish; print(publish(sys.argv[1], sys.argv[2])['version'])"
     procs = [subprocess.Popen([sys.executable, "-c", code, str(d), str(registry)], stdout=subprocess.PIPE, text=True,

@@ -139,21 +139,23 @@ def test_ablation_ladder_recipes_are_valid_and_cumulative(tmp_path):
         loaded.append(load_recipe(path))
     assert len({r.name for r in loaded}) == len(loaded)
     synth = [r.data.synthetic for r in loaded]
-    assert [s.formant_scale for s in synth] == [(1.0, 1.0)] + [(0.85, 1.18)] * 4 + [(1.0, 1.0)] * 5
-    assert [s.microphone_probability for s in synth] == [0.0, 0.0, 0.7, 0.7, 0.7, 0.0, 0.0, 0.0, 0.0, 0.0]
-    assert [s.reverb_probability for s in synth] == [0.0, 0.0, 0.0, 0.5, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0]
-    assert [s.flite_share for s in synth] == [0.0] * 6 + [0.3, 0.5, 0.3, 0.3]
+    assert [s.formant_scale for s in synth] == [(1.0, 1.0)] + [(0.85, 1.18)] * 4 + [(1.0, 1.0)] * 6
+    assert [s.microphone_probability for s in synth] == [0.0, 0.0, 0.7, 0.7, 0.7] + [0.0] * 6
+    assert [s.reverb_probability for s in synth] == [0.0, 0.0, 0.0, 0.5, 0.5] + [0.0] * 6
+    assert [s.flite_share for s in synth] == [0.0] * 6 + [0.3, 0.5, 0.3, 0.3, 0.3]
+    assert [s.kokoro_share for s in synth] == [0.0] * 10 + [0.2]
     trains = [r.stages[0].config for r in loaded]
-    assert [t.augment is not None for t in trains] == [False] * 4 + [True] * 2 + [False] * 2 + [True] * 2
-    assert [t.label_smoothing for t in trains] == [0.0] * 9 + [0.1]
+    assert [t.augment is not None for t in trains] == [False] * 4 + [True] * 2 + [False] * 2 + [True] * 3
+    assert [t.label_smoothing for t in trains] == [0.0] * 9 + [0.1, 0.1]
     flagship_train = next(s.config for s in recipe.stages if s.name == "train")  # the README: rung 10 is it
-    assert trains[-1].model_dump(exclude={"epochs"}) == flagship_train.model_dump(exclude={"epochs"})
-    assert synth[-1] == recipe.data.synthetic
+    assert trains[9].model_dump(exclude={"epochs"}) == flagship_train.model_dump(exclude={"epochs"})
+    assert synth[9] == recipe.data.synthetic
+    assert trains[10] == trains[9] and synth[10] == synth[9].model_copy(update={"kokoro_share": 0.2})
     assert all(len(r.stages) == 1 and r.stages[0].config.epochs == 3 and not r.targets for r in loaded)
     # --seeds: the same rung at another recipe seed, and the mean and spread the table adds
-    seeded = bench.ablation_recipe(data, *bench.LADDER[-1], epochs=3, seed=4321)
+    seeded = bench.ablation_recipe(data, *bench.LADDER[9], epochs=3, seed=4321)
     assert seeded["seed"] == 4321 and {**seeded, "seed": recipe.seed} == bench.ablation_recipe(
-        data, *bench.LADDER[-1], epochs=3
+        data, *bench.LADDER[9], epochs=3
     )
     rows = [{"runtime": "Keras", "sets": {"synthetic": {"accuracy": a}, "mine": {"accuracy": b}}}
             for a, b in ((0.9, 0.6), (0.8, 0.7))]  # fmt: skip
@@ -196,19 +198,24 @@ def test_flite_speaks_a_share_of_training_draws_only_and_leaves_the_espeak_draws
     assert all(espeak_after[v.speaker] == v for v in before if v.speaker in espeak_after)  # the same draws
 
 
+def generated_twice(tmp_path: Path, cfg: SyntheticConfig, word: str, seed: int) -> tuple[dict, list[str]]:
+    """A one-word data set generated twice: its summary and voices.csv's engines, once both runs are byte-identical."""
+    runs = []
+    for name in ("a", "b"):
+        summary = synthetic.generate(tmp_path / name, cfg, [word], seed=seed, sample_rate=16000, clip_samples=16000)
+        runs.append(sorted((p.relative_to(tmp_path / name), p.read_bytes()) for p in (tmp_path / name).rglob("*.wav")))
+    assert runs[0] == runs[1]
+    with open(tmp_path / "a" / "voices.csv") as f:
+        return summary, [r["engine"] for r in csv.DictReader(f)]
+
+
 @needs_flite
 def test_flite_draws_speak_with_their_pitch_and_speed_and_are_reproducible(tmp_path, monkeypatch):
     cfg = SyntheticConfig(train_voices=6, val_voices=1, test_voices=1, val_variants=2, test_variants=2,
                           unknown_per_voice=0, flite_share=1.0)  # fmt: skip
-    runs = []
-    for name in ("a", "b"):
-        summary = synthetic.generate(tmp_path / name, cfg, ["stop"], seed=2, sample_rate=16000, clip_samples=16000)
-        assert summary["flite_voices"] == 6 and summary["clips"] == {"train": 6, "val": 1, "test": 1}
-        runs.append(sorted((p.relative_to(tmp_path / name), p.read_bytes()) for p in (tmp_path / name).rglob("*.wav")))
-        with open(tmp_path / name / "voices.csv") as f:
-            engines = [r["engine"] for r in csv.DictReader(f)]
-        assert engines.count("flite") == 6 and engines.count("espeak") == 2
-    assert runs[0] == runs[1]
+    summary, engines = generated_twice(tmp_path, cfg, "stop", seed=2)
+    assert summary["flite_voices"] == 6 and summary["clips"] == {"train": 6, "val": 1, "test": 1}
+    assert engines == ["flite"] * 6 + ["espeak"] * 2
     # speed perturbation: the same voice read 10 % slower is 10 % longer (and lower)
     monkeypatch.setitem(synthetic._worker, "scratch", tmp_path)  # this process's worker state, restored after
     monkeypatch.setitem(synthetic._worker, "sample_rate", 16000)

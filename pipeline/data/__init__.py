@@ -97,7 +97,7 @@ def resolve_source(
                 "set instead. Set `data.fallback: none` to make this an error."
             )
 
-    from pipeline.data import flite, synthetic
+    from pipeline.data import flite, kokoro, synthetic
 
     cfg = data.synthetic
     feats = data.features
@@ -105,6 +105,11 @@ def resolve_source(
         try:
             synthetic.check_flite_voices(cfg.flite_voices)
         except flite.FliteError as exc:
+            raise DataError(str(exc)) from None
+    if cfg.kokoro_share:
+        try:
+            synthetic.check_kokoro_voices(cfg.kokoro_voices)
+        except kokoro.KokoroError as exc:
             raise DataError(str(exc)) from None
     key = digest(
         {
@@ -115,6 +120,7 @@ def resolve_source(
             "clip_samples": feats.clip_samples,
             "code": fingerprint("pipeline.data.synthetic"),
             "flite": flite.version() if cfg.flite_share else None,  # another flite speaks differently
+            "kokoro": kokoro.version() if cfg.kokoro_share else None,  # its model, voices and ONNX Runtime
         }
     )
 

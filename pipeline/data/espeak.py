@@ -15,6 +15,7 @@ INITIALIZE_DONT_EXIT = 0x8000
 POS_CHARACTER = 1
 CHARS_UTF8 = 1
 PARAM_RATE, PARAM_PITCH, PARAM_RANGE = 1, 3, 4
+PHONEMES_IPA = 0x02
 
 _SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 
@@ -66,6 +67,19 @@ class Espeak:
         if status != 0 or not self._chunks:
             raise EspeakError(f"espeak-ng could not speak {text!r} with {voice!r} (status {status})")
         return np.concatenate(self._chunks)
+
+    def phonemes(self, text: str, voice: str = "en-us") -> str:
+        """`text` in IPA as `voice` would pronounce it (stress marks included; words separated by spaces)."""
+        if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
+            raise EspeakError(f"espeak-ng has no voice {voice!r}")
+        self._lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
+        self._lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int]
+        buffer = ctypes.create_string_buffer(text.encode())
+        cursor = ctypes.c_void_p(ctypes.addressof(buffer))
+        out = []
+        while cursor.value:  # one clause per call; the library advances the cursor, NULL at the end
+            out.append(self._lib.espeak_TextToPhonemes(ctypes.byref(cursor), CHARS_UTF8, PHONEMES_IPA).decode())
+        return " ".join(out).strip()
 
 
 def _variant_folder() -> Path:

@@ -8,6 +8,8 @@ in noise at its level. Which of these help on real speech is measured, not assum
 
 With `flite_share`, that share of the *training* draws is spoken by one of Debian's flite voices instead (another
 synthesis method: statistical-parametric and diphone), at its own pitch and tempo, speed-perturbed by resampling.
+With `kokoro_share`, another share is spoken by Kokoro-82M, a neural synthesiser learnt from people's recordings:
+each draw a new speaker (a Dirichlet blend of the shipped speakers' style vectors), tempo and speed perturbation.
 Validation and test stay espeak-ng, so the synthetic test stays variant-disjoint and comparable across recipes.
 
 It writes the real data set's folder layout (a folder per word, ``_background_noise_``, ``validation_list.txt``,
@@ -56,7 +58,8 @@ class Voice:
     words: tuple[str, ...]
     seed: tuple[int, ...]
     engine: str = "espeak"  # or "flite": then `variant` is a flite voice, `pitch` its f0 target in Hz and `rate`
-    # its tempo in percent of the voice's own; `formant_scale` is the speed perturbation
+    # its tempo in percent of the voice's own; `formant_scale` is the speed perturbation. Or "kokoro": `variant` is
+    # the speaker blend ("jf_alpha=0.300,jm_kumo=0.700"), `rate` the tempo in percent, `formant_scale` the speed
 
     @property
     def own_variant(self) -> str:
@@ -108,8 +111,12 @@ def plan_voices(cfg: SyntheticConfig, keywords: list[str], seed: int, all_varian
                     seed=vseed,
                 )
             )
-            if split == "train" and cfg.flite_share and np.random.default_rng((*vseed, 11)).random() < cfg.flite_share:
-                voices[-1] = flite_voice(voices[-1], cfg)
+            if split == "train":
+                engine_draw = np.random.default_rng((*vseed, 11)).random()  # flite first: its draws stay its own
+                if engine_draw < cfg.flite_share:
+                    voices[-1] = flite_voice(voices[-1], cfg)
+                elif engine_draw < cfg.flite_share + cfg.kokoro_share:
+                    voices[-1] = kokoro_voice(voices[-1], cfg)
     return voices
 
 
@@ -131,6 +138,29 @@ def flite_voice(voice: Voice, cfg: SyntheticConfig) -> Voice:
         pitch_range=0,
         formant_scale=round(float(rng.uniform(*cfg.flite_speed)), 3),
     )
+
+
+def kokoro_voice(voice: Voice, cfg: SyntheticConfig) -> Voice:
+    """`voice` (its speaker, words and seed kept) spoken by Kokoro as a speaker of its own: a blend of the shipped
+    speakers with Dirichlet(0.5) weights (mostly one or two of them), its own tempo and speed perturbation."""
+    rng = np.random.default_rng((*voice.seed, 17))
+    weights = rng.dirichlet(np.full(len(cfg.kokoro_voices), 0.5))
+    mix = ",".join(f"{name}={w:.3f}" for name, w in zip(cfg.kokoro_voices, weights, strict=True) if w >= 0.0005)
+    return replace(
+        voice,
+        engine="kokoro",
+        accent="",
+        variant=mix,
+        pitch=0,
+        rate=round(100 * rng.uniform(0.8, 1.2)),
+        pitch_range=0,
+        formant_scale=round(float(rng.uniform(*cfg.kokoro_speed)), 3),
+    )
+
+
+def kokoro_weights(variant: str) -> dict[str, float]:
+    """A Kokoro draw's `variant` back into speaker -> weight."""
+    return {name: float(w) for name, w in (item.split("=") for item in variant.split(","))}
 
 
 def perturbed_variant(base: str, voice: Voice) -> str:
@@ -287,7 +317,10 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
 _worker: dict = {}
 
 
-def _init_worker(root: str, scratch: str, sample_rate: int, clip_samples: int, cfg: SyntheticConfig) -> None:
+def _init_worker(
+    root: str, scratch: str, sample_rate: int, clip_samples: int, cfg: SyntheticConfig, kokoro: dict | None
+) -> None:
+    """`kokoro`: {"model": the assembled ONNX file, "phonemes": word -> Kokoro phonemes} when Kokoro speaks."""
     import tempfile
 
     from pipeline.data.espeak import Espeak, data_with_variants
@@ -304,6 +337,10 @@ def _init_worker(root: str, scratch: str, sample_rate: int, clip_samples: int, c
         microphone=microphone_chain(Path(root), cfg),
         backgrounds=[read_wav(Path(root) / "_background_noise_" / f"{b}.wav")[0] for b in BACKGROUNDS],
     )
+    if kokoro:
+        from pipeline.data.kokoro import Speaker
+
+        _worker.update(kokoro=Speaker(Path(kokoro["model"])), kokoro_phonemes=kokoro["phonemes"])
 
 
 def _speak_shard(voices: list[Voice]) -> list[list[str]]:
@@ -311,7 +348,7 @@ def _speak_shard(voices: list[Voice]) -> list[list[str]]:
 
     written = []
     for voice in voices:
-        if voice.engine == "flite":
+        if voice.engine != "espeak":
             written.append(_speak_voice(voice))
             continue
         # espeak-ng lists at most 350 voices and variants: each draw's own file exists only while it speaks.
@@ -335,6 +372,8 @@ def _speak_voice(voice: Voice) -> list[str]:
         noise_seed = int(rng.integers(1 << 31))
         if voice.engine == "flite":
             speech = _flite_speech(word, voice)
+        elif voice.engine == "kokoro":
+            speech = _kokoro_speech(word, voice)
         else:
             raw = w["engine"].speak(word, voice.espeak_name, voice.rate, voice.pitch, voice.pitch_range, noise_seed)
             speech = resample_poly(raw.astype(np.float32) / 32768.0, w["sample_rate"], w["engine"].sample_rate)
@@ -361,6 +400,31 @@ def _flite_speech(word: str, voice: Voice) -> np.ndarray:
     speech, rate = speak(word, voice.variant, voice.pitch, 100 / voice.rate, _worker["scratch"])
     source_rate = round(rate * voice.formant_scale)  # 1.1: played 10 % faster and higher
     return resample_poly(speech, _worker["sample_rate"], source_rate).astype(np.float32)
+
+
+def _kokoro_speech(word: str, voice: Voice) -> np.ndarray:
+    """The word from Kokoro at the draw's blend and tempo, speed-perturbed like flite's (tempo, pitch, formants)."""
+    from scipy.signal import resample_poly
+
+    from pipeline.data.kokoro import SAMPLE_RATE, blend
+
+    style = blend(kokoro_weights(voice.variant))
+    speech = _worker["kokoro"].speak(_worker["kokoro_phonemes"][word], style, voice.rate / 100)
+    source_rate = round(SAMPLE_RATE * voice.formant_scale)
+    return resample_poly(speech, _worker["sample_rate"], source_rate).astype(np.float32)
+
+
+def kokoro_phoneme_table(words: list[str]) -> dict[str, str]:
+    """Each word as Kokoro reads it: espeak-ng's American IPA, in Kokoro's letters."""
+    from pipeline.data.espeak import Espeak
+    from pipeline.data.kokoro import KokoroError, kokoro_phonemes
+
+    engine = Espeak()
+    table = {word: kokoro_phonemes(engine.phonemes(word.replace("_", " "), "en-us")) for word in words}
+    empty = [word for word, phonemes in table.items() if not phonemes]
+    if empty:
+        raise KokoroError(f"Kokoro has no phonemes for {', '.join(empty)}")
+    return table
 
 
 def generate(
@@ -404,9 +468,26 @@ def generate(
     return {
         "voices": {s: sum(v.split == s for v in voices) for s in SPLITS},
         "flite_voices": sum(v.engine == "flite" for v in voices),
+        "kokoro_voices": sum(v.engine == "kokoro" for v in voices),
         "clips": {s: len(files[s]) for s in SPLITS},
         "variants": split_variants(all_variants, cfg, seed),
     }
+
+
+def check_kokoro_voices(wanted: list[str]) -> None:
+    """Fail before any work when Kokoro is missing or lacks a speaker the recipe names."""
+    from pipeline.data.kokoro import KokoroError, version, voices
+
+    try:
+        have = voices()
+        version()
+    except (KokoroError, ModuleNotFoundError) as exc:
+        raise KokoroError(f"data.synthetic.kokoro_share: {exc}") from None
+    missing = [v for v in wanted if v not in have]
+    if missing:
+        raise KokoroError(
+            f"data.synthetic.kokoro_voices: Kokoro has no voice {', '.join(missing)} (it has {', '.join(have)})"
+        )
 
 
 def check_flite_voices(wanted: list[str]) -> None:
@@ -440,9 +521,16 @@ def _speak_all(
     shards = [voices[i::SHARDS] for i in range(SHARDS) if voices[i::SHARDS]]
     files: dict[str, list[str]] = {s: [] for s in SPLITS}
     done = 0
-    # Each worker's espeak-ng data folder (symlinks, plus the variant file of the voice speaking) is scratch.
+    # Each worker's espeak-ng data folder (symlinks, plus the variant file of the voice speaking) is scratch, and
+    # so is Kokoro's model, joined from its packages.
     with tempfile.TemporaryDirectory(prefix="espeak-") as scratch:
-        init_args = (str(root), scratch, sample_rate, clip_samples, cfg)
+        kokoro = None
+        if any(v.engine == "kokoro" for v in voices):
+            from pipeline.data.kokoro import assemble_model
+
+            words = sorted({w for v in voices if v.engine == "kokoro" for w in v.words})
+            kokoro = {"model": str(assemble_model(Path(scratch))), "phonemes": kokoro_phoneme_table(words)}
+        init_args = (str(root), scratch, sample_rate, clip_samples, cfg, kokoro)
         with ctx.Pool(workers, initializer=_init_worker, initargs=init_args, maxtasksperchild=1) as pool:
             for shard, shard_files in zip(shards, pool.imap(_speak_shard, shards), strict=True):
                 for voice, rels in zip(shard, shard_files, strict=True):
