@@ -14,9 +14,10 @@ formants jittered), + vocal-tract-length perturbation, + microphones and recordi
 and SpecAugment in training; and the voices alone with time shift and SpecAugment, or with flite's voices speaking a
 share of the training draws (rungs 7 and 8: not cumulative, each against rung 1; rung 9 adds time shift and
 SpecAugment to rung 7, rung 10 label smoothing to rung 9, rung 11 Kokoro-82M's voices for a fifth of rung 10's
-training draws). Field tests judge every rung; none of them is trained on. `--seeds 1234,4321,...` trains every rung at each recipe seed (voice draws, held-out variants and initial
-weights all change with it) and adds each rung's mean and spread: one seed's figure moves by several points on
-people, more than most levers buy.
+training draws, rung 12 rung 10 ending on a moving average of its weights: the flagship's train stage). Field
+tests judge every rung; none of them is trained on. `--seeds 1234,4321,...` trains every rung at each recipe seed
+(voice draws, held-out variants and initial weights all change with it) and adds each rung's mean and spread:
+one seed's figure moves by several points on people, more than most levers buy.
 
 `--field NAME=DIR` adds a field test to the recipe's own (repeatable). Without any, there is nothing to compare.
 """
@@ -66,6 +67,7 @@ LADDER = [
     ("voices + flite 30 % + time shift, SpecAugment", VOICES | {"flite_share": 0.3}, AUGMENTED),
     ("+ label smoothing 0.1", VOICES | {"flite_share": 0.3}, SMOOTHED),
     ("+ Kokoro for 20 % of training draws", VOICES | {"flite_share": 0.3, "kokoro_share": 0.2}, SMOOTHED),
+    ("rung 10 + weight average 0.999", VOICES | {"flite_share": 0.3}, SMOOTHED | {"weight_average": 0.999}),
 ]
 
 

@@ -23,6 +23,9 @@ def test_run_writes_report_bundle_and_latest(tiny_run):
     assert [s["name"] for s in report["stages"]] == ["train", "prune", "finetune", "quantize", "export"]
     for stage in report["stages"]:
         assert 0.0 <= stage["accuracy"] <= 1.0 and stage["params"] > 0 and stage["macs"] > 0
+    train, _, finetune = report["stages"][:3]  # the tiny finetune ends on a weight average, train on its best epoch
+    assert finetune["ended_on"] == "weight average 0.9" and "best_epoch" not in finetune
+    assert train["best_epoch"] == 1 and "ended_on" not in train and 0.0 <= finetune["val_accuracy"] <= 1.0
     target = report["targets"][0]
     assert [t["name"] for t in report["targets"]] == ["tflm", "android", "openvino"]
     bundle = latest / "export" / "tflm"

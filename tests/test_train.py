@@ -86,3 +86,27 @@ def test_several_teachers_teach_their_averaged_probabilities():
     np.testing.assert_allclose(train[:, 1:], (each[0] + each[1]) / 2, rtol=1e-6)  # ... teach their mean
     np.testing.assert_array_equal(train[:, 0], split.y)
     np.testing.assert_array_equal(val[:, 1:], np.eye(5)[split.y])  # validation keeps the hard label
+
+
+def test_batchnorm_statistics_become_the_plain_average_over_the_data():
+    from pipeline.stages.train.training import recompute_batchnorm
+
+    inputs = tf.keras.Input(shape=(3,))
+    model = tf.keras.Model(inputs, tf.keras.layers.BatchNormalization(momentum=0.99)(inputs))
+    norm = model.layers[-1]
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(400, 3)) * [1.0, 2.0, 3.0] + [5.0, -1.0, 0.5]).astype(np.float32)
+    norm.moving_mean.assign([100.0, 100.0, 100.0])  # the raw weights' stale statistics
+    recompute_batchnorm(model, x, batch_size=100)
+    batches = x.reshape(4, 100, 3)
+    np.testing.assert_allclose(norm.moving_mean.numpy(), batches.mean(axis=1).mean(axis=0), rtol=1e-4)
+    np.testing.assert_allclose(norm.moving_variance.numpy(), batches.var(axis=1).mean(axis=0), rtol=1e-3)
+    assert norm.momentum == 0.99  # training goes on with the layer as it was
+
+
+def test_weight_average_ends_on_the_average_and_refuses_early_stopping():
+    from pipeline.stages.train import TrainConfig
+
+    with pytest.raises(ValueError, match="set patience: 0 to use weight_average"):
+        TrainConfig(weight_average=0.999, patience=4)
+    assert TrainConfig(weight_average=0.999, patience=0).weight_average == 0.999

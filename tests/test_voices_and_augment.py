@@ -139,18 +139,19 @@ def test_ablation_ladder_recipes_are_valid_and_cumulative(tmp_path):
         loaded.append(load_recipe(path))
     assert len({r.name for r in loaded}) == len(loaded)
     synth = [r.data.synthetic for r in loaded]
-    assert [s.formant_scale for s in synth] == [(1.0, 1.0)] + [(0.85, 1.18)] * 4 + [(1.0, 1.0)] * 6
-    assert [s.microphone_probability for s in synth] == [0.0, 0.0, 0.7, 0.7, 0.7] + [0.0] * 6
-    assert [s.reverb_probability for s in synth] == [0.0, 0.0, 0.0, 0.5, 0.5] + [0.0] * 6
-    assert [s.flite_share for s in synth] == [0.0] * 6 + [0.3, 0.5, 0.3, 0.3, 0.3]
-    assert [s.kokoro_share for s in synth] == [0.0] * 10 + [0.2]
+    assert [s.formant_scale for s in synth] == [(1.0, 1.0)] + [(0.85, 1.18)] * 4 + [(1.0, 1.0)] * 7
+    assert [s.microphone_probability for s in synth] == [0.0, 0.0, 0.7, 0.7, 0.7] + [0.0] * 7
+    assert [s.reverb_probability for s in synth] == [0.0, 0.0, 0.0, 0.5, 0.5] + [0.0] * 7
+    assert [s.flite_share for s in synth] == [0.0] * 6 + [0.3, 0.5, 0.3, 0.3, 0.3, 0.3]
+    assert [s.kokoro_share for s in synth] == [0.0] * 10 + [0.2, 0.0]
     trains = [r.stages[0].config for r in loaded]
-    assert [t.augment is not None for t in trains] == [False] * 4 + [True] * 2 + [False] * 2 + [True] * 3
-    assert [t.label_smoothing for t in trains] == [0.0] * 9 + [0.1, 0.1]
-    flagship_train = next(s.config for s in recipe.stages if s.name == "train")  # the README: rung 10 is it
-    assert trains[9].model_dump(exclude={"epochs"}) == flagship_train.model_dump(exclude={"epochs"})
+    assert [t.augment is not None for t in trains] == [False] * 4 + [True] * 2 + [False] * 2 + [True] * 4
+    assert [t.label_smoothing for t in trains] == [0.0] * 9 + [0.1, 0.1, 0.1]
+    flagship_train = next(s.config for s in recipe.stages if s.name == "train")  # the README: rung 12 is it
+    assert trains[11].model_dump(exclude={"epochs"}) == flagship_train.model_dump(exclude={"epochs"})
     assert synth[9] == recipe.data.synthetic
     assert trains[10] == trains[9] and synth[10] == synth[9].model_copy(update={"kokoro_share": 0.2})
+    assert trains[11] == trains[9].model_copy(update={"weight_average": 0.999}) and synth[11] == synth[9]
     assert all(len(r.stages) == 1 and r.stages[0].config.epochs == 3 and not r.targets for r in loaded)
     # --seeds: the same rung at another recipe seed, and the mean and spread the table adds
     seeded = bench.ablation_recipe(data, *bench.LADDER[9], epochs=3, seed=4321)
@@ -163,7 +164,7 @@ def test_ablation_ladder_recipes_are_valid_and_cumulative(tmp_path):
     assert mean["sets"]["mine"] == pytest.approx({"accuracy": 0.65, "spread": 0.0707}, abs=1e-4)
     assert bench.cell(mean, "mine") == "65.00% ± 7.1" and bench.cell(rows[0], "mine") == "60.00%"
     assert bench.integers("1234,777", "--seeds") == [1234, 777]
-    for text, allowed, message in (("12;34", None, "comma-separated integers"), ("2,11", range(1, 11), "no rung 11")):
+    for text, allowed, message in (("12;34", None, "comma-separated integers"), ("2,13", range(1, 13), "no rung 13")):
         with pytest.raises(click.BadParameter, match=message):
             bench.integers(text, "--rungs", allowed)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from pipeline.schema import StageConfig, Strict
 
@@ -42,6 +42,22 @@ class TrainConfig(StageConfig):
     label_smoothing: float = Field(
         0.0, ge=0, lt=1, description="move this much of each hard label's weight evenly onto all classes"
     )
+    weight_average: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="end on an exponential moving average of the weights, this decay per step (0.999: about the "
+        "last 1,000 steps), BatchNorm statistics recomputed for it; needs patience 0",
+    )
+
+    @model_validator(mode="after")
+    def _one_ending(self) -> TrainConfig:
+        if self.weight_average is not None and self.patience:
+            raise ValueError(
+                "weight_average and patience both choose the weights training ends on (the average, or the best "
+                "epoch's); set patience: 0 to use weight_average"
+            )
+        return self
 
 
 Config = TrainConfig

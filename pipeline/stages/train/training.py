@@ -40,13 +40,16 @@ def train_and_save(
     loss, targets = hard_label_loss(cfg.label_smoothing), None
     if teacher is not None:
         loss, targets = teacher.loss(cfg.label_smoothing), teacher.targets(ctx.data)
-    model.compile(optimizer=tf.keras.optimizers.Adam(lr), loss=loss, metrics=[HardLabelAccuracy()])
+    averaging = {"use_ema": True, "ema_momentum": cfg.weight_average} if cfg.weight_average else {}
+    model.compile(optimizer=tf.keras.optimizers.Adam(lr, **averaging), loss=loss, metrics=[HardLabelAccuracy()])
     callbacks = list(callbacks)
     if cfg.patience:
         callbacks.append(
             tf.keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=cfg.patience, restore_best_weights=True)
         )
     hist = fit(model, ctx, cfg.epochs, cfg.batch_size, callbacks, targets, cfg.augment)
+    if cfg.weight_average:  # fit ended on the averaged weights; BatchNorm still holds the raw weights' statistics
+        recompute_batchnorm(model, ctx.data.train.x[..., None], cfg.batch_size)
     # Saved compiled with stock loss and metric: later stages load it without this module's custom objects.
     model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     model.save(ctx.out / MODEL)
@@ -54,15 +57,34 @@ def train_and_save(
     pred = keras_predict(model, data.test.x)
     np.save(ctx.out / PREDICTIONS, pred)
     best = int(np.argmax(hist["val_accuracy"]))
+    ended = {"best_epoch": best + 1, "val_accuracy": hist["val_accuracy"][best]}
+    if cfg.weight_average:  # no epoch's weights: the average's own validation accuracy
+        val = keras_predict(model, data.val.x) == data.val.y
+        ended = {"ended_on": f"weight average {cfg.weight_average}", "val_accuracy": round(float(val.mean()), 5)}
     return {
         **summarize(pred, data.test.y, data.test.groups, data.labels),
         **model_cost(model),
         "runtime": f"Keras (TensorFlow {tf.__version__}), float32",
         "epochs_run": len(hist["loss"]),
-        "best_epoch": best + 1,
-        "val_accuracy": hist["val_accuracy"][best],
+        **ended,
         "history": hist,
     }
+
+
+def recompute_batchnorm(model: Any, x: np.ndarray, batch_size: int) -> None:
+    """Every BatchNorm's moving mean and variance become the plain average over one pass of `x` (as SWA does):
+    statistics gathered while the weights moved describe none of the weights averaged from them."""
+    norms = [layer for layer in model.layers if isinstance(layer, tf.keras.layers.BatchNormalization)]
+    kept = [layer.momentum for layer in norms]
+    for layer in norms:
+        layer.moving_mean.assign(tf.zeros_like(layer.moving_mean))
+        layer.moving_variance.assign(tf.ones_like(layer.moving_variance))
+    for k, start in enumerate(range(0, len(x), batch_size)):
+        for layer in norms:
+            layer.momentum = k / (k + 1)  # the k-th batch weighs 1/(k+1): a running plain mean
+        model(x[start : start + batch_size], training=True)
+    for layer, momentum in zip(norms, kept, strict=True):
+        layer.momentum = momentum
 
 
 def fit(
