@@ -121,7 +121,6 @@ def publish(run_dir: Path, url: str, target: str = "tflm") -> dict[str, Any]:
         except FileExistsError:
             number += 1
     folder = f"{root}/{name}/{number}-{sha[:8]}"
-    fs.makedirs(folder, exist_ok=True)
     for file in [*manifest["files"], "manifest.json"]:  # the files it vouches for, subfolders included
         fs.makedirs(f"{folder}/{file}".rsplit("/", 1)[0], exist_ok=True)
         fs.put_file(str(bundle / file), f"{folder}/{file}")

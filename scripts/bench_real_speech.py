@@ -51,7 +51,7 @@ VOICES = {"formant_scale": [1.0, 1.0], "reverb_probability": 0.0, "microphone_pr
 TRACT = VOICES | {"formant_scale": [0.85, 1.18]}
 MICROPHONES = TRACT | {"microphone_probability": 0.7, "peak_dbfs": [-30.0, -1.0]}
 ROOMS = MICROPHONES | {"reverb_probability": 0.5}
-PLAIN = {"augment": None, "label_smoothing": 0.0}
+PLAIN = {"augment": None, "label_smoothing": 0.0, "weight_average": None}
 AUGMENTED = PLAIN | {"augment": {"time_shift_frames": 5, "time_masks": 2, "time_mask_frames": 5,
                                  "coefficient_masks": 1, "coefficient_mask_width": 2}}  # fmt: skip
 SMOOTHED = AUGMENTED | {"label_smoothing": 0.1}

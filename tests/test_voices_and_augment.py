@@ -147,6 +147,7 @@ def test_ablation_ladder_recipes_are_valid_and_cumulative(tmp_path):
     trains = [r.stages[0].config for r in loaded]
     assert [t.augment is not None for t in trains] == [False] * 4 + [True] * 2 + [False] * 2 + [True] * 4
     assert [t.label_smoothing for t in trains] == [0.0] * 9 + [0.1, 0.1, 0.1]
+    assert [t.weight_average for t in trains] == [None] * 11 + [0.999]  # pinned, whatever the flagship uses
     flagship_train = next(s.config for s in recipe.stages if s.name == "train")  # the README: rung 12 is it
     assert trains[11].model_dump(exclude={"epochs"}) == flagship_train.model_dump(exclude={"epochs"})
     assert synth[9] == recipe.data.synthetic

@@ -390,28 +390,29 @@ def _speak_voice(voice: Voice) -> list[str]:
     return written
 
 
-def _flite_speech(word: str, voice: Voice) -> np.ndarray:
+def _speed_perturbed(speech: np.ndarray, rate: int, voice: Voice) -> np.ndarray:
     """Speed perturbation as in Kaldi's recipes: read the audio as if sampled `formant_scale` times slower, so
     tempo, pitch and formants move together (a shorter or longer vocal tract)."""
     from scipy.signal import resample_poly
 
-    from pipeline.data.flite import speak
-
-    speech, rate = speak(word, voice.variant, voice.pitch, 100 / voice.rate, _worker["scratch"])
     source_rate = round(rate * voice.formant_scale)  # 1.1: played 10 % faster and higher
     return resample_poly(speech, _worker["sample_rate"], source_rate).astype(np.float32)
 
 
-def _kokoro_speech(word: str, voice: Voice) -> np.ndarray:
-    """The word from Kokoro at the draw's blend and tempo, speed-perturbed like flite's (tempo, pitch, formants)."""
-    from scipy.signal import resample_poly
+def _flite_speech(word: str, voice: Voice) -> np.ndarray:
+    from pipeline.data.flite import speak
 
+    speech, rate = speak(word, voice.variant, voice.pitch, 100 / voice.rate, _worker["scratch"])
+    return _speed_perturbed(speech, rate, voice)
+
+
+def _kokoro_speech(word: str, voice: Voice) -> np.ndarray:
+    """The word from Kokoro at the draw's blend and tempo, speed-perturbed like flite's."""
     from pipeline.data.kokoro import SAMPLE_RATE, blend
 
     style = blend(kokoro_weights(voice.variant))
     speech = _worker["kokoro"].speak(_worker["kokoro_phonemes"][word], style, voice.rate / 100)
-    source_rate = round(SAMPLE_RATE * voice.formant_scale)
-    return resample_poly(speech, _worker["sample_rate"], source_rate).astype(np.float32)
+    return _speed_perturbed(speech, SAMPLE_RATE, voice)
 
 
 def kokoro_phoneme_table(words: list[str]) -> dict[str, str]:

@@ -48,19 +48,18 @@ def train_and_save(
             tf.keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=cfg.patience, restore_best_weights=True)
         )
     hist = fit(model, ctx, cfg.epochs, cfg.batch_size, callbacks, targets, cfg.augment)
+    data = ctx.data
+    best = int(np.argmax(hist["val_accuracy"]))
+    ended = {"best_epoch": best + 1, "val_accuracy": hist["val_accuracy"][best]}
     if cfg.weight_average:  # fit ended on the averaged weights; BatchNorm still holds the raw weights' statistics
-        recompute_batchnorm(model, ctx.data.train.x[..., None], cfg.batch_size)
+        recompute_batchnorm(model, data.train.x[..., None], cfg.batch_size)
+        val = keras_predict(model, data.val.x) == data.val.y  # no epoch's weights: the average's own accuracy
+        ended = {"ended_on": f"weight average {cfg.weight_average}", "val_accuracy": round(float(val.mean()), 5)}
     # Saved compiled with stock loss and metric: later stages load it without this module's custom objects.
     model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     model.save(ctx.out / MODEL)
-    data = ctx.data
     pred = keras_predict(model, data.test.x)
     np.save(ctx.out / PREDICTIONS, pred)
-    best = int(np.argmax(hist["val_accuracy"]))
-    ended = {"best_epoch": best + 1, "val_accuracy": hist["val_accuracy"][best]}
-    if cfg.weight_average:  # no epoch's weights: the average's own validation accuracy
-        val = keras_predict(model, data.val.x) == data.val.y
-        ended = {"ended_on": f"weight average {cfg.weight_average}", "val_accuracy": round(float(val.mean()), 5)}
     return {
         **summarize(pred, data.test.y, data.test.groups, data.labels),
         **model_cost(model),
