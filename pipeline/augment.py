@@ -15,21 +15,23 @@ import tensorflow as tf
 from pipeline.stages.train import AugmentConfig
 
 
-def training_dataset(x: np.ndarray, y: Any, batch_size: int, cfg: AugmentConfig, seed: int) -> tf.data.Dataset:
-    """Shuffled, augmented batches of (x[..., None], y) for `model.fit`; `y` may be a tuple of arrays."""
+def training_dataset(
+    x: np.ndarray, y: Any, batch_size: int, cfg: AugmentConfig, seed: int, relabel: Any = None
+) -> tf.data.Dataset:
+    """Shuffled, augmented batches of (x[..., None], y) for `model.fit`; `y` may be a tuple of arrays.
+    `relabel(x, y)`, when given, replaces each batch's y from its augmented x (a teacher scoring what it sees)."""
     fill = tf.constant(x.reshape(-1, x.shape[-1]).mean(axis=0), tf.float32)
     data = tf.data.Dataset.from_tensor_slices((x[..., None], y))
     data = data.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
     seeds = tf.data.Dataset.random(seed=seed).batch(2)
-    return (
-        tf.data.Dataset.zip((data, seeds))
-        .map(
-            lambda batch, s: (augment(batch[0], cfg, fill, tf.cast(s, tf.int32)), batch[1]),
-            num_parallel_calls=1,
-            deterministic=True,
-        )
-        .prefetch(2)
+    batches = tf.data.Dataset.zip((data, seeds)).map(
+        lambda batch, s: (augment(batch[0], cfg, fill, tf.cast(s, tf.int32)), batch[1]),
+        num_parallel_calls=1,
+        deterministic=True,
     )
+    if relabel is not None:
+        batches = batches.map(lambda bx, by: (bx, relabel(bx, by)), num_parallel_calls=1, deterministic=True)
+    return batches.prefetch(2)
 
 
 def augment(x: tf.Tensor, cfg: AugmentConfig, fill: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:

@@ -14,7 +14,8 @@ formants jittered), + vocal-tract-length perturbation, + microphones and recordi
 and SpecAugment in training; and the voices alone with time shift and SpecAugment, or with flite's voices speaking a
 share of the training draws (rungs 7 and 8: not cumulative, each against rung 1; rung 9 adds time shift and
 SpecAugment to rung 7, rung 10 label smoothing to rung 9, rung 11 Kokoro-82M's voices for a fifth of rung 10's
-training draws, rung 12 rung 10 ending on a moving average of its weights: the flagship's train stage). Field
+training draws, rung 12 rung 10 ending on a moving average of its weights: the flagship's train stage; rung 13
+three times rung 12's `_unknown_` clips, rung 14 those drawn from 137 more words). Field
 tests judge every rung; none of them is trained on. `--seeds 1234,4321,...` trains every rung at each recipe seed
 (voice draws, held-out variants and initial weights all change with it) and adds each rung's mean and spread:
 one seed's figure moves by several points on people, more than most levers buy.
@@ -41,13 +42,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from bench_prune import _entries, as_trained, pruned_chain, write_chain  # noqa: E402
 
 from pipeline.progress import Reporter  # noqa: E402
-from pipeline.recipe import Recipe, load_recipe  # noqa: E402
+from pipeline.recipe import DEFAULT_UNKNOWN_WORDS, Recipe, load_recipe  # noqa: E402
 from pipeline.runner import RunResult, run_recipe  # noqa: E402
 
 # Each rung: (label, data.synthetic settings, train settings). Every setting a rung reads is pinned here, so the
 # ladder means the same whichever levers the recipe itself turns on (the flagship's flite share, say).
 VOICES = {"formant_scale": [1.0, 1.0], "reverb_probability": 0.0, "microphone_probability": 0.0,
-          "peak_dbfs": [-12.0, -1.0], "flite_share": 0.0, "kokoro_share": 0.0}  # fmt: skip
+          "peak_dbfs": [-12.0, -1.0], "flite_share": 0.0, "kokoro_share": 0.0,
+          "unknown_per_voice": 1, "unknown_words": DEFAULT_UNKNOWN_WORDS, "unknown_fraction": 0.1}  # fmt: skip
+DATA_LEVEL = ("unknown_fraction",)  # rung settings that live in `data`, not `data.synthetic`
 TRACT = VOICES | {"formant_scale": [0.85, 1.18]}
 MICROPHONES = TRACT | {"microphone_probability": 0.7, "peak_dbfs": [-30.0, -1.0]}
 ROOMS = MICROPHONES | {"reverb_probability": 0.5}
@@ -55,6 +58,19 @@ PLAIN = {"augment": None, "label_smoothing": 0.0, "weight_average": None}
 AUGMENTED = PLAIN | {"augment": {"time_shift_frames": 5, "time_masks": 2, "time_mask_frames": 5,
                                  "coefficient_masks": 1, "coefficient_mask_width": 2}}  # fmt: skip
 SMOOTHED = AUGMENTED | {"label_smoothing": 0.1}
+AVERAGED = SMOOTHED | {"weight_average": 0.999}
+# Each voice draw says three other words, and _unknown_ takes 30 % of the keyword clips' count instead of 10 %.
+RICH_UNKNOWN = VOICES | {"flite_share": 0.3, "unknown_per_voice": 3, "unknown_fraction": 0.3}
+MORE_WORDS = """
+apple baby ball bank beach bell black blue book bottle box boy bread bridge brother brown button cake camera candle
+car card chair cheese chicken child city clock cloud coffee coat color computer corner cup dance desk dinner doctor
+door dream drink earth egg evening face family farm father fire fish floor flower forest friend garden girl glass gold
+grass green hair hand hat head heart horse hotel island jacket kitchen lamp letter light lion machine market milk
+money monkey moon morning mother mountain music name nose ocean orange paper party pencil people phone piano picture
+pizza planet purple queen rabbit radio rain river road rocket salt school sea shirt shoe silver sister sky sleep smile
+snake snow song spoon spring star street summer sun table teacher tiger time tomato train travel water window winter
+world yellow
+""".split()  # common words, none a keyword or close to one
 LADDER = [
     ("espeak-ng voices, formant jitter", VOICES, PLAIN),
     ("+ vocal tract length", TRACT, PLAIN),
@@ -68,6 +84,8 @@ LADDER = [
     ("+ label smoothing 0.1", VOICES | {"flite_share": 0.3}, SMOOTHED),
     ("+ Kokoro for 20 % of training draws", VOICES | {"flite_share": 0.3, "kokoro_share": 0.2}, SMOOTHED),
     ("rung 10 + weight average 0.999", VOICES | {"flite_share": 0.3}, SMOOTHED | {"weight_average": 0.999}),
+    ("rung 12 + three times the unknown clips", RICH_UNKNOWN, AVERAGED),
+    ("+ 137 more unknown words", RICH_UNKNOWN | {"unknown_words": DEFAULT_UNKNOWN_WORDS + MORE_WORDS}, AVERAGED),
 ]
 
 
@@ -85,13 +103,14 @@ def ablation_recipe(
 ) -> dict:
     train = dict(next(cfg for name, cfg in _entries(data["stages"]) if name == "train"))
     train |= {"epochs": epochs, **training}
-    synth = {**data["data"]["synthetic"], **synthetic}
+    synth = {**data["data"]["synthetic"], **{k: v for k, v in synthetic.items() if k not in DATA_LEVEL}}
+    top = {k: v for k, v in synthetic.items() if k in DATA_LEVEL}
     slug = "".join(c if c.isalnum() else "-" for c in label).strip("-").lower()
     return {
         **data,
         **({"seed": seed} if seed is not None else {}),
         "name": f"{data['name']}-ablation-{slug}"[:64].rstrip("-"),
-        "data": {**data["data"], "synthetic": synth},
+        "data": {**data["data"], **top, "synthetic": synth},
         "stages": [{"train": train}],
         "targets": [],
         "explain": {"enabled": False},

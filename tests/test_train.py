@@ -110,3 +110,39 @@ def test_weight_average_ends_on_the_average_and_refuses_early_stopping():
     with pytest.raises(ValueError, match="set patience: 0 to use weight_average"):
         TrainConfig(weight_average=0.999, patience=4)
     assert TrainConfig(weight_average=0.999, patience=0).weight_average == 0.999
+
+
+def test_consistent_teachers_score_each_augmented_batch_the_student_sees():
+    from types import SimpleNamespace
+
+    from pipeline.augment import training_dataset
+    from pipeline.stages.train import AugmentConfig
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(8, 12, 4)).astype(np.float32)
+    tf.keras.utils.set_random_seed(5)
+    model = tf.keras.Sequential(
+        [tf.keras.Input((12, 4, 1)), tf.keras.layers.Flatten(), tf.keras.layers.Dense(3, "softmax")]
+    )
+    split = SimpleNamespace(x=x, y=np.array([0, 1, 2, 0, 1, 2, 0, 1]))
+    teacher = Teacher([model, model], temperature=4.0, alpha=0.5, consistent=True)
+    train, _ = teacher.targets(SimpleNamespace(train=split, val=split))
+    assert train.shape == (8, 1)  # the label alone: the probabilities come per batch
+    cfg = AugmentConfig(time_shift_frames=3, time_masks=1, time_mask_frames=4, coefficient_masks=1,
+                        coefficient_mask_width=1)  # fmt: skip
+    batches = list(training_dataset(x, train, 4, cfg, seed=7, relabel=teacher.relabel))
+    clean = model.predict(x[..., None], verbose=0)
+    for bx, by in batches:
+        np.testing.assert_allclose(by[:, 1:], model.predict(bx, verbose=0), rtol=1e-5, atol=1e-6)  # what it sees
+    labels = np.concatenate([by[:, 0] for _, by in batches])
+    np.testing.assert_array_equal(np.sort(labels), np.sort(split.y))  # every label rides along in column 0, once
+    seen = np.concatenate([by[:, 1:] for _, by in batches])
+    assert not np.allclose(np.sort(seen, axis=0), np.sort(clean, axis=0), atol=1e-4)  # not the clean clips' answer
+
+
+def test_consistent_teaching_needs_augmentation():
+    from pipeline.stages.finetune import FinetuneConfig
+
+    cfg = FinetuneConfig(distill={"teacher": "train", "consistent": True})
+    assert cfg.check_recipe(None) == (("distill", "consistent"), "consistent teaching scores the augmented batches: "
+                                      "set `augment` too")  # fmt: skip

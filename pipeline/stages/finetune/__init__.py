@@ -27,6 +27,11 @@ class DistillConfig(Strict):
         description="models whose averaged outputs teach: the teacher stage's and the first stage retrained at "
         "teachers - 1 other seeds (the first of them is the explain control twin, trained once for both)",
     )  # fmt: skip
+    consistent: bool = Field(
+        False,
+        description="the teachers score every augmented batch the student sees (function matching, Beyer et al. "
+        "2022) instead of the clean clips once; needs `augment`",
+    )
 
 
 class FinetuneConfig(TrainConfig):
@@ -38,6 +43,8 @@ class FinetuneConfig(TrainConfig):
     distill: DistillConfig | None = None
 
     def check_recipe(self, recipe: Recipe) -> tuple[tuple[str | int, ...], str] | None:
+        if self.distill is not None and self.distill.consistent and self.augment is None:
+            return ("distill", "consistent"), "consistent teaching scores the augmented batches: set `augment` too"
         first = recipe.stages[0].name
         if self.distill is not None and self.distill.teachers > 1 and self.distill.teacher != first:
             return ("distill", "teachers"), (

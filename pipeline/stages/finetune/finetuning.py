@@ -30,7 +30,7 @@ def finetune(cfg: FinetuneConfig, ctx: StageContext) -> dict[str, Any]:
             ctx.log(f"distilling from the '{cfg.distill.teacher}' model at seed {seed} (T={cfg.distill.temperature}, "
                     f"alpha={cfg.distill.alpha}): test accuracy {taught[-1]['accuracy']:.4f}")  # fmt: skip
         models = [tf.keras.models.load_model(source.file(MODEL)) for source in sources]
-        teacher = Teacher(models, cfg.distill.temperature, cfg.distill.alpha)
+        teacher = Teacher(models, cfg.distill.temperature, cfg.distill.alpha, cfg.distill.consistent)
     metrics = train_and_save(model, cfg, ctx, callbacks, teacher)
     return metrics | ({"teachers": taught} if len(taught) > 1 else {})
 

@@ -47,7 +47,8 @@ def train_and_save(
         callbacks.append(
             tf.keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=cfg.patience, restore_best_weights=True)
         )
-    hist = fit(model, ctx, cfg.epochs, cfg.batch_size, callbacks, targets, cfg.augment)
+    relabel = teacher.relabel if teacher is not None and teacher.consistent else None
+    hist = fit(model, ctx, cfg.epochs, cfg.batch_size, callbacks, targets, cfg.augment, relabel)
     data = ctx.data
     best = int(np.argmax(hist["val_accuracy"]))
     ended = {"best_epoch": best + 1, "val_accuracy": hist["val_accuracy"][best]}
@@ -94,16 +95,18 @@ def fit(
     callbacks: list[Any],
     targets: tuple[np.ndarray, np.ndarray] | None = None,
     augment: AugmentConfig | None = None,
+    relabel: Any = None,
 ) -> dict[str, list[float]]:
     """model.fit on the recipe's splits with a line per epoch; returns the rounded history.
 
-    `targets` replaces the (train, val) labels, e.g. with the label and a teacher's outputs side by side."""
+    `targets` replaces the (train, val) labels, e.g. with the label and a teacher's outputs side by side;
+    `relabel(x, y)` gives each augmented training batch's targets from its inputs (consistent teaching)."""
     data = ctx.data
     train_y, val_y = targets or (data.train.y, data.val.y)
     if augment is not None:
         from pipeline.augment import training_dataset
 
-        train = {"x": training_dataset(data.train.x, train_y, batch_size, augment, ctx.recipe.seed)}
+        train = {"x": training_dataset(data.train.x, train_y, batch_size, augment, ctx.recipe.seed, relabel)}
     else:
         train = {"x": data.train.x[..., None], "y": train_y, "batch_size": batch_size}
     history = model.fit(
@@ -162,21 +165,31 @@ def hard_label_loss(smoothing: float) -> Any:
 
 
 class Teacher:
-    """Knowledge distillation with the teacher's outputs computed once, on the clean clips: with `augment`, the
-    student learns to give the teacher's answer for the clean clip from an augmented one. Several models teach
-    through their averaged probabilities: an ensemble, steadier than any one training of it."""
+    """Knowledge distillation. By default the teacher's outputs are computed once, on the clean clips: with
+    `augment`, the student learns to give the teacher's answer for the clean clip from an augmented one. With
+    `consistent`, the teachers score each augmented batch the student sees instead (function matching): the target
+    then fits the input, however masked. Several models teach through their averaged probabilities: an ensemble,
+    steadier than any one training of it."""
 
-    def __init__(self, models: list[Any], temperature: float, alpha: float):
-        self.models, self.temperature, self.alpha = models, temperature, alpha
+    def __init__(self, models: list[Any], temperature: float, alpha: float, consistent: bool = False):
+        self.models, self.temperature, self.alpha, self.consistent = models, temperature, alpha, consistent
 
     def targets(self, data: Any) -> tuple[np.ndarray, np.ndarray]:
-        """(label, teacher probabilities) per training clip; validation keeps the hard label only (one-hot),
-        so `val_accuracy` means what it always does."""
-        probs = np.mean([m.predict(data.train.x[..., None], batch_size=512, verbose=0) for m in self.models], axis=0)
-        classes = probs.shape[1]
-        train = np.concatenate([data.train.y[:, None].astype(np.float32), probs], axis=1)
+        """(label, teacher probabilities) per training clip (`consistent`: the label alone, `relabel` adds the
+        probabilities per batch); validation keeps the hard label only (one-hot), so `val_accuracy` means what it
+        always does."""
+        classes = self.models[0].output_shape[-1]
+        train = data.train.y[:, None].astype(np.float32)
+        if not self.consistent:
+            probs = np.mean([m.predict(data.train.x[..., None], batch_size=512, verbose=0) for m in self.models], 0)
+            train = np.concatenate([train, probs], axis=1)
         val = np.concatenate([data.val.y[:, None].astype(np.float32), np.eye(classes, dtype=np.float32)[data.val.y]], 1)
         return train, val
+
+    def relabel(self, x: tf.Tensor, label: tf.Tensor) -> tf.Tensor:
+        """(label, the teachers' averaged probabilities for this very batch `x`), for `consistent` teaching."""
+        probs = tf.add_n([m(x, training=False) for m in self.models]) / len(self.models)
+        return tf.concat([label, probs], axis=1)
 
     def loss(self, label_smoothing: float = 0.0) -> Any:
         t, alpha, hard_loss = self.temperature, self.alpha, hard_label_loss(label_smoothing)
