@@ -14,8 +14,9 @@ formants jittered), + vocal-tract-length perturbation, + microphones and recordi
 and SpecAugment in training; and the voices alone with time shift and SpecAugment, or with flite's voices speaking a
 share of the training draws (rungs 7 and 8: not cumulative, each against rung 1; rung 9 adds time shift and
 SpecAugment to rung 7, rung 10 label smoothing to rung 9, rung 11 Kokoro-82M's voices for a fifth of rung 10's
-training draws, rung 12 rung 10 ending on a moving average of its weights: the flagship's train stage; rung 13
-three times rung 12's `_unknown_` clips, rung 14 those drawn from 137 more words). Field
+training draws, rung 12 rung 10 ending on a moving average of its weights; rung 13 three times rung 12's
+`_unknown_` clips, rung 14 those drawn from 137 more words; rung 15 rung 12 with cepstral mean normalisation in the
+model: the flagship's train stage). Field
 tests judge every rung; none of them is trained on. `--seeds 1234,4321,...` trains every rung at each recipe seed
 (voice draws, held-out variants and initial weights all change with it) and adds each rung's mean and spread:
 one seed's figure moves by several points on people, more than most levers buy.
@@ -54,11 +55,13 @@ DATA_LEVEL = ("unknown_fraction",)  # rung settings that live in `data`, not `da
 TRACT = VOICES | {"formant_scale": [0.85, 1.18]}
 MICROPHONES = TRACT | {"microphone_probability": 0.7, "peak_dbfs": [-30.0, -1.0]}
 ROOMS = MICROPHONES | {"reverb_probability": 0.5}
-PLAIN = {"augment": None, "label_smoothing": 0.0, "weight_average": None}
+MODEL_LEVEL = ("normalize",)  # rung settings that live in `model`, not in the train stage
+PLAIN = {"augment": None, "label_smoothing": 0.0, "weight_average": None, "normalize": "none"}
 AUGMENTED = PLAIN | {"augment": {"time_shift_frames": 5, "time_masks": 2, "time_mask_frames": 5,
                                  "coefficient_masks": 1, "coefficient_mask_width": 2}}  # fmt: skip
 SMOOTHED = AUGMENTED | {"label_smoothing": 0.1}
 AVERAGED = SMOOTHED | {"weight_average": 0.999}
+NORMALIZED = AVERAGED | {"normalize": "cepstral_mean"}  # each clip's mean over time off every coefficient
 # Each voice draw says three other words, and _unknown_ takes 30 % of the keyword clips' count instead of 10 %.
 RICH_UNKNOWN = VOICES | {"flite_share": 0.3, "unknown_per_voice": 3, "unknown_fraction": 0.3}
 MORE_WORDS = """
@@ -86,6 +89,7 @@ LADDER = [
     ("rung 10 + weight average 0.999", VOICES | {"flite_share": 0.3}, AVERAGED),
     ("rung 12 + three times the unknown clips", RICH_UNKNOWN, AVERAGED),
     ("+ 137 more unknown words", RICH_UNKNOWN | {"unknown_words": DEFAULT_UNKNOWN_WORDS + MORE_WORDS}, AVERAGED),
+    ("rung 12 + cepstral mean normalisation", VOICES | {"flite_share": 0.3}, NORMALIZED),
 ]
 
 
@@ -102,7 +106,8 @@ def ablation_recipe(
     data: dict, label: str, synthetic: dict, training: dict, epochs: int, seed: int | None = None
 ) -> dict:
     train = dict(next(cfg for name, cfg in _entries(data["stages"]) if name == "train"))
-    train |= {"epochs": epochs, **training}
+    train |= {"epochs": epochs, **{k: v for k, v in training.items() if k not in MODEL_LEVEL}}
+    model = {**data["model"], **{k: v for k, v in training.items() if k in MODEL_LEVEL}}
     synth = {**data["data"]["synthetic"], **{k: v for k, v in synthetic.items() if k not in DATA_LEVEL}}
     top = {k: v for k, v in synthetic.items() if k in DATA_LEVEL}
     slug = "".join(c if c.isalnum() else "-" for c in label).strip("-").lower()
@@ -111,6 +116,7 @@ def ablation_recipe(
         **({"seed": seed} if seed is not None else {}),
         "name": f"{data['name']}-ablation-{slug}"[:64].rstrip("-"),
         "data": {**data["data"], **top, "synthetic": synth},
+        "model": model,
         "stages": [{"train": train}],
         "targets": [],
         "explain": {"enabled": False},

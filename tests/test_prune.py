@@ -73,8 +73,10 @@ def test_bad_prune_level_stops_the_run_before_training(tmp_path: Path):
     assert not (tmp_path / "runs").exists()
 
 
-def test_rebuilt_model_computes_what_the_masked_model_computes():
-    """Random weights and BatchNorm statistics, NNCF masks at 50%: the narrow rebuild must match exactly."""
+@pytest.mark.parametrize("normalize", ["none", "cepstral_mean"])
+def test_rebuilt_model_computes_what_the_masked_model_computes(normalize: str):
+    """Random weights and BatchNorm statistics, NNCF masks at 50%: the narrow rebuild must match exactly (with and
+    without the flagship's input normalisation in front of the first conv)."""
     import tensorflow as tf
     from nncf import NNCFConfig
     from nncf.tensorflow import create_compressed_model, register_default_init_args
@@ -84,7 +86,7 @@ def test_rebuilt_model_computes_what_the_masked_model_computes():
     from pipeline.stages.prune.pruning import Weights, nncf_config, rebuild_narrow
 
     tf.keras.utils.set_random_seed(3)
-    cfg = ModelConfig(filters=16, blocks=2)
+    cfg = ModelConfig(filters=16, blocks=2, normalize=normalize)
     model = build_model((49, 10, 1), 5, cfg)
     rng = np.random.default_rng(3)
     for layer in model.layers:

@@ -21,6 +21,10 @@ class ModelConfig(Strict):
     first_kernel: tuple[int, int] = (10, 4)
     first_stride: tuple[int, int] = (2, 2)
     dropout: float = Field(0.2, ge=0, lt=1)
+    # "cepstral_mean": subtract each clip's mean over time from every feature coefficient first (CMN), so a
+    # microphone's or a room's fixed colouring, which adds a constant to each cepstral coefficient, is gone before
+    # the first conv. Part of the graph (average pool + broadcast subtract), so the firmware front end is unchanged.
+    normalize: Literal["none", "cepstral_mean"] = "none"
 
 
 def ds_cnn(input_shape: tuple[int, ...], classes: int, cfg: ModelConfig, filters: list[int] | None = None) -> Any:
@@ -32,9 +36,13 @@ def ds_cnn(input_shape: tuple[int, ...], classes: int, cfg: ModelConfig, filters
     if len(widths) != cfg.blocks + 1:
         raise ValueError(f"ds_cnn with {cfg.blocks} blocks needs {cfg.blocks + 1} widths, got {len(widths)}")
     inputs = tf.keras.Input(shape=input_shape, name="features")
+    x = inputs
+    if cfg.normalize == "cepstral_mean":
+        mean = layers.AveragePooling2D(pool_size=(input_shape[0], 1), name="time_mean")(x)
+        x = layers.Subtract(name="cepstral_mean_norm")([x, mean])
     x = layers.Conv2D(
         widths[0], cfg.first_kernel, strides=cfg.first_stride, padding="same", use_bias=False, name="conv0"
-    )(inputs)
+    )(x)
     x = layers.BatchNormalization(name="conv0_bn")(x)
     x = layers.ReLU(name="conv0_relu")(x)
     x = layers.Dropout(cfg.dropout, name="conv0_dropout")(x)
