@@ -16,7 +16,7 @@ share of the training draws (rungs 7 and 8: not cumulative, each against rung 1;
 SpecAugment to rung 7, rung 10 label smoothing to rung 9, rung 11 Kokoro-82M's voices for a fifth of rung 10's
 training draws, rung 12 rung 10 ending on a moving average of its weights; rung 13 three times rung 12's
 `_unknown_` clips, rung 14 those drawn from 137 more words; rung 15 rung 12 with cepstral mean normalisation in the
-model: the flagship's train stage). Field
+model: the flagship's train stage; rung 16 rung 12 with mean and variance normalisation). Field
 tests judge every rung; none of them is trained on. `--seeds 1234,4321,...` trains every rung at each recipe seed
 (voice draws, held-out variants and initial weights all change with it) and adds each rung's mean and spread:
 one seed's figure moves by several points on people, more than most levers buy.
@@ -62,6 +62,7 @@ AUGMENTED = PLAIN | {"augment": {"time_shift_frames": 5, "time_masks": 2, "time_
 SMOOTHED = AUGMENTED | {"label_smoothing": 0.1}
 AVERAGED = SMOOTHED | {"weight_average": 0.999}
 NORMALIZED = AVERAGED | {"normalize": "cepstral_mean"}  # each clip's mean over time off every coefficient
+STANDARDIZED = AVERAGED | {"normalize": "cepstral_mean_variance"}  # and each coefficient over its spread
 # Each voice draw says three other words, and _unknown_ takes 30 % of the keyword clips' count instead of 10 %.
 RICH_UNKNOWN = VOICES | {"flite_share": 0.3, "unknown_per_voice": 3, "unknown_fraction": 0.3}
 MORE_WORDS = """
@@ -90,6 +91,7 @@ LADDER = [
     ("rung 12 + three times the unknown clips", RICH_UNKNOWN, AVERAGED),
     ("+ 137 more unknown words", RICH_UNKNOWN | {"unknown_words": DEFAULT_UNKNOWN_WORDS + MORE_WORDS}, AVERAGED),
     ("rung 12 + cepstral mean normalisation", VOICES | {"flite_share": 0.3}, NORMALIZED),
+    ("rung 12 + cepstral mean and variance normalisation", VOICES | {"flite_share": 0.3}, STANDARDIZED),
 ]
 
 

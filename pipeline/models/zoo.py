@@ -24,7 +24,10 @@ class ModelConfig(Strict):
     # "cepstral_mean": subtract each clip's mean over time from every feature coefficient first (CMN), so a
     # microphone's or a room's fixed colouring, which adds a constant to each cepstral coefficient, is gone before
     # the first conv. Part of the graph (average pool + broadcast subtract), so the firmware front end is unchanged.
-    normalize: Literal["none", "cepstral_mean"] = "none"
+    # "cepstral_mean_variance": also divide by each coefficient's standard deviation over time (CMVN), so how far
+    # a voice's cepstrum swings, not only where it sits, is the same in every clip (TFLite AVERAGE_POOL_2D, SUB,
+    # MUL, ADD, RSQRT: int8 builtins too, every one on the Ethos-U NPU).
+    normalize: Literal["none", "cepstral_mean", "cepstral_mean_variance"] = "none"
 
 
 def ds_cnn(input_shape: tuple[int, ...], classes: int, cfg: ModelConfig, filters: list[int] | None = None) -> Any:
@@ -40,6 +43,13 @@ def ds_cnn(input_shape: tuple[int, ...], classes: int, cfg: ModelConfig, filters
     if cfg.normalize == "cepstral_mean":
         mean = layers.AveragePooling2D(pool_size=(input_shape[0], 1), name="time_mean")(x)
         x = layers.Subtract(name="cepstral_mean_norm")([x, mean])
+    elif cfg.normalize == "cepstral_mean_variance":
+        mean = layers.AveragePooling2D(pool_size=(input_shape[0], 1), name="time_mean")(x)
+        centred = layers.Subtract(name="cepstral_mean_norm")([x, mean])
+        var = layers.AveragePooling2D(pool_size=(input_shape[0], 1), name="time_var")(
+            layers.Multiply(name="squared")([centred, centred])
+        )
+        x = layers.Multiply(name="cepstral_mvn")([centred, tf.math.rsqrt(var + 1e-2)])
     x = layers.Conv2D(
         widths[0], cfg.first_kernel, strides=cfg.first_stride, padding="same", use_bias=False, name="conv0"
     )(x)
