@@ -75,8 +75,8 @@ def test_bad_prune_level_stops_the_run_before_training(tmp_path: Path):
 
 @pytest.mark.parametrize("normalize", ["none", "cepstral_mean", "cepstral_mean_variance"])
 def test_rebuilt_model_computes_what_the_masked_model_computes(normalize: str):
-    """Random weights and BatchNorm statistics, NNCF masks at 50%: the narrow rebuild must match exactly (with and
-    without the flagship's input normalisation in front of the first conv)."""
+    """Random weights and BatchNorm statistics, NNCF masks at 50%: the narrow rebuild must match exactly (without and
+    with each input normalisation in front of the first conv)."""
     import tensorflow as tf
     from nncf import NNCFConfig
     from nncf.tensorflow import create_compressed_model, register_default_init_args

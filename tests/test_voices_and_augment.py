@@ -145,12 +145,8 @@ def test_ablation_ladder_recipes_are_valid_and_cumulative(tmp_path):
     assert [s.flite_share for s in synth] == [0.0] * 6 + [0.3, 0.5] + [0.3] * 8
     assert [s.kokoro_share for s in synth] == [0.0] * 10 + [0.2] + [0.0] * 5
     assert [s.unknown_per_voice for s in synth] == [1] * 12 + [3, 3, 1, 1]
-    assert [r.data.unknown_fraction for r in loaded] == [0.1] * 12 + [
-        0.3,
-        0.3,
-        0.1,
-        0.1,
-    ]  # a data-level setting, pinned too
+    # a data-level setting, pinned too
+    assert [r.data.unknown_fraction for r in loaded] == [0.1] * 12 + [0.3, 0.3, 0.1, 0.1]
     assert [len(s.unknown_words) for s in synth] == [25] * 13 + [25 + 137, 25, 25]
     trains = [r.stages[0].config for r in loaded]
     assert [t.augment is not None for t in trains] == [False] * 4 + [True] * 2 + [False] * 2 + [True] * 8

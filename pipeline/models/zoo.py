@@ -40,16 +40,14 @@ def ds_cnn(input_shape: tuple[int, ...], classes: int, cfg: ModelConfig, filters
         raise ValueError(f"ds_cnn with {cfg.blocks} blocks needs {cfg.blocks + 1} widths, got {len(widths)}")
     inputs = tf.keras.Input(shape=input_shape, name="features")
     x = inputs
-    if cfg.normalize == "cepstral_mean":
+    if cfg.normalize != "none":
         mean = layers.AveragePooling2D(pool_size=(input_shape[0], 1), name="time_mean")(x)
         x = layers.Subtract(name="cepstral_mean_norm")([x, mean])
-    elif cfg.normalize == "cepstral_mean_variance":
-        mean = layers.AveragePooling2D(pool_size=(input_shape[0], 1), name="time_mean")(x)
-        centred = layers.Subtract(name="cepstral_mean_norm")([x, mean])
+    if cfg.normalize == "cepstral_mean_variance":
         var = layers.AveragePooling2D(pool_size=(input_shape[0], 1), name="time_var")(
-            layers.Multiply(name="squared")([centred, centred])
+            layers.Multiply(name="squared")([x, x])
         )
-        x = layers.Multiply(name="cepstral_mvn")([centred, tf.math.rsqrt(var + 1e-2)])
+        x = layers.Multiply(name="cepstral_mvn")([x, tf.math.rsqrt(var + 1e-2)])
     x = layers.Conv2D(
         widths[0], cfg.first_kernel, strides=cfg.first_stride, padding="same", use_bias=False, name="conv0"
     )(x)
