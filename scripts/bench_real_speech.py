@@ -16,7 +16,8 @@ share of the training draws (rungs 7 and 8: not cumulative, each against rung 1;
 SpecAugment to rung 7, rung 10 label smoothing to rung 9, rung 11 Kokoro-82M's voices for a fifth of rung 10's
 training draws, rung 12 rung 10 ending on a moving average of its weights; rung 13 three times rung 12's
 `_unknown_` clips, rung 14 those drawn from 137 more words; rung 15 rung 12 with cepstral mean normalisation in the
-model: the flagship's train stage; rung 16 rung 12 with mean and variance normalisation). Field
+model: the flagship's train stage; rung 16 rung 12 with mean and variance normalisation; rung 17 rung 15 with half the
+words spoken in a simulated room). Field
 tests judge every rung; none of them is trained on. `--seeds 1234,4321,...` trains every rung at each recipe seed
 (voice draws, held-out variants and initial weights all change with it) and adds each rung's mean and spread:
 one seed's figure moves by several points on people, more than most levers buy.
@@ -92,6 +93,7 @@ LADDER = [
     ("+ 137 more unknown words", RICH_UNKNOWN | {"unknown_words": DEFAULT_UNKNOWN_WORDS + MORE_WORDS}, AVERAGED),
     ("rung 12 + cepstral mean normalisation", VOICES | {"flite_share": 0.3}, NORMALIZED),
     ("rung 12 + cepstral mean and variance normalisation", VOICES | {"flite_share": 0.3}, STANDARDIZED),
+    ("rung 15 + rooms for half the words", VOICES | {"flite_share": 0.3, "reverb_probability": 0.5}, NORMALIZED),
 ]
 
 

@@ -84,6 +84,28 @@ def test_read_any_wav_rejects_nan(tmp_path):
         read_any_wav(tmp_path / "nan.wav", 16000)
 
 
+def test_a_clip_recorded_again_under_its_name_is_read_again(tmp_path):
+    """Every 1 s 16-bit clip has the same size: the cache must not judge a new recording by the old one's features."""
+    import os
+
+    from pipeline.data import prepare_field_set
+    from pipeline.recipe import FeaturesConfig
+    from pipeline.store import Store
+
+    root, store, cfg = tmp_path / "field", Store(tmp_path / "cache"), FeaturesConfig()
+    clip = root / "yes" / "a_nohash_0.wav"
+    _write(clip, _tone(1.0, 16000, hz=440.0), 16000)
+    first = prepare_field_set("people", root, LABELS, cfg, store)
+    assert prepare_field_set("people", root, LABELS, cfg, store).key == first.key  # unchanged: from the cache
+    size = clip.stat().st_size
+    _write(clip, _tone(1.0, 16000, hz=1500.0), 16000)
+    later = clip.stat().st_mtime_ns + 1_000_000_000  # a second later, whatever the file system's clock grain
+    os.utime(clip, ns=(later, later))
+    again = prepare_field_set("people", root, LABELS, cfg, store)
+    assert clip.stat().st_size == size and again.key != first.key
+    assert not np.allclose(again.x, first.x)  # the new recording's features, not the cached ones
+
+
 def test_evaluate_judges_every_model_of_a_run(tiny_run, field_folder, tmp_path):
     import shutil
 

@@ -64,7 +64,7 @@ Warn = Callable[[str], None]
 
 
 def _real_dataset_key(root: Path) -> str:
-    """Identify a real data set folder by its listing (names and sizes), without reading 100k files."""
+    """Identify a real data set folder by its listing (names, sizes, modification times), without reading 100k files."""
     from pipeline.data.field import listing_key
 
     return digest(listing_key(root, (".wav", ".txt")))
@@ -262,7 +262,7 @@ def field_speaker(rel: str) -> str:
 def prepare_field_set(
     name: str, root: Path, labels: list[str], features_cfg, store: Store, progress: Progress | None = None
 ) -> FieldSet:
-    """MFCC features of a field folder, cached by its listing (names and sizes), labels and feature settings."""
+    """MFCC features of a field folder, cached by its listing (names, sizes, modification times), labels and feature settings."""
     from pipeline.data import features
     from pipeline.data.field import listing_key, load_field_clips
 

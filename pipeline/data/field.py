@@ -44,15 +44,17 @@ def list_clips(root: Path, labels: list[str]) -> list[tuple[str, int]]:
     return out
 
 
-def listing_key(root: Path, suffixes: tuple[str, ...] = (".wav",)) -> list[tuple[str, int]]:
-    """Names and sizes of every file under `root` ending in one of `suffixes` (any case): identifies a folder's
-    content without reading it."""
+def listing_key(root: Path, suffixes: tuple[str, ...] = (".wav",)) -> list[tuple[str, int, int]]:
+    """Name, size and modification time of every file under `root` ending in one of `suffixes` (any case):
+    identifies a folder's content without reading it. Sizes alone do not: every 1 s 16-bit clip is 32,044 bytes,
+    so a clip recorded again under its old name would be judged by its stale cached features."""
     entries = []
     for dirpath, _, files in os.walk(root):
         for name in files:
             if name.lower().endswith(suffixes):
                 path = os.path.join(dirpath, name)
-                entries.append((os.path.relpath(path, root), os.path.getsize(path)))
+                stat = os.stat(path)
+                entries.append((os.path.relpath(path, root), stat.st_size, stat.st_mtime_ns))
     return sorted(entries)
 
 
