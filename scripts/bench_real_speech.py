@@ -56,6 +56,7 @@ DATA_LEVEL = ("unknown_fraction",)  # rung settings that live in `data`, not `da
 TRACT = VOICES | {"formant_scale": [0.85, 1.18]}
 MICROPHONES = TRACT | {"microphone_probability": 0.7, "peak_dbfs": [-30.0, -1.0]}
 ROOMS = MICROPHONES | {"reverb_probability": 0.5}
+FLITE = VOICES | {"flite_share": 0.3}  # flite speaks 30 % of the training draws, as in the flagship
 MODEL_LEVEL = ("normalize",)  # rung settings that live in `model`, not in the train stage
 PLAIN = {"augment": None, "label_smoothing": 0.0, "weight_average": None, "normalize": "none"}
 AUGMENTED = PLAIN | {"augment": {"time_shift_frames": 5, "time_masks": 2, "time_mask_frames": 5,
@@ -65,7 +66,7 @@ AVERAGED = SMOOTHED | {"weight_average": 0.999}
 NORMALIZED = AVERAGED | {"normalize": "cepstral_mean"}  # each clip's mean over time off every coefficient
 STANDARDIZED = AVERAGED | {"normalize": "cepstral_mean_variance"}  # and each coefficient over its spread
 # Each voice draw says three other words, and _unknown_ takes 30 % of the keyword clips' count instead of 10 %.
-RICH_UNKNOWN = VOICES | {"flite_share": 0.3, "unknown_per_voice": 3, "unknown_fraction": 0.3}
+RICH_UNKNOWN = FLITE | {"unknown_per_voice": 3, "unknown_fraction": 0.3}
 MORE_WORDS = """
 apple baby ball bank beach bell black blue book bottle box boy bread bridge brother brown button cake camera candle
 car card chair cheese chicken child city clock cloud coffee coat color computer corner cup dance desk dinner doctor
@@ -83,17 +84,17 @@ LADDER = [
     ("+ rooms", ROOMS, PLAIN),
     ("+ time shift, SpecAugment", ROOMS, AUGMENTED),
     ("voices + time shift, SpecAugment", VOICES, AUGMENTED),
-    ("voices + flite for 30 % of training draws", VOICES | {"flite_share": 0.3}, PLAIN),
+    ("voices + flite for 30 % of training draws", FLITE, PLAIN),
     ("voices + flite for 50 % of training draws", VOICES | {"flite_share": 0.5}, PLAIN),
-    ("voices + flite 30 % + time shift, SpecAugment", VOICES | {"flite_share": 0.3}, AUGMENTED),
-    ("+ label smoothing 0.1", VOICES | {"flite_share": 0.3}, SMOOTHED),
-    ("+ Kokoro for 20 % of training draws", VOICES | {"flite_share": 0.3, "kokoro_share": 0.2}, SMOOTHED),
-    ("rung 10 + weight average 0.999", VOICES | {"flite_share": 0.3}, AVERAGED),
+    ("voices + flite 30 % + time shift, SpecAugment", FLITE, AUGMENTED),
+    ("+ label smoothing 0.1", FLITE, SMOOTHED),
+    ("+ Kokoro for 20 % of training draws", FLITE | {"kokoro_share": 0.2}, SMOOTHED),
+    ("rung 10 + weight average 0.999", FLITE, AVERAGED),
     ("rung 12 + three times the unknown clips", RICH_UNKNOWN, AVERAGED),
     ("+ 137 more unknown words", RICH_UNKNOWN | {"unknown_words": DEFAULT_UNKNOWN_WORDS + MORE_WORDS}, AVERAGED),
-    ("rung 12 + cepstral mean normalisation", VOICES | {"flite_share": 0.3}, NORMALIZED),
-    ("rung 12 + cepstral mean and variance normalisation", VOICES | {"flite_share": 0.3}, STANDARDIZED),
-    ("rung 15 + rooms for half the words", VOICES | {"flite_share": 0.3, "reverb_probability": 0.5}, NORMALIZED),
+    ("rung 12 + cepstral mean normalisation", FLITE, NORMALIZED),
+    ("rung 12 + cepstral mean and variance normalisation", FLITE, STANDARDIZED),
+    ("rung 15 + rooms for half the words", FLITE | {"reverb_probability": 0.5}, NORMALIZED),
 ]
 
 

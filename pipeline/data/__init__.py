@@ -262,7 +262,8 @@ def field_speaker(rel: str) -> str:
 def prepare_field_set(
     name: str, root: Path, labels: list[str], features_cfg, store: Store, progress: Progress | None = None
 ) -> FieldSet:
-    """MFCC features of a field folder, cached by its listing (names, sizes, modification times), labels and feature settings."""
+    """MFCC features of a field folder, cached by its listing (names, sizes, modification times), labels and feature
+    settings."""
     from pipeline.data import features
     from pipeline.data.field import listing_key, load_field_clips
 
