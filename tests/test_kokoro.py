@@ -36,7 +36,7 @@ def test_kokoro_speaks_its_share_of_training_draws_and_leaves_flites_and_espeaks
 
 
 def test_shares_of_more_than_every_draw_are_rejected_with_the_keys(tmp_path):
-    with pytest.raises(ValueError, match=r"flite_share \+ kokoro_share is 1.1"):
+    with pytest.raises(ValueError, match=r"flite_share \+ kokoro_share \+ piper_share is 1.1"):
         SyntheticConfig(flite_share=0.6, kokoro_share=0.5)
     recipe = yaml.load((ROOT / "tests/recipes/tiny.yaml").read_text(), Loader=RecipeLoader)
     recipe["data"]["synthetic"].update(flite_share=0.6, kokoro_share=0.5)

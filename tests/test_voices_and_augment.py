@@ -139,30 +139,33 @@ def test_ablation_ladder_recipes_are_valid_and_cumulative(tmp_path):
         loaded.append(load_recipe(path))
     assert len({r.name for r in loaded}) == len(loaded)
     synth = [r.data.synthetic for r in loaded]
-    assert [s.formant_scale for s in synth] == [(1.0, 1.0)] + [(0.85, 1.18)] * 4 + [(1.0, 1.0)] * 12
-    assert [s.microphone_probability for s in synth] == [0.0, 0.0, 0.7, 0.7, 0.7] + [0.0] * 12
-    assert [s.reverb_probability for s in synth] == [0.0, 0.0, 0.0, 0.5, 0.5] + [0.0] * 11 + [0.5]
-    assert [s.flite_share for s in synth] == [0.0] * 6 + [0.3, 0.5] + [0.3] * 9
-    assert [s.kokoro_share for s in synth] == [0.0] * 10 + [0.2] + [0.0] * 6
-    assert [s.unknown_per_voice for s in synth] == [1] * 12 + [3, 3, 1, 1, 1]
+    assert [s.formant_scale for s in synth] == [(1.0, 1.0)] + [(0.85, 1.18)] * 4 + [(1.0, 1.0)] * 13
+    assert [s.microphone_probability for s in synth] == [0.0, 0.0, 0.7, 0.7, 0.7] + [0.0] * 13
+    assert [s.reverb_probability for s in synth] == [0.0, 0.0, 0.0, 0.5, 0.5] + [0.0] * 11 + [0.5, 0.0]
+    assert [s.flite_share for s in synth] == [0.0] * 6 + [0.3, 0.5] + [0.3] * 10
+    assert [s.kokoro_share for s in synth] == [0.0] * 10 + [0.2] + [0.0] * 7
+    assert [s.piper_share for s in synth] == [0.0] * 17 + [0.3]
+    assert [s.unknown_per_voice for s in synth] == [1] * 12 + [3, 3, 1, 1, 1, 1]
     # a data-level setting, pinned too
-    assert [r.data.unknown_fraction for r in loaded] == [0.1] * 12 + [0.3, 0.3, 0.1, 0.1, 0.1]
-    assert [len(s.unknown_words) for s in synth] == [25] * 13 + [25 + 137, 25, 25, 25]
+    assert [r.data.unknown_fraction for r in loaded] == [0.1] * 12 + [0.3, 0.3, 0.1, 0.1, 0.1, 0.1]
+    assert [len(s.unknown_words) for s in synth] == [25] * 13 + [25 + 137, 25, 25, 25, 25]
     trains = [r.stages[0].config for r in loaded]
-    assert [t.augment is not None for t in trains] == [False] * 4 + [True] * 2 + [False] * 2 + [True] * 9
-    assert [t.label_smoothing for t in trains] == [0.0] * 9 + [0.1] * 8
-    assert [t.weight_average for t in trains] == [None] * 11 + [0.999] * 6  # pinned, whatever the flagship uses
+    assert [t.augment is not None for t in trains] == [False] * 4 + [True] * 2 + [False] * 2 + [True] * 10
+    assert [t.label_smoothing for t in trains] == [0.0] * 9 + [0.1] * 9
+    assert [t.weight_average for t in trains] == [None] * 11 + [0.999] * 7  # pinned, whatever the flagship uses
     # a model-level setting, pinned too: rungs 1-14 train the plain model, whatever the flagship uses
-    normalized = ["cepstral_mean", "cepstral_mean_variance", "cepstral_mean"]  # rungs 15, 16, 17
+    normalized = ["cepstral_mean", "cepstral_mean_variance", "cepstral_mean", "cepstral_mean"]  # rungs 15-18
     assert [r.model.normalize for r in loaded] == ["none"] * 14 + normalized
     flagship_train = next(s.config for s in recipe.stages if s.name == "train")  # the README: rung 15 is it
     assert trains[14].model_dump(exclude={"epochs"}) == flagship_train.model_dump(exclude={"epochs"})
     assert loaded[14].model == recipe.model and synth[14] == recipe.data.synthetic
     assert synth[9] == recipe.data.synthetic
     assert synth[16] == synth[14].model_copy(update={"reverb_probability": 0.5}) and loaded[16].model == recipe.model
+    piper = {"piper_share": 0.3, "piper_speed": (0.85, 1.18)}
+    assert synth[17] == synth[14].model_copy(update=piper) and loaded[17].model == recipe.model
     assert trains[10] == trains[9] and synth[10] == synth[9].model_copy(update={"kokoro_share": 0.2})
     assert trains[11] == trains[9].model_copy(update={"weight_average": 0.999}) and synth[11] == synth[9]
-    assert trains[12] == trains[13] == trains[14] == trains[15] == trains[16] == trains[11]
+    assert trains[12] == trains[13] == trains[14] == trains[15] == trains[16] == trains[17] == trains[11]
     assert synth[14] == synth[15] == synth[11]
     assert all(len(r.stages) == 1 and r.stages[0].config.epochs == 3 and not r.targets for r in loaded)
     # --seeds: the same rung at another recipe seed, and the mean and spread the table adds

@@ -97,7 +97,7 @@ def resolve_source(
                 "set instead. Set `data.fallback: none` to make this an error."
             )
 
-    from pipeline.data import flite, kokoro, synthetic
+    from pipeline.data import flite, kokoro, piper, synthetic
 
     cfg = data.synthetic
     feats = data.features
@@ -111,6 +111,11 @@ def resolve_source(
             synthetic.check_kokoro_voices(cfg.kokoro_voices)
         except kokoro.KokoroError as exc:
             raise DataError(str(exc)) from None
+    if cfg.piper_share:
+        try:
+            synthetic.check_piper_voices(cfg.piper_voices)
+        except piper.PiperError as exc:
+            raise DataError(str(exc)) from None
     key = digest(
         {
             "synthetic": cfg.model_dump(mode="json"),
@@ -121,6 +126,7 @@ def resolve_source(
             "code": fingerprint("pipeline.data.synthetic"),
             "flite": flite.version() if cfg.flite_share else None,  # another flite speaks differently
             "kokoro": kokoro.version() if cfg.kokoro_share else None,  # its model, voices and ONNX Runtime
+            "piper": piper.version(tuple(cfg.piper_voices)) if cfg.piper_share else None,
         }
     )
 

@@ -10,6 +10,8 @@ With `flite_share`, that share of the *training* draws is spoken by one of Debia
 synthesis method: statistical-parametric and diphone), at its own pitch and tempo, speed-perturbed by resampling.
 With `kokoro_share`, another share is spoken by Kokoro-82M, a neural synthesiser learnt from people's recordings:
 each draw a new speaker (a Dirichlet blend of the shipped speakers' style vectors), tempo and speed perturbation.
+With `piper_share`, another share is spoken by a Piper voice (VITS learnt from one native speaker), at its own tempo,
+prosody noise and speed perturbation.
 Validation and test stay espeak-ng, so the synthetic test stays variant-disjoint and comparable across recipes.
 
 It writes the real data set's folder layout (a folder per word, ``_background_noise_``, ``validation_list.txt``,
@@ -59,7 +61,9 @@ class Voice:
     seed: tuple[int, ...]
     engine: str = "espeak"  # or "flite": then `variant` is a flite voice, `pitch` its f0 target in Hz and `rate`
     # its tempo in percent of the voice's own; `formant_scale` is the speed perturbation. Or "kokoro": `variant` is
-    # the speaker blend ("jf_alpha=0.300,jm_kumo=0.700"), `rate` the tempo in percent, `formant_scale` the speed
+    # the speaker blend ("jf_alpha=0.300,jm_kumo=0.700"), `rate` the tempo in percent, `formant_scale` the speed.
+    # Or "piper": `variant` is the voice package, `rate` the tempo in percent, `pitch` and `pitch_range` VITS'
+    # noise_scale and noise_w in thousandths, `formant_scale` the speed
 
     @property
     def own_variant(self) -> str:
@@ -117,6 +121,8 @@ def plan_voices(cfg: SyntheticConfig, keywords: list[str], seed: int, all_varian
                     voices[-1] = flite_voice(voices[-1], cfg)
                 elif engine_draw < cfg.flite_share + cfg.kokoro_share:
                     voices[-1] = kokoro_voice(voices[-1], cfg)
+                elif engine_draw < cfg.flite_share + cfg.kokoro_share + cfg.piper_share:
+                    voices[-1] = piper_voice(voices[-1], cfg)
     return voices
 
 
@@ -155,6 +161,22 @@ def kokoro_voice(voice: Voice, cfg: SyntheticConfig) -> Voice:
         rate=round(100 * rng.uniform(0.8, 1.2)),
         pitch_range=0,
         formant_scale=round(float(rng.uniform(*cfg.kokoro_speed)), 3),
+    )
+
+
+def piper_voice(voice: Voice, cfg: SyntheticConfig) -> Voice:
+    """`voice` (its speaker, words and seed kept) spoken by a Piper voice at its own tempo, prosody noise (VITS'
+    noise_scale around its default 0.667, noise_w around 0.8) and speed perturbation."""
+    rng = np.random.default_rng((*voice.seed, 19))
+    return replace(
+        voice,
+        engine="piper",
+        accent="",
+        variant=str(rng.choice(cfg.piper_voices)),
+        rate=round(100 * rng.uniform(0.8, 1.25)),
+        pitch=round(1000 * rng.uniform(0.4, 0.9)),
+        pitch_range=round(1000 * rng.uniform(0.5, 1.0)),
+        formant_scale=round(float(rng.uniform(*cfg.piper_speed)), 3),
     )
 
 
@@ -318,9 +340,16 @@ _worker: dict = {}
 
 
 def _init_worker(
-    root: str, scratch: str, sample_rate: int, clip_samples: int, cfg: SyntheticConfig, kokoro: dict | None
+    root: str,
+    scratch: str,
+    sample_rate: int,
+    clip_samples: int,
+    cfg: SyntheticConfig,
+    kokoro: dict | None,
+    piper: dict | None,
 ) -> None:
-    """`kokoro`: {"model": the assembled ONNX file, "phonemes": word -> Kokoro phonemes} when Kokoro speaks."""
+    """`kokoro`: {"model": the assembled ONNX file, "phonemes": word -> Kokoro phonemes} when Kokoro speaks;
+    `piper`: voice -> word -> Piper's input ids when Piper does."""
     import tempfile
 
     from pipeline.data.espeak import Espeak, data_with_variants
@@ -341,6 +370,7 @@ def _init_worker(
         from pipeline.data.kokoro import Speaker
 
         _worker.update(kokoro=Speaker(Path(kokoro["model"])), kokoro_phonemes=kokoro["phonemes"])
+    _worker.update(piper_ids=piper or {}, piper={})
 
 
 def _speak_shard(voices: list[Voice]) -> list[list[str]]:
@@ -374,6 +404,8 @@ def _speak_voice(voice: Voice) -> list[str]:
             speech = _flite_speech(word, voice)
         elif voice.engine == "kokoro":
             speech = _kokoro_speech(word, voice)
+        elif voice.engine == "piper":
+            speech = _piper_speech(word, voice)
         else:
             raw = w["engine"].speak(word, voice.espeak_name, voice.rate, voice.pitch, voice.pitch_range, noise_seed)
             speech = resample_poly(raw.astype(np.float32) / 32768.0, w["sample_rate"], w["engine"].sample_rate)
@@ -413,6 +445,38 @@ def _kokoro_speech(word: str, voice: Voice) -> np.ndarray:
     style = blend(kokoro_weights(voice.variant))
     speech = _worker["kokoro"].speak(_worker["kokoro_phonemes"][word], style, voice.rate / 100)
     return _speed_perturbed(speech, SAMPLE_RATE, voice)
+
+
+def _piper_speech(word: str, voice: Voice) -> np.ndarray:
+    """The word from the draw's Piper voice at its tempo and prosody noise, speed-perturbed like flite's. A worker
+    speaks one shard: its session per voice is seeded by the first draw it speaks, so a shard's audio is a function
+    of the recipe seed alone (see the module docstring)."""
+    from pipeline.data.piper import Speaker, find_voice
+
+    speakers = _worker["piper"]
+    if voice.variant not in speakers:
+        seed = int.from_bytes(hashlib.sha256(repr(voice.seed).encode()).digest()[:4], "little")
+        speakers[voice.variant] = Speaker(find_voice(voice.variant), seed)
+    speaker = speakers[voice.variant]
+    ids = _worker["piper_ids"][voice.variant][word]
+    speech = speaker.speak(ids, 100 / voice.rate, voice.pitch / 1000, voice.pitch_range / 1000)
+    return _speed_perturbed(speech, speaker.voice.sample_rate, voice)
+
+
+def piper_phoneme_table(words: list[str], voices: list[str]) -> dict[str, dict[str, list[int]]]:
+    """Each word as each Piper voice reads it: espeak-ng's IPA in the voice's own espeak voice, as input ids."""
+    from pipeline.data.espeak import Espeak
+    from pipeline.data.piper import PiperError, find_voice, phoneme_ids
+
+    engine = Espeak()
+    table = {}
+    for name in voices:
+        voice = find_voice(name)
+        table[name] = {w: phoneme_ids(engine.phonemes(w.replace("_", " "), voice.espeak_voice), voice) for w in words}
+        empty = [w for w, ids in table[name].items() if len(ids) <= 2]
+        if empty:
+            raise PiperError(f"Piper voice {name} has no phonemes for {', '.join(empty)}")
+    return table
 
 
 def kokoro_phoneme_table(words: list[str]) -> dict[str, str]:
@@ -470,6 +534,7 @@ def generate(
         "voices": {s: sum(v.split == s for v in voices) for s in SPLITS},
         "flite_voices": sum(v.engine == "flite" for v in voices),
         "kokoro_voices": sum(v.engine == "kokoro" for v in voices),
+        "piper_voices": sum(v.engine == "piper" for v in voices),
         "clips": {s: len(files[s]) for s in SPLITS},
         "variants": split_variants(all_variants, cfg, seed),
     }
@@ -489,6 +554,19 @@ def check_kokoro_voices(wanted: list[str]) -> None:
         raise KokoroError(
             f"data.synthetic.kokoro_voices: Kokoro has no voice {', '.join(missing)} (it has {', '.join(have)})"
         )
+
+
+def check_piper_voices(wanted: list[str]) -> None:
+    """Fail before any work when a Piper voice the recipe names is missing, or ONNX Runtime is."""
+    from pipeline.data.piper import PiperError, find_voice
+
+    try:
+        import onnxruntime  # noqa: F401
+
+        for name in wanted:
+            find_voice(name)
+    except (PiperError, ModuleNotFoundError) as exc:
+        raise PiperError(f"data.synthetic.piper_voices: {exc}") from None
 
 
 def check_flite_voices(wanted: list[str]) -> None:
@@ -531,7 +609,12 @@ def _speak_all(
 
             words = sorted({w for v in voices if v.engine == "kokoro" for w in v.words})
             kokoro = {"model": str(assemble_model(Path(scratch))), "phonemes": kokoro_phoneme_table(words)}
-        init_args = (str(root), scratch, sample_rate, clip_samples, cfg, kokoro)
+        piper = None
+        piper_voices = sorted({v.variant for v in voices if v.engine == "piper"})
+        if piper_voices:
+            words = sorted({w for v in voices if v.engine == "piper" for w in v.words})
+            piper = piper_phoneme_table(words, piper_voices)
+        init_args = (str(root), scratch, sample_rate, clip_samples, cfg, kokoro, piper)
         with ctx.Pool(workers, initializer=_init_worker, initargs=init_args, maxtasksperchild=1) as pool:
             for shard, shard_files in zip(shards, pool.imap(_speak_shard, shards), strict=True):
                 for voice, rels in zip(shard, shard_files, strict=True):
