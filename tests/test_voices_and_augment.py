@@ -225,6 +225,15 @@ def generated_twice(tmp_path: Path, cfg: SyntheticConfig, word: str, seed: int) 
         return summary, [r["engine"] for r in csv.DictReader(f)]
 
 
+@pytest.mark.parametrize("engine", ["kokoro", "piper"])
+def test_a_data_set_a_neural_voice_speaks_is_reproducible(tmp_path, engine):
+    cfg = SyntheticConfig(train_voices=3, val_voices=1, test_voices=1, val_variants=2, test_variants=2,
+                          unknown_per_voice=0, **{f"{engine}_share": 1.0})  # fmt: skip
+    summary, engines = generated_twice(tmp_path, cfg, "go", seed=3)
+    assert summary[f"{engine}_voices"] == 3 and summary["clips"] == {"train": 3, "val": 1, "test": 1}
+    assert engines == [engine] * 3 + ["espeak"] * 2
+
+
 @needs_flite
 def test_flite_draws_speak_with_their_pitch_and_speed_and_are_reproducible(tmp_path, monkeypatch):
     cfg = SyntheticConfig(train_voices=6, val_voices=1, test_voices=1, val_variants=2, test_variants=2,

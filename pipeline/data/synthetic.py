@@ -607,13 +607,12 @@ def _speak_all(
         if any(v.engine == "kokoro" for v in voices):
             from pipeline.data.kokoro import assemble_model
 
-            words = sorted({w for v in voices if v.engine == "kokoro" for w in v.words})
+            words = _words_spoken_by("kokoro", voices)
             kokoro = {"model": str(assemble_model(Path(scratch))), "phonemes": kokoro_phoneme_table(words)}
         piper = None
         piper_voices = sorted({v.variant for v in voices if v.engine == "piper"})
         if piper_voices:
-            words = sorted({w for v in voices if v.engine == "piper" for w in v.words})
-            piper = piper_phoneme_table(words, piper_voices)
+            piper = piper_phoneme_table(_words_spoken_by("piper", voices), piper_voices)
         init_args = (str(root), scratch, sample_rate, clip_samples, cfg, kokoro, piper)
         with ctx.Pool(workers, initializer=_init_worker, initargs=init_args, maxtasksperchild=1) as pool:
             for shard, shard_files in zip(shards, pool.imap(_speak_shard, shards), strict=True):
@@ -623,6 +622,10 @@ def _speak_all(
                 if on_progress:
                     on_progress(done, len(voices))
     return files
+
+
+def _words_spoken_by(engine: str, voices: list[Voice]) -> list[str]:
+    return sorted({w for v in voices if v.engine == engine for w in v.words})
 
 
 def read_voices(root: Path) -> dict[str, dict[str, str]]:
