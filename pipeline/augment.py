@@ -1,5 +1,10 @@
 """Training-time augmentation on feature batches: time shift and SpecAugment (Park et al. 2019).
 
+SpecAugment's frequency masks act on mel channels; these features are the first few cepstral coefficients of the
+log-mel spectrum, so a mel mask goes back to the (smoothed) log-mel spectrum through the DCT's pseudo-inverse,
+flattens a band of channels to its mean over the clip, and comes forward again: the band's movement over time is
+gone, as when a microphone or a voice carries little there. Coefficient masks blank cepstral coefficients instead.
+
 Applied to the training split only, from stateless seeds: a run is as reproducible as one without it. Batch
 positions draw the same seeds every epoch, but the batches are reshuffled, so a clip meets new shifts and masks. Masks are filled with the training set's mean per coefficient (these features are not normalised, so
 zero would be a loud, unnatural value).
@@ -16,16 +21,26 @@ from pipeline.stages.train import AugmentConfig
 
 
 def training_dataset(
-    x: np.ndarray, y: Any, batch_size: int, cfg: AugmentConfig, seed: int, relabel: Any = None
+    x: np.ndarray,
+    y: Any,
+    batch_size: int,
+    cfg: AugmentConfig,
+    seed: int,
+    relabel: Any = None,
+    mel_bins: int | None = None,
 ) -> tf.data.Dataset:
     """Shuffled, augmented batches of (x[..., None], y) for `model.fit`; `y` may be a tuple of arrays.
-    `relabel(x, y)`, when given, replaces each batch's y from its augmented x (a teacher scoring what it sees)."""
+    `relabel(x, y)`, when given, replaces each batch's y from its augmented x (a teacher scoring what it sees).
+    `mel_bins`: how many mel channels the features' DCT summarises (needed for `cfg.mel_masks`)."""
+    if cfg.mel_masks and not mel_bins:
+        raise ValueError("mel_masks needs the features' mel_bins")
     fill = tf.constant(x.reshape(-1, x.shape[-1]).mean(axis=0), tf.float32)
+    dct = mel_to_cepstrum(mel_bins, x.shape[-1]) if cfg.mel_masks else None
     data = tf.data.Dataset.from_tensor_slices((x[..., None], y))
     data = data.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
     seeds = tf.data.Dataset.random(seed=seed).batch(2)
     batches = tf.data.Dataset.zip((data, seeds)).map(
-        lambda batch, s: (augment(batch[0], cfg, fill, tf.cast(s, tf.int32)), batch[1]),
+        lambda batch, s: (augment(batch[0], cfg, fill, tf.cast(s, tf.int32), dct), batch[1]),
         num_parallel_calls=1,
         deterministic=True,
     )
@@ -34,8 +49,16 @@ def training_dataset(
     return batches.prefetch(2)
 
 
-def augment(x: tf.Tensor, cfg: AugmentConfig, fill: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """x: [batch, frames, coefficients, 1]."""
+def mel_to_cepstrum(mel_bins: int, coefficients: int) -> np.ndarray:
+    """[mel_bins, coefficients]: the features' own DCT (TF's MFCC, so the same scaling), as a matrix."""
+    eye = tf.eye(mel_bins, dtype=tf.float32)
+    return tf.signal.mfccs_from_log_mel_spectrograms(eye)[:, :coefficients].numpy()
+
+
+def augment(
+    x: tf.Tensor, cfg: AugmentConfig, fill: tf.Tensor, seed: tf.Tensor, dct: np.ndarray | None = None
+) -> tf.Tensor:
+    """x: [batch, frames, coefficients, 1]; `dct` [mel_bins, coefficients] for mel masks."""
     frames, coefficients = x.shape[1], x.shape[2]
     seeds = tf.random.experimental.stateless_split(seed, 1 + 2 * (cfg.time_masks + cfg.coefficient_masks))
     batch = tf.shape(x)[0]
@@ -53,7 +76,29 @@ def augment(x: tf.Tensor, cfg: AugmentConfig, fill: tf.Tensor, seed: tf.Tensor) 
     for i in range(cfg.coefficient_masks):
         mask = _band(batch, coefficients, cfg.coefficient_mask_width, seeds[offset + 2 * i], seeds[offset + 2 * i + 1])
         x = tf.where(mask[:, None, :, None], fill, x)
+    if cfg.mel_masks:
+        x = _mask_mel_bands(x, cfg, dct, tf.random.experimental.stateless_fold_in(seed, 1))
     return x
+
+
+def _mask_mel_bands(x: tf.Tensor, cfg: AugmentConfig, dct: np.ndarray, seed: tf.Tensor) -> tf.Tensor:
+    """`cfg.mel_masks` bands of mel channels per clip held still (`hold_mel_channels`). Its own seeds (folded from
+    the batch's), so the other augmentations draw as they do without it."""
+    seeds = tf.random.experimental.stateless_split(seed, 2 * cfg.mel_masks)
+    batch = tf.shape(x)[0]
+    held = tf.zeros([batch, dct.shape[0]], tf.bool)
+    for i in range(cfg.mel_masks):
+        held |= _band(batch, dct.shape[0], cfg.mel_mask_bins, seeds[2 * i], seeds[2 * i + 1])
+    return hold_mel_channels(x, held, dct)
+
+
+def hold_mel_channels(x: tf.Tensor, held: tf.Tensor, dct: np.ndarray) -> tf.Tensor:
+    """x [batch, frames, coefficients, 1]: the cepstra of each clip's log-mel spectrum (as far as its coefficients
+    describe it) with the `held` [batch, mel_bins] channels set to their mean over the clip."""
+    cepstra = x[..., 0]
+    mel = tf.einsum("btc,cm->btm", cepstra, tf.constant(np.linalg.pinv(dct), tf.float32))
+    moving = (mel - tf.reduce_mean(mel, axis=1, keepdims=True)) * tf.cast(held[:, None, :], tf.float32)
+    return (cepstra - tf.einsum("btm,mc->btc", moving, tf.constant(dct, tf.float32)))[..., None]
 
 
 def _band(batch: tf.Tensor, length: int, max_width: int, width_seed: tf.Tensor, start_seed: tf.Tensor) -> tf.Tensor:

@@ -17,7 +17,8 @@ SpecAugment to rung 7, rung 10 label smoothing to rung 9, rung 11 Kokoro-82M's v
 training draws, rung 12 rung 10 ending on a moving average of its weights; rung 13 three times rung 12's
 `_unknown_` clips, rung 14 those drawn from 137 more words; rung 15 rung 12 with cepstral mean normalisation in the
 model: the flagship's train stage; rung 16 rung 12 with mean and variance normalisation; rung 17 rung 15 with half the
-words spoken in a simulated room). Field
+words spoken in a simulated room; rung 18 rung 15 with a Piper voice for 30 % of the training draws; rung 19 rung 15
+with SpecAugment's frequency masks on the mel channels). Field
 tests judge every rung; none of them is trained on. `--seeds 1234,4321,...` trains every rung at each recipe seed
 (voice draws, held-out variants and initial weights all change with it) and adds each rung's mean and spread:
 one seed's figure moves by several points on people, more than most levers buy.
@@ -65,6 +66,8 @@ AUGMENTED = PLAIN | {"augment": {"time_shift_frames": 5, "time_masks": 2, "time_
 SMOOTHED = AUGMENTED | {"label_smoothing": 0.1}
 AVERAGED = SMOOTHED | {"weight_average": 0.999}
 NORMALIZED = AVERAGED | {"normalize": "cepstral_mean"}  # each clip's mean over time off every coefficient
+# SpecAugment's frequency masks proper: two bands of up to 8 of the 40 mel channels held still per clip
+MEL_MASKED = NORMALIZED | {"augment": {**NORMALIZED["augment"], "mel_masks": 2, "mel_mask_bins": 8}}
 STANDARDIZED = AVERAGED | {"normalize": "cepstral_mean_variance"}  # and each coefficient over its spread
 # Each voice draw says three other words, and _unknown_ takes 30 % of the keyword clips' count instead of 10 %.
 RICH_UNKNOWN = FLITE | {"unknown_per_voice": 3, "unknown_fraction": 0.3}
@@ -97,6 +100,7 @@ LADDER = [
     ("rung 12 + cepstral mean and variance normalisation", FLITE, STANDARDIZED),
     ("rung 15 + rooms for half the words", FLITE | {"reverb_probability": 0.5}, NORMALIZED),
     ("rung 15 + a Piper voice for 30 % of training draws", FLITE | PIPER, NORMALIZED),
+    ("rung 15 + mel-band masks", FLITE, MEL_MASKED),
 ]
 
 

@@ -120,6 +120,38 @@ def test_spec_augment_shifts_and_masks_with_the_mean_and_is_reproducible():
     assert np.array_equal(masked, again) and not np.array_equal(masked, other)
 
 
+def test_mel_masks_hold_bands_of_mel_channels_still_and_leave_the_rest():
+    import tensorflow as tf
+
+    from pipeline.augment import augment, hold_mel_channels, mel_to_cepstrum, training_dataset
+
+    rng = np.random.default_rng(0)
+    dct = mel_to_cepstrum(40, 10)
+    log_mel = rng.normal(size=(32, 49, 40)).astype(np.float32)
+    cepstra = tf.signal.mfccs_from_log_mel_spectrograms(log_mel)[..., :10].numpy()
+    assert np.allclose(log_mel @ dct, cepstra, atol=1e-4)  # the features' own DCT
+    # what the 10 coefficients say of the spectrum, with channels 5-12 flat over time: its MFCCs are the result
+    smooth = cepstra @ np.linalg.pinv(dct)
+    held = np.zeros((32, 40), bool)
+    held[:, 5:13] = True
+    flat = np.where(held[:, None, :], smooth.mean(axis=1, keepdims=True), smooth)
+    out = hold_mel_channels(tf.constant(cepstra[..., None]), tf.constant(held), dct).numpy()[..., 0]
+    assert np.allclose(out, flat @ dct, atol=1e-4)
+    assert np.allclose(hold_mel_channels(tf.constant(cepstra[..., None]), tf.zeros((32, 40), tf.bool), dct)[..., 0],
+                       cepstra, atol=1e-5)  # fmt: skip
+    # drawn bands: every clip keeps its mean (its colouring), most clips change, reproducible from the seed
+    cfg = AugmentConfig(mel_masks=2, mel_mask_bins=8)
+    fill = tf.constant(np.zeros(10, np.float32))
+    drawn = augment(tf.constant(cepstra[..., None]), cfg, fill, tf.constant([3, 4]), dct).numpy()[..., 0]
+    assert np.allclose(drawn.mean(axis=1), cepstra.mean(axis=1), atol=1e-4)
+    assert (np.abs(drawn - cepstra).max(axis=(1, 2)) > 1e-3).mean() > 0.8
+    again = augment(tf.constant(cepstra[..., None]), cfg, fill, tf.constant([3, 4]), dct).numpy()[..., 0]
+    other = augment(tf.constant(cepstra[..., None]), cfg, fill, tf.constant([5, 6]), dct).numpy()[..., 0]
+    assert np.array_equal(drawn, again) and not np.array_equal(drawn, other)
+    with pytest.raises(ValueError, match="mel_bins"):
+        training_dataset(cepstra, np.zeros(32), 8, cfg, seed=1)
+
+
 def test_ablation_ladder_recipes_are_valid_and_cumulative(tmp_path):
     sys.path.insert(0, str(ROOT / "scripts"))
     import bench_real_speech as bench
@@ -139,22 +171,22 @@ def test_ablation_ladder_recipes_are_valid_and_cumulative(tmp_path):
         loaded.append(load_recipe(path))
     assert len({r.name for r in loaded}) == len(loaded)
     synth = [r.data.synthetic for r in loaded]
-    assert [s.formant_scale for s in synth] == [(1.0, 1.0)] + [(0.85, 1.18)] * 4 + [(1.0, 1.0)] * 13
-    assert [s.microphone_probability for s in synth] == [0.0, 0.0, 0.7, 0.7, 0.7] + [0.0] * 13
-    assert [s.reverb_probability for s in synth] == [0.0, 0.0, 0.0, 0.5, 0.5] + [0.0] * 11 + [0.5, 0.0]
-    assert [s.flite_share for s in synth] == [0.0] * 6 + [0.3, 0.5] + [0.3] * 10
-    assert [s.kokoro_share for s in synth] == [0.0] * 10 + [0.2] + [0.0] * 7
-    assert [s.piper_share for s in synth] == [0.0] * 17 + [0.3]
-    assert [s.unknown_per_voice for s in synth] == [1] * 12 + [3, 3, 1, 1, 1, 1]
+    assert [s.formant_scale for s in synth] == [(1.0, 1.0)] + [(0.85, 1.18)] * 4 + [(1.0, 1.0)] * 14
+    assert [s.microphone_probability for s in synth] == [0.0, 0.0, 0.7, 0.7, 0.7] + [0.0] * 14
+    assert [s.reverb_probability for s in synth] == [0.0, 0.0, 0.0, 0.5, 0.5] + [0.0] * 11 + [0.5, 0.0, 0.0]
+    assert [s.flite_share for s in synth] == [0.0] * 6 + [0.3, 0.5] + [0.3] * 11
+    assert [s.kokoro_share for s in synth] == [0.0] * 10 + [0.2] + [0.0] * 8
+    assert [s.piper_share for s in synth] == [0.0] * 17 + [0.3, 0.0]
+    assert [s.unknown_per_voice for s in synth] == [1] * 12 + [3, 3, 1, 1, 1, 1, 1]
     # a data-level setting, pinned too
-    assert [r.data.unknown_fraction for r in loaded] == [0.1] * 12 + [0.3, 0.3, 0.1, 0.1, 0.1, 0.1]
-    assert [len(s.unknown_words) for s in synth] == [25] * 13 + [25 + 137, 25, 25, 25, 25]
+    assert [r.data.unknown_fraction for r in loaded] == [0.1] * 12 + [0.3, 0.3, 0.1, 0.1, 0.1, 0.1, 0.1]
+    assert [len(s.unknown_words) for s in synth] == [25] * 13 + [25 + 137, 25, 25, 25, 25, 25]
     trains = [r.stages[0].config for r in loaded]
-    assert [t.augment is not None for t in trains] == [False] * 4 + [True] * 2 + [False] * 2 + [True] * 10
-    assert [t.label_smoothing for t in trains] == [0.0] * 9 + [0.1] * 9
-    assert [t.weight_average for t in trains] == [None] * 11 + [0.999] * 7  # pinned, whatever the flagship uses
+    assert [t.augment is not None for t in trains] == [False] * 4 + [True] * 2 + [False] * 2 + [True] * 11
+    assert [t.label_smoothing for t in trains] == [0.0] * 9 + [0.1] * 10
+    assert [t.weight_average for t in trains] == [None] * 11 + [0.999] * 8  # pinned, whatever the flagship uses
     # a model-level setting, pinned too: rungs 1-14 train the plain model, whatever the flagship uses
-    normalized = ["cepstral_mean", "cepstral_mean_variance", "cepstral_mean", "cepstral_mean"]  # rungs 15-18
+    normalized = ["cepstral_mean", "cepstral_mean_variance"] + ["cepstral_mean"] * 3  # rungs 15-19
     assert [r.model.normalize for r in loaded] == ["none"] * 14 + normalized
     flagship_train = next(s.config for s in recipe.stages if s.name == "train")  # the README: rung 15 is it
     assert trains[14].model_dump(exclude={"epochs"}) == flagship_train.model_dump(exclude={"epochs"})
@@ -166,7 +198,9 @@ def test_ablation_ladder_recipes_are_valid_and_cumulative(tmp_path):
     assert trains[10] == trains[9] and synth[10] == synth[9].model_copy(update={"kokoro_share": 0.2})
     assert trains[11] == trains[9].model_copy(update={"weight_average": 0.999}) and synth[11] == synth[9]
     assert trains[12] == trains[13] == trains[14] == trains[15] == trains[16] == trains[17] == trains[11]
-    assert synth[14] == synth[15] == synth[11]
+    assert synth[14] == synth[15] == synth[11] == synth[18] and loaded[18].model == recipe.model
+    mel_masks = trains[14].augment.model_copy(update={"mel_masks": 2, "mel_mask_bins": 8})
+    assert trains[18] == trains[14].model_copy(update={"augment": mel_masks})
     assert all(len(r.stages) == 1 and r.stages[0].config.epochs == 3 and not r.targets for r in loaded)
     # --seeds: the same rung at another recipe seed, and the mean and spread the table adds
     seeded = bench.ablation_recipe(data, *bench.LADDER[9], epochs=3, seed=4321)

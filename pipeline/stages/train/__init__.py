@@ -26,6 +26,10 @@ class AugmentConfig(Strict):
     time_mask_frames: int = Field(5, ge=0, le=100, description="... each up to this wide")
     coefficient_masks: int = Field(0, ge=0, le=10, description="bands of feature coefficients masked per clip")
     coefficient_mask_width: int = Field(2, ge=0, le=40, description="... each up to this wide")
+    mel_masks: int = Field(
+        0, ge=0, le=10, description="SpecAugment's frequency masks: bands of mel channels flattened per clip"
+    )
+    mel_mask_bins: int = Field(8, ge=0, le=128, description="... each up to this many mel channels wide")
 
 
 class TrainConfig(StageConfig):
