@@ -199,7 +199,7 @@ def test_ablation_ladder_recipes_are_valid_and_cumulative(tmp_path):
     assert trains[10] == trains[9] and synth[10] == synth[9].model_copy(update={"kokoro_share": 0.2})
     assert trains[11] == trains[9].model_copy(update={"weight_average": 0.999}) and synth[11] == synth[9]
     assert trains[12] == trains[13] == trains[14] == trains[15] == trains[16] == trains[17] == trains[11]
-    assert synth[14] == synth[15] == synth[11] == synth[18] and loaded[18].model == recipe.model
+    assert synth[14] == synth[15] == synth[11] == synth[18]
     mel_masks = trains[14].augment.model_copy(update={"mel_masks": 2, "mel_mask_bins": 8})
     assert trains[18] == trains[14].model_copy(update={"augment": mel_masks})
     assert all(len(r.stages) == 1 and r.stages[0].config.epochs == 3 and not r.targets for r in loaded)
