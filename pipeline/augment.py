@@ -4,6 +4,8 @@ SpecAugment's frequency masks act on mel channels; these features are the first 
 log-mel spectrum, so a mel mask goes back to the (smoothed) log-mel spectrum through the DCT's pseudo-inverse,
 flattens a band of channels to its mean over the clip, and comes forward again: the band's movement over time is
 gone, as when a microphone or a voice carries little there. Coefficient masks blank cepstral coefficients instead.
+The mel warp (vocal tract length perturbation, Jaitly & Hinton 2013) takes the same way back to stretch each clip's
+spectrum along frequency by its own factor: a longer or shorter vocal tract than the synthesiser's.
 
 Applied to the training split only, from stateless seeds: a run is as reproducible as one without it. Batch
 positions draw the same seeds every epoch, but the batches are reshuffled, so a clip meets new shifts and masks. Masks are filled with the training set's mean per coefficient (these features are not normalised, so
@@ -17,6 +19,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from pipeline.recipe import FeaturesConfig
 from pipeline.stages.train import AugmentConfig
 
 
@@ -27,20 +30,20 @@ def training_dataset(
     cfg: AugmentConfig,
     seed: int,
     relabel: Any = None,
-    mel_bins: int | None = None,
+    features: FeaturesConfig | None = None,
 ) -> tf.data.Dataset:
     """Shuffled, augmented batches of (x[..., None], y) for `model.fit`; `y` may be a tuple of arrays.
     `relabel(x, y)`, when given, replaces each batch's y from its augmented x (a teacher scoring what it sees).
-    `mel_bins`: how many mel channels the features' DCT summarises (needed for `cfg.mel_masks`)."""
-    if cfg.mel_masks and not mel_bins:
-        raise ValueError("mel_masks needs the features' mel_bins")
+    `features`: the mel filterbank the features summarise (needed for `cfg.mel_masks` and `cfg.mel_warp`)."""
+    if (cfg.mel_masks or cfg.warps) and features is None:
+        raise ValueError("mel_masks and mel_warp need the features' mel filterbank (mel_bins, lower_hz, upper_hz)")
     fill = tf.constant(x.reshape(-1, x.shape[-1]).mean(axis=0), tf.float32)
-    dct = mel_to_cepstrum(mel_bins, x.shape[-1]) if cfg.mel_masks else None
+    mel = MelSpace(features, x.shape[-1]) if cfg.mel_masks or cfg.warps else None
     data = tf.data.Dataset.from_tensor_slices((x[..., None], y))
     data = data.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
     seeds = tf.data.Dataset.random(seed=seed).batch(2)
     batches = tf.data.Dataset.zip((data, seeds)).map(
-        lambda batch, s: (augment(batch[0], cfg, fill, tf.cast(s, tf.int32), dct), batch[1]),
+        lambda batch, s: (augment(batch[0], cfg, fill, tf.cast(s, tf.int32), mel), batch[1]),
         num_parallel_calls=1,
         deterministic=True,
     )
@@ -55,10 +58,41 @@ def mel_to_cepstrum(mel_bins: int, coefficients: int) -> np.ndarray:
     return tf.signal.mfccs_from_log_mel_spectrograms(eye)[:, :coefficients].numpy()
 
 
+class MelSpace:
+    """The mel filterbank behind the features: their DCT and where its channels sit (TF's HTK mel scale)."""
+
+    def __init__(self, features: FeaturesConfig, coefficients: int):
+        self.bins = features.mel_bins
+        self.dct = mel_to_cepstrum(self.bins, coefficients)
+        self.lowest, highest = _hz_to_mel(features.lower_hz), _hz_to_mel(features.upper_hz)
+        self.step = (highest - self.lowest) / (self.bins + 1)  # channel m peaks at lowest + (m + 1) * step
+        self.centres_hz = _mel_to_hz(self.lowest + self.step * np.arange(1, self.bins + 1))
+
+    def warp_sources(self, factor: tf.Tensor) -> tf.Tensor:
+        """factor [batch, 1] -> [batch, mel_bins]: the fractional channel each channel reads from when the spectrum
+        is stretched by `factor` (S'(f) = S(f / factor)); beyond the filterbank's edges the edge channel repeats."""
+        source_hz = tf.constant(self.centres_hz, tf.float32)[None, :] / factor
+        source_mel = 1127.0 * tf.math.log1p(source_hz / 700.0)
+        return tf.clip_by_value((source_mel - self.lowest) / self.step - 1.0, 0.0, self.bins - 1.0)
+
+
+def _hz_to_mel(hz: Any) -> Any:
+    return 1127.0 * np.log1p(np.asarray(hz, np.float64) / 700.0)
+
+
+def _mel_to_hz(mel: Any) -> Any:
+    return 700.0 * np.expm1(np.asarray(mel, np.float64) / 1127.0)
+
+
 def augment(
-    x: tf.Tensor, cfg: AugmentConfig, fill: tf.Tensor, seed: tf.Tensor, dct: np.ndarray | None = None
+    x: tf.Tensor, cfg: AugmentConfig, fill: tf.Tensor, seed: tf.Tensor, mel: MelSpace | None = None
 ) -> tf.Tensor:
-    """x: [batch, frames, coefficients, 1]; `dct` [mel_bins, coefficients] for mel masks."""
+    """x: [batch, frames, coefficients, 1]; `mel`, the features' filterbank, for mel masks and the mel warp."""
+    if cfg.warps:
+        factor = tf.random.stateless_uniform(
+            [tf.shape(x)[0], 1], tf.random.experimental.stateless_fold_in(seed, 2), *cfg.mel_warp
+        )
+        x = warp_mel_channels(x, mel.warp_sources(factor), mel.dct)
     frames, coefficients = x.shape[1], x.shape[2]
     seeds = tf.random.experimental.stateless_split(seed, 1 + 2 * (cfg.time_masks + cfg.coefficient_masks))
     batch = tf.shape(x)[0]
@@ -77,7 +111,7 @@ def augment(
         mask = _band(batch, coefficients, cfg.coefficient_mask_width, seeds[offset + 2 * i], seeds[offset + 2 * i + 1])
         x = tf.where(mask[:, None, :, None], fill, x)
     if cfg.mel_masks:
-        x = _mask_mel_bands(x, cfg, dct, tf.random.experimental.stateless_fold_in(seed, 1))
+        x = _mask_mel_bands(x, cfg, mel.dct, tf.random.experimental.stateless_fold_in(seed, 1))
     return x
 
 
@@ -99,6 +133,18 @@ def hold_mel_channels(x: tf.Tensor, held: tf.Tensor, dct: np.ndarray) -> tf.Tens
     mel = tf.einsum("btc,cm->btm", cepstra, tf.constant(np.linalg.pinv(dct), tf.float32))
     moving = (mel - tf.reduce_mean(mel, axis=1, keepdims=True)) * tf.cast(held[:, None, :], tf.float32)
     return (cepstra - tf.einsum("btm,mc->btc", moving, tf.constant(dct, tf.float32)))[..., None]
+
+
+def warp_mel_channels(x: tf.Tensor, sources: tf.Tensor, dct: np.ndarray) -> tf.Tensor:
+    """x [batch, frames, coefficients, 1]: the cepstra of each clip's log-mel spectrum with channel m read from the
+    fractional channel `sources` [batch, mel_bins] (linear between neighbours), e.g. `MelSpace.warp_sources`."""
+    mel = tf.einsum("btc,cm->btm", x[..., 0], tf.constant(np.linalg.pinv(dct), tf.float32))
+    below = tf.floor(sources)
+    weight = (sources - below)[:, None, :]
+    below = tf.cast(below, tf.int32)
+    above = tf.minimum(below + 1, dct.shape[0] - 1)
+    low, high = tf.gather(mel, below, axis=2, batch_dims=1), tf.gather(mel, above, axis=2, batch_dims=1)
+    return tf.einsum("btm,mc->btc", low + (high - low) * weight, tf.constant(dct, tf.float32))[..., None]
 
 
 def _band(batch: tf.Tensor, length: int, max_width: int, width_seed: tf.Tensor, start_seed: tf.Tensor) -> tf.Tensor:

@@ -11,10 +11,11 @@ import click
 import numpy as np
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from pipeline.data import synthetic
 from pipeline.data.espeak import Espeak, data_with_variants, variant_text
-from pipeline.recipe import RecipeError, RecipeLoader, SyntheticConfig, load_recipe
+from pipeline.recipe import FeaturesConfig, RecipeError, RecipeLoader, SyntheticConfig, load_recipe
 from pipeline.stages.train import AugmentConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,7 +124,7 @@ def test_spec_augment_shifts_and_masks_with_the_mean_and_is_reproducible():
 def test_mel_masks_hold_bands_of_mel_channels_still_and_leave_the_rest():
     import tensorflow as tf
 
-    from pipeline.augment import augment, hold_mel_channels, mel_to_cepstrum, training_dataset
+    from pipeline.augment import MelSpace, augment, hold_mel_channels, mel_to_cepstrum, training_dataset
 
     rng = np.random.default_rng(0)
     dct = mel_to_cepstrum(40, 10)
@@ -142,14 +143,54 @@ def test_mel_masks_hold_bands_of_mel_channels_still_and_leave_the_rest():
     # drawn bands: every clip keeps its mean (its colouring), most clips change, reproducible from the seed
     cfg = AugmentConfig(mel_masks=2, mel_mask_bins=8)
     fill = tf.constant(np.zeros(10, np.float32))
-    drawn = augment(tf.constant(cepstra[..., None]), cfg, fill, tf.constant([3, 4]), dct).numpy()[..., 0]
+    mel = MelSpace(FeaturesConfig(), 10)
+    drawn = augment(tf.constant(cepstra[..., None]), cfg, fill, tf.constant([3, 4]), mel).numpy()[..., 0]
     assert np.allclose(drawn.mean(axis=1), cepstra.mean(axis=1), atol=1e-4)
     assert (np.abs(drawn - cepstra).max(axis=(1, 2)) > 1e-3).mean() > 0.8
-    again = augment(tf.constant(cepstra[..., None]), cfg, fill, tf.constant([3, 4]), dct).numpy()[..., 0]
-    other = augment(tf.constant(cepstra[..., None]), cfg, fill, tf.constant([5, 6]), dct).numpy()[..., 0]
+    again = augment(tf.constant(cepstra[..., None]), cfg, fill, tf.constant([3, 4]), mel).numpy()[..., 0]
+    other = augment(tf.constant(cepstra[..., None]), cfg, fill, tf.constant([5, 6]), mel).numpy()[..., 0]
     assert np.array_equal(drawn, again) and not np.array_equal(drawn, other)
     with pytest.raises(ValueError, match="mel_bins"):
         training_dataset(cepstra, np.zeros(32), 8, cfg, seed=1)
+
+
+def test_mel_warp_stretches_each_clips_spectrum_along_frequency():
+    import tensorflow as tf
+
+    from pipeline.augment import MelSpace, augment, warp_mel_channels
+
+    features = FeaturesConfig()
+    mel = MelSpace(features, 10)
+    # the channels' centres are where TF's filterbank (the features' own) peaks, to within an FFT bin
+    bank = tf.signal.linear_to_mel_weight_matrix(40, 257, 16000, features.lower_hz, features.upper_hz).numpy()
+    assert np.abs(bank.argmax(axis=0) * 8000 / 256 - mel.centres_hz).max() <= 8000 / 256
+    assert np.allclose(mel.warp_sources(tf.ones([2, 1])), np.arange(40), atol=1e-4)  # factor 1 reads in place
+    # a formant at 1 kHz moves to 1.1 kHz when the spectrum is stretched by 1.1, and to 900 Hz at 0.9
+    centres = np.asarray(mel.centres_hz)
+    log_mel = np.broadcast_to(np.exp(-(((centres - 1000.0) / 150.0) ** 2)), (3, 49, 40)).astype(np.float32)
+    cepstra = (log_mel @ mel.dct)[..., None]
+    factors = tf.constant([[1.0], [1.1], [0.9]])
+    warped = warp_mel_channels(tf.constant(cepstra), mel.warp_sources(factors), mel.dct).numpy()[..., 0]
+    assert np.allclose(warped[0], cepstra[0, ..., 0], atol=1e-4)
+    smooth = warped[:, 0] @ np.linalg.pinv(mel.dct)  # the spectrum the warped coefficients describe
+    peaks = [centres[np.argmax(row)] for row in smooth]
+    assert abs(peaks[1] - 1100) < abs(peaks[1] - 1000) and abs(peaks[2] - 900) < abs(peaks[2] - 1000)
+    assert peaks[2] < peaks[0] < peaks[1]
+    # drawn per clip within the range, reproducible from the seed; the other augmentations draw as without it
+    rng = np.random.default_rng(1)
+    clips = tf.constant(rng.normal(size=(64, 49, 10, 1)).astype(np.float32))
+    cfg = AugmentConfig(mel_warp=(0.9, 1.1), time_masks=1)
+    fill = tf.zeros(10)
+    drawn = augment(clips, cfg, fill, tf.constant([3, 4]), mel).numpy()
+    assert np.array_equal(drawn, augment(clips, cfg, fill, tf.constant([3, 4]), mel).numpy())
+    assert not np.array_equal(drawn, augment(clips, cfg, fill, tf.constant([5, 6]), mel).numpy())
+    unwarped = augment(clips, AugmentConfig(time_masks=1), fill, tf.constant([3, 4]), mel).numpy()
+    assert np.array_equal(drawn == 0, unwarped == 0)  # the same frames masked
+    assert (np.abs(drawn - unwarped).max(axis=(1, 2, 3)) > 1e-3).mean() > 0.9
+    with pytest.raises(ValidationError, match="mel_warp"):
+        AugmentConfig(mel_warp=(1.1, 0.9))
+    with pytest.raises(ValidationError, match="mel_warp"):
+        AugmentConfig(mel_warp=(0.2, 1.1))
 
 
 def test_ablation_ladder_recipes_are_valid_and_cumulative(tmp_path):

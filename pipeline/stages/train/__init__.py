@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from pipeline.schema import StageConfig, Strict
+from pipeline.schema import Range, StageConfig, Strict, ordered
 
 if TYPE_CHECKING:
     from pipeline.stages import StageContext
@@ -30,6 +30,24 @@ class AugmentConfig(Strict):
         0, ge=0, le=10, description="SpecAugment's frequency masks: bands of mel channels flattened per clip"
     )
     mel_mask_bins: int = Field(8, ge=0, le=128, description="... each up to this many mel channels wide")
+    mel_warp: Range = Field(
+        (1.0, 1.0),
+        description="vocal tract length perturbation: each clip's spectrum stretched along frequency by a factor "
+        "drawn from this range (f -> factor * f), e.g. [0.9, 1.1]",
+    )
+
+    _warp_range = field_validator("mel_warp")(ordered)
+
+    @field_validator("mel_warp")
+    @classmethod
+    def _plausible_warp(cls, value: Range) -> Range:
+        if not (0.5 <= value[0] and value[1] <= 2.0):
+            raise ValueError(f"mel_warp must lie within [0.5, 2.0], got {list(value)}")
+        return value
+
+    @property
+    def warps(self) -> bool:
+        return self.mel_warp != (1.0, 1.0)
 
 
 class TrainConfig(StageConfig):

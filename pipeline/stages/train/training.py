@@ -106,8 +106,8 @@ def fit(
     if augment is not None:
         from pipeline.augment import training_dataset
 
-        mel_bins = ctx.recipe.data.features.mel_bins
-        train = {"x": training_dataset(data.train.x, train_y, batch_size, augment, ctx.recipe.seed, relabel, mel_bins)}
+        features = ctx.recipe.data.features
+        train = {"x": training_dataset(data.train.x, train_y, batch_size, augment, ctx.recipe.seed, relabel, features)}
     else:
         train = {"x": data.train.x[..., None], "y": train_y, "batch_size": batch_size}
     history = model.fit(
