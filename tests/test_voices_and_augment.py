@@ -157,7 +157,7 @@ def test_mel_masks_hold_bands_of_mel_channels_still_and_leave_the_rest():
 def test_mel_warp_stretches_each_clips_spectrum_along_frequency():
     import tensorflow as tf
 
-    from pipeline.augment import MelSpace, augment, warp_mel_channels
+    from pipeline.augment import MelSpace, augment, training_dataset, warp_mel_channels
 
     features = FeaturesConfig()
     mel = MelSpace(features, 10)
@@ -176,7 +176,7 @@ def test_mel_warp_stretches_each_clips_spectrum_along_frequency():
     peaks = [centres[np.argmax(row)] for row in smooth]
     assert abs(peaks[1] - 1100) < abs(peaks[1] - 1000) and abs(peaks[2] - 900) < abs(peaks[2] - 1000)
     assert peaks[2] < peaks[0] < peaks[1]
-    # drawn per clip within the range, reproducible from the seed; the other augmentations draw as without it
+    # drawn per clip, reproducible from the seed; the other augmentations draw as they do without it
     rng = np.random.default_rng(1)
     clips = tf.constant(rng.normal(size=(64, 49, 10, 1)).astype(np.float32))
     cfg = AugmentConfig(mel_warp=(0.9, 1.1), time_masks=1)
@@ -187,6 +187,13 @@ def test_mel_warp_stretches_each_clips_spectrum_along_frequency():
     unwarped = augment(clips, AugmentConfig(time_masks=1), fill, tf.constant([3, 4]), mel).numpy()
     assert np.array_equal(drawn == 0, unwarped == 0)  # the same frames masked
     assert (np.abs(drawn - unwarped).max(axis=(1, 2, 3)) > 1e-3).mean() > 0.9
+    # training batches: the warp needs the features' filterbank, and with it changes what `fit` sees
+    x, labels, warp_only = clips.numpy()[..., 0], np.arange(64) % 12, AugmentConfig(mel_warp=(0.9, 1.1))
+    with pytest.raises(ValueError, match="mel filterbank"):
+        training_dataset(x, labels, 64, warp_only, seed=1)
+    warped_batch, _ = next(iter(training_dataset(x, labels, 64, warp_only, seed=1, features=features)))
+    plain_batch, _ = next(iter(training_dataset(x, labels, 64, AugmentConfig(), seed=1)))  # the same shuffle
+    assert warped_batch.shape == (64, 49, 10, 1) and not np.allclose(warped_batch, plain_batch, atol=1e-3)
     with pytest.raises(ValidationError, match="mel_warp"):
         AugmentConfig(mel_warp=(1.1, 0.9))
     with pytest.raises(ValidationError, match="mel_warp"):
