@@ -35,10 +35,12 @@ def training_dataset(
     """Shuffled, augmented batches of (x[..., None], y) for `model.fit`; `y` may be a tuple of arrays.
     `relabel(x, y)`, when given, replaces each batch's y from its augmented x (a teacher scoring what it sees).
     `features`: the mel filterbank the features summarise (needed for `cfg.mel_masks` and `cfg.mel_warp`)."""
-    if (cfg.mel_masks or cfg.warps) and features is None:
-        raise ValueError("mel_masks and mel_warp need the features' mel filterbank (mel_bins, lower_hz, upper_hz)")
+    mel = None
+    if cfg.mel_masks or cfg.warps:
+        if features is None:
+            raise ValueError("mel_masks and mel_warp need the features' mel filterbank (mel_bins, lower_hz, upper_hz)")
+        mel = MelSpace(features, x.shape[-1])
     fill = tf.constant(x.reshape(-1, x.shape[-1]).mean(axis=0), tf.float32)
-    mel = MelSpace(features, x.shape[-1]) if cfg.mel_masks or cfg.warps else None
     data = tf.data.Dataset.from_tensor_slices((x[..., None], y))
     data = data.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
     seeds = tf.data.Dataset.random(seed=seed).batch(2)
@@ -59,11 +61,14 @@ def mel_to_cepstrum(mel_bins: int, coefficients: int) -> np.ndarray:
 
 
 class MelSpace:
-    """The mel filterbank behind the features: their DCT and where its channels sit (TF's HTK mel scale)."""
+    """The mel filterbank behind the features: their DCT, the way back to the (smoothed) log-mel spectrum, and where
+    its channels sit (TF's HTK mel scale)."""
 
     def __init__(self, features: FeaturesConfig, coefficients: int):
         self.bins = features.mel_bins
         self.dct = mel_to_cepstrum(self.bins, coefficients)
+        self._forward = tf.constant(self.dct, tf.float32)
+        self._back = tf.constant(np.linalg.pinv(self.dct), tf.float32)
         self.lowest, highest = _hz_to_mel(features.lower_hz), _hz_to_mel(features.upper_hz)
         self.step = (highest - self.lowest) / (self.bins + 1)  # channel m peaks at lowest + (m + 1) * step
         self.centres_hz = _mel_to_hz(self.lowest + self.step * np.arange(1, self.bins + 1))
@@ -74,6 +79,14 @@ class MelSpace:
         source_hz = tf.constant(self.centres_hz, tf.float32)[None, :] / factor
         source_mel = 1127.0 * tf.math.log1p(source_hz / 700.0)
         return tf.clip_by_value((source_mel - self.lowest) / self.step - 1.0, 0.0, self.bins - 1.0)
+
+    def log_mel(self, cepstra: tf.Tensor) -> tf.Tensor:
+        """[batch, frames, coefficients] -> [batch, frames, mel_bins]: the spectrum the coefficients describe."""
+        return tf.einsum("btc,cm->btm", cepstra, self._back)
+
+    def cepstra(self, log_mel: tf.Tensor) -> tf.Tensor:
+        """[batch, frames, mel_bins] -> [batch, frames, coefficients]: the features' own DCT."""
+        return tf.einsum("btm,mc->btc", log_mel, self._forward)
 
 
 def _hz_to_mel(hz: Any) -> Any:
@@ -92,7 +105,7 @@ def augment(
         factor = tf.random.stateless_uniform(
             [tf.shape(x)[0], 1], tf.random.experimental.stateless_fold_in(seed, 2), *cfg.mel_warp
         )
-        x = warp_mel_channels(x, mel.warp_sources(factor), mel.dct)
+        x = warp_mel_channels(x, mel.warp_sources(factor), mel)
     frames, coefficients = x.shape[1], x.shape[2]
     seeds = tf.random.experimental.stateless_split(seed, 1 + 2 * (cfg.time_masks + cfg.coefficient_masks))
     batch = tf.shape(x)[0]
@@ -111,40 +124,40 @@ def augment(
         mask = _band(batch, coefficients, cfg.coefficient_mask_width, seeds[offset + 2 * i], seeds[offset + 2 * i + 1])
         x = tf.where(mask[:, None, :, None], fill, x)
     if cfg.mel_masks:
-        x = _mask_mel_bands(x, cfg, mel.dct, tf.random.experimental.stateless_fold_in(seed, 1))
+        x = _mask_mel_bands(x, cfg, mel, tf.random.experimental.stateless_fold_in(seed, 1))
     return x
 
 
-def _mask_mel_bands(x: tf.Tensor, cfg: AugmentConfig, dct: np.ndarray, seed: tf.Tensor) -> tf.Tensor:
+def _mask_mel_bands(x: tf.Tensor, cfg: AugmentConfig, mel: MelSpace, seed: tf.Tensor) -> tf.Tensor:
     """`cfg.mel_masks` bands of mel channels per clip held still (`hold_mel_channels`). Its own seeds (folded from
     the batch's), so the other augmentations draw as they do without it."""
     seeds = tf.random.experimental.stateless_split(seed, 2 * cfg.mel_masks)
     batch = tf.shape(x)[0]
-    held = tf.zeros([batch, dct.shape[0]], tf.bool)
+    held = tf.zeros([batch, mel.bins], tf.bool)
     for i in range(cfg.mel_masks):
-        held |= _band(batch, dct.shape[0], cfg.mel_mask_bins, seeds[2 * i], seeds[2 * i + 1])
-    return hold_mel_channels(x, held, dct)
+        held |= _band(batch, mel.bins, cfg.mel_mask_bins, seeds[2 * i], seeds[2 * i + 1])
+    return hold_mel_channels(x, held, mel)
 
 
-def hold_mel_channels(x: tf.Tensor, held: tf.Tensor, dct: np.ndarray) -> tf.Tensor:
+def hold_mel_channels(x: tf.Tensor, held: tf.Tensor, mel: MelSpace) -> tf.Tensor:
     """x [batch, frames, coefficients, 1]: the cepstra of each clip's log-mel spectrum (as far as its coefficients
     describe it) with the `held` [batch, mel_bins] channels set to their mean over the clip."""
     cepstra = x[..., 0]
-    mel = tf.einsum("btc,cm->btm", cepstra, tf.constant(np.linalg.pinv(dct), tf.float32))
-    moving = (mel - tf.reduce_mean(mel, axis=1, keepdims=True)) * tf.cast(held[:, None, :], tf.float32)
-    return (cepstra - tf.einsum("btm,mc->btc", moving, tf.constant(dct, tf.float32)))[..., None]
+    spectrum = mel.log_mel(cepstra)
+    moving = (spectrum - tf.reduce_mean(spectrum, axis=1, keepdims=True)) * tf.cast(held[:, None, :], tf.float32)
+    return (cepstra - mel.cepstra(moving))[..., None]
 
 
-def warp_mel_channels(x: tf.Tensor, sources: tf.Tensor, dct: np.ndarray) -> tf.Tensor:
+def warp_mel_channels(x: tf.Tensor, sources: tf.Tensor, mel: MelSpace) -> tf.Tensor:
     """x [batch, frames, coefficients, 1]: the cepstra of each clip's log-mel spectrum with channel m read from the
     fractional channel `sources` [batch, mel_bins] (linear between neighbours), e.g. `MelSpace.warp_sources`."""
-    mel = tf.einsum("btc,cm->btm", x[..., 0], tf.constant(np.linalg.pinv(dct), tf.float32))
+    spectrum = mel.log_mel(x[..., 0])
     below = tf.floor(sources)
     weight = (sources - below)[:, None, :]
     below = tf.cast(below, tf.int32)
-    above = tf.minimum(below + 1, dct.shape[0] - 1)
-    low, high = tf.gather(mel, below, axis=2, batch_dims=1), tf.gather(mel, above, axis=2, batch_dims=1)
-    return tf.einsum("btm,mc->btc", low + (high - low) * weight, tf.constant(dct, tf.float32))[..., None]
+    above = tf.minimum(below + 1, mel.bins - 1)
+    low, high = tf.gather(spectrum, below, axis=2, batch_dims=1), tf.gather(spectrum, above, axis=2, batch_dims=1)
+    return mel.cepstra(low + (high - low) * weight)[..., None]
 
 
 def _band(batch: tf.Tensor, length: int, max_width: int, width_seed: tf.Tensor, start_seed: tf.Tensor) -> tf.Tensor:

@@ -128,6 +128,7 @@ def test_mel_masks_hold_bands_of_mel_channels_still_and_leave_the_rest():
 
     rng = np.random.default_rng(0)
     dct = mel_to_cepstrum(40, 10)
+    mel = MelSpace(FeaturesConfig(), 10)  # the default features' filterbank: 40 channels, this DCT
     log_mel = rng.normal(size=(32, 49, 40)).astype(np.float32)
     cepstra = tf.signal.mfccs_from_log_mel_spectrograms(log_mel)[..., :10].numpy()
     assert np.allclose(log_mel @ dct, cepstra, atol=1e-4)  # the features' own DCT
@@ -136,14 +137,13 @@ def test_mel_masks_hold_bands_of_mel_channels_still_and_leave_the_rest():
     held = np.zeros((32, 40), bool)
     held[:, 5:13] = True
     flat = np.where(held[:, None, :], smooth.mean(axis=1, keepdims=True), smooth)
-    out = hold_mel_channels(tf.constant(cepstra[..., None]), tf.constant(held), dct).numpy()[..., 0]
+    out = hold_mel_channels(tf.constant(cepstra[..., None]), tf.constant(held), mel).numpy()[..., 0]
     assert np.allclose(out, flat @ dct, atol=1e-4)
-    assert np.allclose(hold_mel_channels(tf.constant(cepstra[..., None]), tf.zeros((32, 40), tf.bool), dct)[..., 0],
+    assert np.allclose(hold_mel_channels(tf.constant(cepstra[..., None]), tf.zeros((32, 40), tf.bool), mel)[..., 0],
                        cepstra, atol=1e-5)  # fmt: skip
     # drawn bands: every clip keeps its mean (its colouring), most clips change, reproducible from the seed
     cfg = AugmentConfig(mel_masks=2, mel_mask_bins=8)
     fill = tf.constant(np.zeros(10, np.float32))
-    mel = MelSpace(FeaturesConfig(), 10)
     drawn = augment(tf.constant(cepstra[..., None]), cfg, fill, tf.constant([3, 4]), mel).numpy()[..., 0]
     assert np.allclose(drawn.mean(axis=1), cepstra.mean(axis=1), atol=1e-4)
     assert (np.abs(drawn - cepstra).max(axis=(1, 2)) > 1e-3).mean() > 0.8
@@ -170,7 +170,7 @@ def test_mel_warp_stretches_each_clips_spectrum_along_frequency():
     log_mel = np.broadcast_to(np.exp(-(((centres - 1000.0) / 150.0) ** 2)), (3, 49, 40)).astype(np.float32)
     cepstra = (log_mel @ mel.dct)[..., None]
     factors = tf.constant([[1.0], [1.1], [0.9]])
-    warped = warp_mel_channels(tf.constant(cepstra), mel.warp_sources(factors), mel.dct).numpy()[..., 0]
+    warped = warp_mel_channels(tf.constant(cepstra), mel.warp_sources(factors), mel).numpy()[..., 0]
     assert np.allclose(warped[0], cepstra[0, ..., 0], atol=1e-4)
     smooth = warped[:, 0] @ np.linalg.pinv(mel.dct)  # the spectrum the warped coefficients describe
     peaks = [centres[np.argmax(row)] for row in smooth]
