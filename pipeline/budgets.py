@@ -89,6 +89,22 @@ def check(recipe: Recipe, final_stage: dict[str, Any], targets: dict[str, dict[s
             if estimate is not None and not allow_estimates:
                 ok = False
             results.append(BudgetResult(f"{scope}.{key}", float(limit), float(actual), unit, floor, ok, estimate))
+        results += _capacity(scope, metrics)
+    return results
+
+
+def _capacity(scope: str, metrics: dict[str, Any]) -> list[BudgetResult]:
+    """A target's hard limits (a board's flash and RAM, `metrics["capacity"]`): checked like budgets, always,
+    against measured figures only (an estimate proves nothing about fitting)."""
+    capacity = metrics.get("capacity") or {}
+    results = []
+    for key in ("flash_kb", "ram_kb"):
+        read, unit, _, figure_name = MEASURES[key]
+        actual, fig = read(metrics), figure(metrics, figure_name)
+        if capacity.get(key) is None or actual is None or (fig is not None and not fig.measured):
+            continue
+        name = f"{scope}.{capacity['name']}.{key}"
+        results.append(BudgetResult(name, float(capacity[key]), float(actual), unit, False, actual <= capacity[key]))
     return results
 
 

@@ -144,8 +144,13 @@ def run(
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--target", type=click.Choice(["tflm"]), default="tflm", show_default=True)
 @click.option(
-    "--board", default=None, help="A board profile (see targets/tflm/boards.py) to show shares and estimates for."
+    "--board",
+    default=None,
+    help="A board profile (targets/tflm/boards.py): shares of its memory, and with an emulator the bundle built as "
+    "firmware for its core and measured on QEMU (instructions, target arena, linked flash and RAM).",
 )
+@click.option("--emulate/--no-emulate", default=True, show_default=True,
+              help="Build and run the firmware on the board's emulator when it has one.")  # fmt: skip
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Bundle directory (default: runs/profile/<model name>).")  # fmt: skip
 @click.option("--runs", type=click.IntRange(min=10), default=100, show_default=True, help="Timed invokes.")
@@ -154,7 +159,14 @@ def run(
 @click.option("--memory-plan/--no-memory-plan", default=True, show_default=True,
               help="Plan the arena offline; ship the planned model when TFLM needs less with it (verified).")  # fmt: skip
 def profile(
-    model: Path, target: str, board: str | None, out: Path | None, runs: int, headroom: float, memory_plan: bool
+    model: Path,
+    target: str,
+    board: str | None,
+    emulate: bool,
+    out: Path | None,
+    runs: int,
+    headroom: float,
+    memory_plan: bool,
 ) -> None:
     """Measure any .tflite on TFLite Micro and write its firmware bundle (for a model no recipe made)."""
     from pipeline.schema import suggest
@@ -185,7 +197,7 @@ def profile(
     try:
         report = profile_tflm(
             model, tmp, board=board, runs=runs, headroom=headroom, log=lambda m: click.echo(m, err=True),
-            plan_memory=memory_plan,
+            plan_memory=memory_plan, emulate=emulate,
         )  # fmt: skip
         replace_dir(tmp, out)
     except (ModelFormatError, UnsupportedOpError, ModelNotSupportedError) as exc:
@@ -219,6 +231,18 @@ def profile(
         click.echo(
             f"  {b['name']}: RAM {b['ram_share']:.1%}, flash {b['flash_share']:.1%}, latency ~{b['latency_estimate_ms']:.1f} ms (estimate)"
         )
+    on_board = report.get("on_board")
+    if on_board:
+        fig = on_board["figures"]
+        click.echo(
+            f"  firmware on QEMU {on_board['machine']} ({on_board['core']}, {on_board['kernels']}): "
+            f"{on_board['instructions_per_invoke']:,.0f} instructions per invoke; outputs equal the interpreter's on "
+            f"{on_board['outputs_match']}/{on_board['vectors']} inputs; arena_used_bytes() {on_board['arena_used_bytes']:,} B"
+        )
+        click.echo(f"  linked flash {fig['flash']['value']:,.0f} B, RAM {fig['ram']['value']:,.0f} B; latency "
+                   f"{fig['latency']['value']:.2f} ms ({fig['latency']['method']})")  # fmt: skip
+    elif report.get("on_board_unavailable"):
+        click.echo(f"  firmware not measured: {report['on_board_unavailable']}")
     click.echo(f"bundle {report['bundle']}: {out}")
 
 

@@ -8,6 +8,7 @@ Devices (YAML, validated like recipes)::
       - {name: nucleo-f446, kind: serial, port: /dev/ttyACM0, baud: 115200, board: cortex-m4f-256k}
       - {name: pixel-7, kind: adb, serial: 28031FDH2000, benchmark_model: /opt/tflite/benchmark_model}
       - {name: soft-board, kind: soft-serial}   # the software device on a pty (targets.soft_dut)
+      - {name: m4-qemu, kind: qemu, board: cortex-m4f-256k}   # the bundle's firmware on QEMU's Cortex-M4 board
       - {name: this-host, kind: host}
 
 A serial board (or the software device) must run the run's TFLM model: its `profile` must report the model's
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from pipeline.measurement import latency_summary
 from pipeline.recipe import parse_document, read_text
@@ -54,6 +55,27 @@ class SoftSerialDevice(Strict):
     timeout: float = Field(5.0, gt=0)
 
 
+class QemuDevice(Strict):
+    """The run's bundle built as firmware for `board` and run on QEMU's model of it, its UART on a pty: the same
+    protocol and code path as a board on a serial port, with instruction counts instead of a stopwatch."""
+
+    kind: Literal["qemu"]
+    name: str
+    board: str = "cortex-m4f-256k"
+    kernels: Literal["cmsis_nn", "reference"] = "cmsis_nn"
+    timeout: float = Field(30.0, gt=0)
+
+    @field_validator("board")
+    @classmethod
+    def _emulated(cls, value: str) -> str:
+        from targets.tflm.boards import BOARDS
+
+        emulated = [b.name for b in BOARDS.values() if b.qemu_machine]
+        if value not in emulated:
+            raise ValueError(f"no emulator for board '{value}'; emulated boards: {', '.join(emulated)}")
+        return value
+
+
 class AdbDevice(Strict):
     kind: Literal["adb"]
     name: str
@@ -67,7 +89,7 @@ class HostDevice(Strict):
     name: str
 
 
-Device = Annotated[SerialDevice | SoftSerialDevice | AdbDevice | HostDevice, Field(discriminator="kind")]
+Device = Annotated[SerialDevice | SoftSerialDevice | QemuDevice | AdbDevice | HostDevice, Field(discriminator="kind")]
 
 
 class Inventory(Strict):
@@ -127,7 +149,9 @@ def _bundle(run_dir: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     return manifest, vectors
 
 
-def measure_serial_dut(port: str, run_dir: Path, runs: int, warmup: int, timeout: float, baud: int = 115200) -> dict:
+def measure_serial_dut(
+    port: str, run_dir: Path, runs: int, warmup: int, timeout: float, baud: int = 115200, board: str | None = None
+) -> dict:
     from pipeline.runtimes.tflm import tflm_outputs
     from targets.serial_dut import DutError, SerialDut
 
@@ -155,10 +179,21 @@ def measure_serial_dut(port: str, run_dir: Path, runs: int, warmup: int, timeout
     problems = [] if match.all() else [f"outputs differ from the TFLM interpreter on {int((~match).sum())} of "
                                        f"{len(match)} test vectors"]  # fmt: skip
     lat = timing.timings_us / 1000
+    counted = {}
+    if timing.counts is not None:  # firmware that counts instructions (an emulated core): latency is an estimate
+        from targets.tflm.boards import BOARDS
+
+        spec = BOARDS[board or "cortex-m4f-256k"]
+        counted = {"instructions": float(np.median(timing.counts)), "counter": profile.get("counter")}
+        lat = timing.counts * spec.cpi / (spec.clock_mhz * 1e3)
+        runtime = f"{name}: instructions x CPI {spec.cpi} (assumed) / {spec.clock_mhz} MHz, an estimate"
+    else:
+        runtime = f"device {name} over serial ({port})"
     return {
         "reported_name": name,
         "profile": profile,
-        "latency_ms": latency_summary(lat, f"device {name} over serial ({port})"),
+        **counted,
+        "latency_ms": latency_summary(lat, runtime),
         "vectors": len(match),
         "outputs_match": int(match.sum()),
         "max_abs_diff": float(np.max(np.abs(got_arr - expected))),
@@ -171,7 +206,7 @@ def measure_serial_dut(port: str, run_dir: Path, runs: int, warmup: int, timeout
 def _serial(device: SerialDevice, run_dir: Path, runs: int, warmup: int) -> dict:
     if not Path(device.port).exists():
         raise Skip(f"{device.port} does not exist: board not attached")
-    return measure_serial_dut(device.port, run_dir, runs, warmup, device.timeout, device.baud)
+    return measure_serial_dut(device.port, run_dir, runs, warmup, device.timeout, device.baud, device.board)
 
 
 class SoftDevice:
@@ -201,6 +236,27 @@ def _soft_serial(device: SoftSerialDevice, run_dir: Path, runs: int, warmup: int
     manifest, _ = _bundle(run_dir)
     with SoftDevice(run_dir / TFLM_BUNDLE / "model.tflite", manifest["arena_bytes"], device.name) as port:
         return measure_serial_dut(port, run_dir, runs, warmup, device.timeout)
+
+
+def _qemu(device: QemuDevice, run_dir: Path, runs: int, warmup: int) -> dict:
+    import tempfile
+
+    from targets.tflm.boards import BOARDS
+    from targets.tflm.firmware import build_firmware
+    from targets.tflm.on_board import unavailable_reason
+    from targets.tflm.qemu import QemuBoard
+
+    board = BOARDS[device.board]
+    reason = unavailable_reason(board)
+    if reason:
+        raise Skip(reason)
+    _bundle(run_dir)
+    report = json.loads((run_dir / "report.json").read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        firmware = build_firmware(run_dir / TFLM_BUNDLE, report["recipe"], board, device.kernels, Path(tmp))
+        with QemuBoard(board, firmware.elf) as port:
+            figures = measure_serial_dut(port, run_dir, runs, warmup, device.timeout, board=device.board)
+    return figures | {"firmware": {"board": board.name, "machine": board.qemu_machine, "kernels": device.kernels}}
 
 
 # --- phones and the host -------------------------------------------------------------------------------------------
@@ -236,7 +292,7 @@ def _host(device: HostDevice, run_dir: Path, runs: int, warmup: int) -> dict:
     }
 
 
-MEASURE = {"serial": _serial, "soft-serial": _soft_serial, "adb": _adb, "host": _host}
+MEASURE = {"serial": _serial, "soft-serial": _soft_serial, "qemu": _qemu, "adb": _adb, "host": _host}
 
 
 # --- outputs --------------------------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 
     .venv/bin/python scripts/nightly.py recipes/kws_mcu.yaml --inventory devices.yaml --history nightly.json
 
-Every figure (per target: accuracy, latency, RAM/arena, flash; per measured device: latency and output match)
+Every figure (per target: accuracy, latency, RAM/arena, flash, and an emulated core's instructions per invoke;
+per measured device: latency, output match and, for firmware on an emulated core, instructions per invoke)
 is compared with the last entry of the history file. Every night measures again: the run is made with
 `--remeasure`, so builds come from the cache but latency, memory and device figures are taken tonight. A regression beyond its tolerance (latency +10%, accuracy
 -1 point, RAM/arena/flash +5% by default) makes the script exit 1 and name the figure; the night is appended to
@@ -37,6 +38,7 @@ RULES = {
     "flash_bytes": ("up", "relative"),
     "accuracy": ("down", "points"),
     "outputs_match": ("down", "absolute"),
+    "instructions": ("up", "relative"),  # an emulated core's count: deterministic, so any real growth shows
 }
 
 
@@ -49,11 +51,15 @@ def figures(run_dir: Path) -> dict[str, float]:
         out[f"{t['name']}.latency_ms"] = t["latency_ms"]["median"]
         out[f"{t['name']}.ram_bytes"] = t["ram_bytes"]
         out[f"{t['name']}.flash_bytes"] = t["flash_bytes"]
+        if "on_board" in t:
+            out[f"{t['name']}.instructions"] = t["on_board"]["instructions_per_invoke"]
     hil = run_dir / "hil.json"
     if hil.exists():
         for d in json.loads(hil.read_text())["devices"]:
             if d["status"] == "measured" and "latency_ms" in d:
                 out[f"hil.{d['device']}.latency_ms"] = d["latency_ms"]["median"]
+            if d["status"] == "measured" and "instructions" in d:
+                out[f"hil.{d['device']}.instructions"] = d["instructions"]
             if "outputs_match" in d:
                 out[f"hil.{d['device']}.outputs_match"] = d["outputs_match"]
     return out
@@ -103,8 +109,10 @@ def compare(
               help="A latency regression must also exceed this many milliseconds.")  # fmt: skip
 @click.option("--accuracy-tolerance", default=1.0, show_default=True, help="Allowed accuracy drop, in points.")
 @click.option("--memory-tolerance", default=0.05, show_default=True, help="Allowed relative RAM/arena/flash growth.")
+@click.option("--instructions-tolerance", default=0.02, show_default=True,
+              help="Allowed relative growth of an emulated core's instructions per invoke.")  # fmt: skip
 def main(recipe, inventory, history, run_dir, runs_dir, latency_tolerance, latency_floor_ms, accuracy_tolerance,
-         memory_tolerance):  # fmt: skip
+         memory_tolerance, instructions_tolerance):  # fmt: skip
     pipeline = [sys.executable, "-m", "pipeline"]
     if run_dir is None:
         if recipe is None:
@@ -118,7 +126,8 @@ def main(recipe, inventory, history, run_dir, runs_dir, latency_tolerance, laten
     current = figures(run_dir)
     past = json.loads(history.read_text()) if history.exists() else []
     tolerances = {"latency_ms": latency_tolerance, "ram_bytes": memory_tolerance, "flash_bytes": memory_tolerance,
-                  "accuracy": accuracy_tolerance, "outputs_match": 0.0}  # fmt: skip
+                  "accuracy": accuracy_tolerance, "outputs_match": 0.0,
+                  "instructions": instructions_tolerance}  # fmt: skip
     rows = compare(past[-1]["figures"], current, tolerances, {"latency_ms": latency_floor_ms}) if past else []
     past.append({"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "run": str(run_dir),
                  "figures": current})  # fmt: skip

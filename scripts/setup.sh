@@ -18,13 +18,17 @@ if [ -z "$python" ]; then
   exit 2
 fi
 
-# Build tools the firmware-bundle tests use: cmake (the bundle's CMake project and ctest) and arm-none-eabi-gcc (its
-# sources compiled for a Cortex-M4F); flite, the second offline synthesiser of the synthetic training set
-# (`data.synthetic.flite_share`). Installed with apt when missing and possible (root, apt-get, not opted out
-# with EDGE_PIPELINE_NO_APT=1); otherwise the tests that need them say so and skip.
+# Build tools: cmake (the bundle's CMake project and ctest); arm-none-eabi-gcc with newlib and libstdc++ (the bundle
+# built as Cortex-M firmware with TFLM and CMSIS-NN); qemu-system-arm (that firmware run on an emulated board); flite,
+# the second offline synthesiser of the synthetic training set (`data.synthetic.flite_share`). Installed with apt
+# when missing and possible (root, apt-get, not opted out with EDGE_PIPELINE_NO_APT=1); otherwise the tests that
+# need them say so and skip, and the TFLM target reports host figures only, saying why.
 missing=()
 command -v cmake >/dev/null || missing+=(cmake)
 command -v arm-none-eabi-gcc >/dev/null || missing+=(gcc-arm-none-eabi libnewlib-arm-none-eabi)
+[ -d /usr/lib/arm-none-eabi/include/c++ ] || [ -d /usr/include/newlib/c++ ] \
+  || missing+=(libstdc++-arm-none-eabi-newlib libstdc++-arm-none-eabi-dev)
+command -v qemu-system-arm >/dev/null || missing+=(qemu-system-arm)
 command -v flite >/dev/null || missing+=(flite)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "${EDGE_PIPELINE_NO_APT:-0}" != 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -46,4 +50,13 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --pre -c constraints.txt -e ".[test]"
   rm -f .venv/.installed-*
   touch "$stamp"
+fi
+
+# The pinned TFLite Micro / CMSIS-NN sources the firmware builds compile (targets/tflm/sources.py), kept in the user
+# cache, verified by the digest of their files: from $EDGE_PIPELINE_TFLM_SOURCES, else a shared/vendor/tflm folder
+# beside the checkout, else downloaded from GitHub (online only). Nothing is downloaded while a recipe runs.
+sources=${EDGE_PIPELINE_TFLM_SOURCES:-}
+[ -z "$sources" ] && [ -d ../shared/vendor/tflm ] && sources=$(cd ../shared/vendor/tflm && pwd)
+if ! .venv/bin/python -m targets.tflm.sources fetch ${sources:+--from "$sources"} >/dev/null; then
+  echo "setup: the TFLM firmware sources could not be fetched; the firmware is not built or emulated" >&2
 fi

@@ -7,12 +7,17 @@ answers with lines that start with ``m-`` (message) or ``e-`` (error) and ends e
 host sends                  device replies (each line ends with ``\\r\\n``; every reply ends ``m-ready``)
 ==========================  =========================================================================
 ``name%``                   ``m-name-dut-<name>``
-``profile%``                ``m-profile-[<firmware>]``, ``m-model-[<sha256 prefix>]``, ``m-arena-[<bytes>]``
+``profile%``                ``m-profile-[<firmware>]``, ``m-model-[<sha256 prefix>]``, ``m-arena-[<bytes>]``;
+                            firmware that counts also ``m-arena-used-[<bytes>]`` (TFLM's arena_used_bytes()),
+                            ``m-stack-used-[<bytes>]`` (high-water mark) and
+                            ``m-counter-[<unit>]`` (what its counts are: instructions or cycles)
 ``db load <N>%``            ``m-[Expecting <N> bytes]``: the input buffer is reset to take N bytes
 ``db <hex bytes>%``         nothing until N bytes have arrived, then ``m-load-done``
 ``infer <N> <W>%``          ``m-warmup-start-<W>``, ``m-warmup-done``, ``m-infer-start-<N>``,
                             ``m-lap-us-<t>`` (start), ``m-lap-us-<t>`` (end), ``m-timings-us-[t1,...,tN]``,
+                            ``m-counts-[c1,...,cN]`` (optional: per-run instructions or cycles),
                             ``m-infer-done``, ``m-results-[o1,...,oK]`` (the raw output tensor of the last run)
+``frontend%``               (optional) the loaded bytes are 16-bit PCM: ``m-frontend-counts-[c]``, ``m-features-[...]``
 ``results%``                ``m-results-[o1,...,oK]`` of the last inference
 anything else               ``e-[unknown command: <text>]``
 ==========================  =========================================================================
@@ -49,6 +54,7 @@ class InferResult:
     outputs: np.ndarray
     timings_us: np.ndarray
     lap_us: float  # end - start, as the device's timer saw the N timed runs
+    counts: np.ndarray | None = None  # per-run instructions or cycles, from firmware that counts them
 
 
 @dataclass
@@ -94,7 +100,7 @@ class SerialDut:
         reply = self.command("profile")
         out = {}
         for line in reply:
-            match = re.fullmatch(r"m-(profile|model|arena)-\[(.*)\]", line)
+            match = re.fullmatch(r"m-(profile|model|arena|arena-used|stack-used|counter)-\[(.*)\]", line)
             if match:
                 out[match.group(1)] = match.group(2)
         return out
@@ -123,7 +129,18 @@ class SerialDut:
         timings = _list(self._expect(reply, "m-timings-us-["), "m-timings-us-")
         if len(timings) != runs:
             raise DutError(f"infer: {runs} runs asked, {len(timings)} timings reported")
-        return InferResult(_list(self._expect(reply, "m-results-["), "m-results-"), timings, laps[1] - laps[0])
+        counts = next((_list(x, "m-counts-") for x in reply if x.startswith("m-counts-[")), None)
+        if counts is not None and len(counts) != runs:
+            raise DutError(f"infer: {runs} runs asked, {len(counts)} counts reported")
+        outputs = _list(self._expect(reply, "m-results-["), "m-results-")
+        return InferResult(outputs, timings, laps[1] - laps[0], counts)
+
+    def frontend(self, pcm: bytes) -> tuple[np.ndarray, float]:
+        """The device's own audio front end on one clip of 16-bit PCM: its int8 features and its count."""
+        self.load(pcm)
+        reply = self.command("frontend", timeout=self.timeout + self.infer_timeout)
+        count = _list(self._expect(reply, "m-frontend-counts-["), "m-frontend-counts-")
+        return _list(self._expect(reply, "m-features-["), "m-features-"), float(count[0])
 
     def results(self) -> np.ndarray:
         return _list(self._expect(self.command("results"), "m-results-["), "m-results-")

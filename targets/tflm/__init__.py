@@ -1,8 +1,12 @@
-"""TFLite Micro: the firmware bundle, measured on the real TFLM interpreter (PyPI `tflite-micro`).
+"""TFLite Micro: the firmware bundle, measured as firmware on the board's core and on the real TFLM interpreter.
 
 `compile` writes what follows from the flatbuffer alone (model, C array, op resolver); `measure` finds the arena,
 times `invoke()`, runs the test split, and completes the bundle with the measured arena (`model_config.h`,
-`README.md`, `manifest.json`). `profile` does the same for any `.tflite` no recipe made.
+`README.md`, `manifest.json`). Then, for a board with an emulator (`boards.py`), the bundle is built as Cortex-M
+firmware with TFLM and CMSIS-NN and run on QEMU (`on_board.py`): its linked flash, its RAM on the 32-bit target
+and its instructions per invoke become the target's figures, and its outputs must equal the interpreter's. The
+host interpreter stays for accuracy on the whole test split and as the cross-check. `profile` does the same for
+any `.tflite` no recipe made.
 
 RAM is the smallest tensor arena with which the interpreter allocates *and* invokes, found by binary search over
 16-byte steps, each probe in a child process (see `pipeline.runtimes.tflm_child`), and cross-checked with the
@@ -44,7 +48,7 @@ from pipeline.store import PREDICTIONS, write_atomic, write_json
 from pipeline.tflite_model import Graph, hybrid_ops, live_tensor_lower_bound, macs, random_inputs, read_model
 from targets.tflm import layouts, memory_plan
 from targets.tflm import metadata as identity_metadata
-from targets.tflm.boards import BOARDS
+from targets.tflm.boards import BOARDS, Board
 from targets.tflm.bundle import (
     MODEL_SOURCE,
     c_identifier,
@@ -54,7 +58,7 @@ from targets.tflm.bundle import (
     write_op_resolver,
     write_readme,
 )
-from targets.tflm.frontend import write_frontend
+from targets.tflm.frontend import to_pcm16, write_frontend
 from targets.tflm.layouts import SRC
 
 
@@ -70,6 +74,18 @@ class Config(Strict):
     )
     frontend: Literal["float", "fixed"] = Field(
         "float", description="the bundle's audio front end arithmetic by default (fixed: no FPU needed)"
+    )
+    emulate: bool = Field(
+        True, description="build the bundle as firmware for the board's core and measure it on QEMU's model of it"
+    )
+    kernels: Literal["cmsis_nn", "reference"] = Field("cmsis_nn", description="the firmware's TFLM kernels")
+    compare_reference: bool = Field(
+        False, description="also build the firmware with TFLM's reference kernels and report the instruction ratio"
+    )
+    board_runs: int = Field(5, ge=1, le=1000, description="timed invokes of the first test vector on the board")
+    sources: str | None = Field(
+        None,
+        description="folder of the pinned TFLM / CMSIS-NN archives (default: $EDGE_PIPELINE_TFLM_SOURCES, then setup's cache)",
     )
     budgets: BudgetsConfig = BudgetsConfig()
 
@@ -363,40 +379,98 @@ def measure(cfg: Config, ctx: TargetContext) -> dict[str, Any]:
         frontend_vectors=vectors, check_inputs=x[:64], fixed_point=cfg.frontend == "fixed",
     )  # fmt: skip
     model_bytes = (ctx.out / MODEL).stat().st_size
+    host = host_figures(model_bytes, measured)
+    on_board = None
+    if cfg.board and cfg.emulate:
+        pcm = expected_features = None
+        if vectors is not None:  # the front end's ctest signals: the voiced buzz is the most speech-like
+            pcm, expected_features = to_pcm16(vectors[0][3]), vectors[2][3]
+        on_board = run_on_board(
+            ctx.out, ctx.recipe.name, BOARDS[cfg.board], cfg, x[picks], pcm, expected_features, ctx.log,
+            ctx.recipe.resolve_path(cfg.sources) if cfg.sources else None, ctx.unavailable,
+        )  # fmt: skip
+        if on_board is not None:
+            write_manifest(ctx.out, {k: v for k, v in manifest.items() if k != "files"} | {
+                "firmware": {k: on_board[k] for k in ("board", "firmware", "compiler", "kernels")}})  # fmt: skip
+    shown = {k: Measurement.from_dict(v) for k, v in on_board["figures"].items()} if on_board else host
     out: dict[str, Any] = {
         "bundle": manifest["bundle"],
-        **figures(
-            flash=Measurement(
-                model_bytes,
-                "B",
-                "size of the model array (the .tflite flatbuffer); interpreter code not included",
-                True,
-            ),
-            ram=Measurement(
-                measured["arena"]["measured"],
-                "B",
-                "smallest 16-byte-multiple arena that allocates and invokes on the TFLM interpreter (a 64-bit host "
-                "build: its persistent part is larger than a 32-bit MCU's, so this bounds the board's from above)",
-                True,
-            ),
-            latency=Measurement(
-                measured["latency_ms"]["median"],
-                "ms",
-                "median invoke() of TFLM's reference kernels on the x86-64 host, standing in for the board's",
-                False,
-            ),
-        ),  # fmt: skip
+        **figures(**shown),
+        "host_figures": {k: m.as_dict() for k, m in host.items()},
         "arena": measured["arena"],
         "memory_plan": plan,
         "frontend": manifest.get("frontend"),
-        "latency_ms": measured["latency_ms"],
+        "latency_ms": board_latency(on_board) if on_board else measured["latency_ms"],
+        "host_latency_ms": measured["latency_ms"],
         "ops": measured["ops"],
         **summarize(pred, test.y, test.groups, ctx.data.labels),
         "agreement_with_export": float(np.mean(pred == np.load(ctx.export.file(PREDICTIONS)))),
     }
     if cfg.board:
         out["board"] = board_view(cfg.board, measured["arena"], model_bytes, measured["macs"])
+        board = BOARDS[cfg.board]
+        out["capacity"] = {"name": board.name, "flash_kb": board.flash_kb, "ram_kb": board.ram_kb}
+    if on_board:
+        out["on_board"] = on_board
     return out
+
+
+def host_figures(model_bytes: int, measured: dict[str, Any]) -> dict[str, Measurement]:
+    """The interpreter's figures on this host: the model alone, the 64-bit arena, host invoke time."""
+    return {
+        "flash": Measurement(
+            model_bytes, "B", "size of the model array (the .tflite flatbuffer); interpreter code not included", True
+        ),
+        "ram": Measurement(
+            measured["arena"]["measured"],
+            "B",
+            "smallest 16-byte-multiple arena that allocates and invokes on the TFLM interpreter (a 64-bit host "
+            "build: its persistent part is larger than a 32-bit MCU's, so this bounds the board's from above)",
+            True,
+        ),
+        "latency": Measurement(
+            measured["latency_ms"]["median"],
+            "ms",
+            "median invoke() of TFLM's reference kernels on the x86-64 host, standing in for the board's",
+            False,
+        ),
+    }
+
+
+def board_latency(on_board: dict[str, Any]) -> dict[str, Any]:
+    """The board's latency in the report's latency fields: instructions are exact, so every run is the median."""
+    ms = on_board["figures"]["latency"]["value"]
+    by_vector = np.array(on_board["instructions_by_vector"]) * on_board["cpi"] / (on_board["clock_mhz"] * 1e3)
+    return {"median": ms, "p90": float(np.percentile(by_vector, 90)), "runs": len(by_vector),
+            "runtime": f"{on_board['core']} on QEMU {on_board['machine']} (instructions x CPI {on_board['cpi']} / "
+                       f"{on_board['clock_mhz']} MHz: an estimate)"}  # fmt: skip
+
+
+def run_on_board(
+    bundle: Path, name: str, board: Board, cfg: Config, inputs: np.ndarray, pcm: np.ndarray | None,
+    expected_features: np.ndarray | None, log, sources: Path | None, unavailable,
+) -> dict[str, Any] | None:  # fmt: skip
+    """The bundle as firmware on the emulated board (`on_board.measure_board`), its outputs checked against the
+    host interpreter's; None, with the reason given to `unavailable`, when this machine cannot build or emulate it."""
+    from targets.tflm import on_board
+    from targets.tflm.firmware import FirmwareUnavailable
+
+    reason = on_board.unavailable_reason(board)
+    if reason is None:
+        try:
+            expected = tflm_outputs(bundle / MODEL, read_manifest_arena(bundle), inputs)
+            return on_board.measure_board(
+                bundle, name, board, inputs, expected, cfg.board_runs, pcm, expected_features, cfg.kernels,
+                cfg.compare_reference, sources, log,
+            )  # fmt: skip
+        except FirmwareUnavailable as exc:
+            reason = str(exc)
+    unavailable(f"firmware for {board.name} not measured: {reason}")
+    return None
+
+
+def read_manifest_arena(bundle: Path) -> int:
+    return int(json.loads((bundle / "manifest.json").read_text())["arena_bytes"])
 
 
 # --- profiling a model no recipe made ---------------------------------------------------------------------
@@ -404,9 +478,10 @@ def measure(cfg: Config, ctx: TargetContext) -> dict[str, Any]:
 
 def profile(
     model_path: Path, out: Path, board: str | None = None, runs: int = 100, warmup: int = 10, headroom: float = 0.0,
-    log=lambda msg: None, plan_memory: bool = True,
+    log=lambda msg: None, plan_memory: bool = True, emulate: bool = True,
 ) -> dict[str, Any]:  # fmt: skip
-    """Bundle and TFLM measurements for any .tflite; inputs are seeded random values (no data set, no accuracy)."""
+    """Bundle and TFLM measurements for any .tflite; inputs are seeded random values (no data set, no accuracy).
+    With an emulated `board`, the bundle also runs as firmware on it (`run_on_board`) on the same inputs."""
     from pipeline.versions import versions
 
     model = Path(model_path).read_bytes()
@@ -436,6 +511,17 @@ def profile(
     }
     if board:
         report["board"] = board_view(board, measured["arena"], len(model), measured["macs"])
+        if emulate:
+            reasons: list[str] = []
+            on_board = run_on_board(
+                out, name, BOARDS[board], Config(board=board), inputs, None, None, log, None, reasons.append
+            )
+            if on_board is not None:
+                report["on_board"] = on_board
+                write_manifest(out, {k: v for k, v in manifest.items() if k != "files"} | {
+                    "firmware": {k: on_board[k] for k in ("board", "firmware", "compiler", "kernels")}})  # fmt: skip
+            else:
+                report["on_board_unavailable"] = reasons[0]
     write_json(out / "profile.json", report)
     return report
 
@@ -444,8 +530,9 @@ def profile(
 
 
 def report(t: dict[str, Any]) -> list[str]:
-    """Arena search, allocation report and lower bound; the offline memory plan; the board view."""
-    lines = []
+    """The firmware on the emulated board; arena search, allocation report and lower bound; the offline memory
+    plan; the board view."""
+    lines = board_lines(t.get("on_board"), t.get("host_figures"))
     frontend = t.get("frontend")
     if frontend:
         lines.append(
@@ -493,6 +580,48 @@ def report(t: dict[str, Any]) -> list[str]:
             f"{pct(board['ram_share'])} of its RAM, the model {pct(board['flash_share'])} of its flash; latency "
             f"~{board['latency_estimate_ms']:.1f} ms ({board['latency_method']})."
         )
+    return lines
+
+
+def board_lines(run: dict[str, Any] | None, host: dict[str, Any] | None) -> list[str]:
+    if not run:
+        return []
+    sizes = run["sizes"]["by_component"]
+    rows = sorted(sizes.items(), key=lambda kv: -kv[1]["flash"])
+    lines = [
+        f"- **Firmware on the emulated {run['core']}** (`{run['firmware']}/firmware.elf`: TFLM + {run['kernels']} "
+        f"kernels, {run['compiler']}, run on {run['emulator'].split(' (')[0]} `-M {run['machine']}`): "
+        f"**{run['instructions_per_invoke']:,.0f} instructions per invoke** "
+        f"({'identical on every timed run' if run['deterministic'] else 'NOT identical across runs'}; counter: "
+        f"{run['counter']}); outputs equal the host interpreter's on **{run['outputs_match']} of {run['vectors']}** "
+        f"test vectors; `arena_used_bytes()` {run['arena_used_bytes']:,} B on the 32-bit target "
+        f"(kTensorArenaSize {run['arena_bytes']:,} B), stack high-water mark {run['stack_used_bytes']:,} B.",
+        f"- Latency {run['figures']['latency']['value']:.2f} ms is an estimate: {run['figures']['latency']['method']}; "
+        f"at one cycle per instruction it cannot be under "
+        f"{run['instructions_per_invoke'] / (run['clock_mhz'] * 1e3):.2f} ms.",
+    ]
+    ref = run.get("reference_kernels")
+    if ref:
+        lines.append(
+            f"- TFLM's reference kernels on the same core: {ref['instructions_per_invoke']:,.0f} instructions "
+            f"(CMSIS-NN is **{ref['speedup']:.2f}×** faster), flash {ref['flash_bytes']:,} B; outputs "
+            f"{'identical' if ref['outputs_match'] else 'DIFFERENT'}."
+        )
+    frontend = run.get("frontend")
+    if frontend:
+        agree = (
+            f", its int8 features equal Python's on {pct(frontend['inputs_equal'])}"
+            if "inputs_equal" in frontend
+            else ""
+        )
+        lines.append(f"- The bundle's front end on the board: {frontend['instructions_per_clip']:,.0f} instructions "
+                     f"per clip{agree}.")  # fmt: skip
+    lines += ["", "| linked firmware | flash | RAM |", "|---|---|---|"]
+    lines += [f"| {name} | {v['flash']:,} B | {v['ram']:,} B |" for name, v in rows]
+    lines.append(f"| **total ELF** | **{run['sizes']['flash_bytes']:,} B** | **{run['sizes']['ram_bytes']:,} B** |")
+    if host:
+        lines += ["", "The host interpreter's figures, kept as the cross-check: "
+                  + "; ".join(f"{k} {v['value']:,.4g} {v['unit']} ({v['method']})" for k, v in host.items()) + ".", ""]  # fmt: skip
     return lines
 
 
