@@ -131,6 +131,22 @@ def interleaved_latency(runs: list[RunResult], rounds: int, invokes: int) -> lis
     return [np.array(t) for t in times]
 
 
+INSTRUCTIONS = "Cortex-M instructions per invoke"
+
+
+def board_figures(tflm: dict) -> dict[str, float]:
+    """The firmware's own figures on the emulated board, when the TFLM target ran it: instructions are exact and
+    deterministic, so their ratio is the one to set beside the MAC ratio (host time carries fixed overhead)."""
+    board = tflm.get("on_board")
+    if not board:
+        return {}
+    return {
+        INSTRUCTIONS: board["instructions_per_invoke"],
+        "Cortex-M arena_used_bytes": board["arena_used_bytes"],
+        "linked flash bytes (no harness)": tflm["figures"]["flash"]["value"],
+    }
+
+
 def _fmt(name: str, value: float) -> str:
     return f"{value:.4f}" if "accuracy" in name else f"{value:.3f}" if name.endswith("(ms)") else f"{value:,.0f}"
 
@@ -159,6 +175,7 @@ def main(recipe_file: Path, runs_dir: Path, seed: int | None, rounds: int, invok
             ".tflite bytes": export["bytes"],
             "TFLM arena bytes": tflm["arena"]["measured"],
             "TFLM latency median (ms)": float(np.median(latency)),
+            **board_figures(tflm),
         }
 
     columns = {label: figures(r, lat) for (label, r), lat in zip(results.items(), latencies, strict=True)}
@@ -167,11 +184,9 @@ def main(recipe_file: Path, runs_dir: Path, seed: int | None, rounds: int, invok
     table = Table(title=f"pruning: {name}, unpruned vs pruned + fine-tuned (int8)")
     for col in ("figure", *columns, "pruned / unpruned", "goal"):
         table.add_column(col, justify="left" if col == "figure" else "right")
-    limits = {
-        ".tflite bytes": GOALS["bytes"],
-        "TFLM arena bytes": GOALS["arena"],
-        "TFLM latency median (ms)": GOALS["latency"],
-    }
+    # The latency goal is judged on the board's instructions when the firmware ran, else on host invoke time.
+    speed = INSTRUCTIONS if INSTRUCTIONS in pruned else "TFLM latency median (ms)"
+    limits = {".tflite bytes": GOALS["bytes"], "TFLM arena bytes": GOALS["arena"], speed: GOALS["latency"]}
     missed = []
     for figure in pruned:
         ref = same[figure]  # sizes are the same for both unpruned models
@@ -195,6 +210,9 @@ def main(recipe_file: Path, runs_dir: Path, seed: int | None, rounds: int, invok
     Console(width=140).print(table)
     print("pruned / unpruned: accuracy against the more accurate unpruned model, latency against both unpruned")
     print("models' invokes pooled (the same architecture)")
+    if INSTRUCTIONS in pruned:
+        print(f"instructions ratio {pruned[INSTRUCTIONS] / same[INSTRUCTIONS]:.3f} beside the MAC ratio "
+              f"{pruned['MACs'] / same['MACs']:.3f}: the MACs pruning removes, and the per-layer overhead it cannot")  # fmt: skip
     for label, result in results.items():
         print(f"{label + ':':<22} {result.run_dir}")
     if missed:

@@ -144,7 +144,8 @@ def test_nightly_latency_regression_needs_the_relative_and_the_absolute_step():
 
 @pytest.mark.hil
 def test_inventory_devices_reproduce_tflm_outputs(bundle):
-    """Nightly boards: HIL_INVENTORY names the attached devices; without one, the software device stands in."""
+    """Nightly boards: HIL_INVENTORY names the attached devices; without one, the bundle's firmware on the emulated
+    Cortex-M4 stands in (and the software device, for machines without QEMU)."""
     run_dir, *_ = bundle
     path = os.environ.get("HIL_INVENTORY")
     if path:
@@ -152,9 +153,14 @@ def test_inventory_devices_reproduce_tflm_outputs(bundle):
     else:
         from pipeline.hil import Inventory
 
-        inventory = Inventory.model_validate({"devices": [{"name": "soft-board", "kind": "soft-serial"}]})
+        inventory = Inventory.model_validate({"devices": [
+            {"name": "m4-qemu", "kind": "qemu", "board": "cortex-m4f-256k"},
+            {"name": "soft-board", "kind": "soft-serial"},
+        ]})  # fmt: skip
     result = run_hil(run_dir, inventory, runs=50, warmup=5)
     assert not [d for d in result["devices"] if d["status"] == "failed"], result
+    if not path:
+        assert [d["status"] for d in result["devices"]][1] == "measured"
     for d in result["devices"]:
         if d["status"] == "measured" and "vectors" in d:
             assert d["outputs_match"] == d["vectors"]
@@ -172,3 +178,56 @@ def test_inventory_paths_are_taken_from_the_inventory_folder(tmp_path, monkeypat
     relative, absolute = load_inventory(Path("lab/devices.yaml")).devices
     assert relative.benchmark_model == folder / "tools" / "benchmark_model"
     assert absolute.benchmark_model == Path("/opt/tflite/benchmark_model")
+
+
+def _needs_emulator():
+    from targets.tflm import sources
+    from targets.tflm.boards import BOARDS
+    from targets.tflm.on_board import unavailable_reason
+
+    reason = unavailable_reason(BOARDS["cortex-m4f-256k"])
+    if reason is None and sources.missing(sources.sources_dir()):
+        reason = f"the pinned TFLM sources are missing ({sources.SETUP_HINT})"
+    if reason:
+        pytest.skip(reason)
+
+
+def test_pipeline_hil_runs_the_bundles_firmware_on_the_emulated_board(bundle, tmp_path):
+    """`kind: qemu`: the run's bundle built as Cortex-M4 firmware, on QEMU, through the same serial code path."""
+    _needs_emulator()
+    run_dir, *_ = bundle
+    inventory = tmp_path / "devices.yaml"
+    inventory.write_text("devices:\n  - {name: m4-qemu, kind: qemu, board: cortex-m4f-256k}\n")
+    done = run_cli("hil", str(run_dir), "--inventory", str(inventory), "--runs", "5", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-2000:]
+    (board,) = json.loads((tmp_path / "hil.json").read_text())["devices"]
+    assert board["status"] == "measured" and board["reported_name"] == "mps2-an386"
+    assert board["outputs_match"] == board["vectors"] == 12 and board["max_abs_diff"] == 0
+    assert board["instructions"] > 1e5 and int(board["profile"]["arena-used"]) > 0
+    assert "estimate" in board["latency_ms"]["runtime"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("devices:\n  - {name: x, kind: qemu, board: esp32-s3}\n")
+    with pytest.raises(RecipeError, match="no emulator for board 'esp32-s3'"):
+        load_inventory(bad)
+
+
+@pytest.mark.hil
+def test_nightly_flags_firmware_built_without_cmsis_nn(bundle, tmp_path):
+    """The injected regression is real: tonight's firmware uses TFLM's reference kernels instead of CMSIS-NN."""
+    _needs_emulator()
+    run_dir, *_ = bundle
+    history = tmp_path / "history.json"
+    nights = []
+    for kernels in ("cmsis_nn", "reference"):
+        inventory = tmp_path / f"{kernels}.yaml"
+        inventory.write_text(f"devices:\n  - {{name: m4-qemu, kind: qemu, kernels: {kernels}}}\n")
+        nights.append(subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "nightly.py"), "--run-dir", str(run_dir), "--inventory",
+             str(inventory), "--history", str(history)], capture_output=True, text=True, cwd=ROOT,
+        ))  # fmt: skip
+    assert nights[0].returncode == 0, nights[0].stdout + nights[0].stderr
+    assert nights[1].returncode == 1
+    assert "regressions: hil.m4-qemu.instructions, hil.m4-qemu.latency_ms\n" in nights[1].stdout
+    figures = [n["figures"] for n in json.loads(history.read_text())]
+    assert figures[1]["hil.m4-qemu.instructions"] > 2 * figures[0]["hil.m4-qemu.instructions"]
+    assert figures[1]["hil.m4-qemu.outputs_match"] == figures[0]["hil.m4-qemu.outputs_match"] == 12

@@ -176,14 +176,25 @@ def measure_on_tflm(
     }
 
 
-def board_view(board_name: str, arena: dict[str, Any], flash_bytes: int, model_macs: int) -> dict[str, Any]:
+def board_view(
+    board_name: str, arena: dict[str, Any], flash_bytes: int, model_macs: int, on_board: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The board's share of RAM and flash and a latency: from the firmware on the emulated board when it ran,
+    else from the host's arena, the model's bytes and an assumed cycles-per-MAC."""
     board = BOARDS[board_name]
-    mcu_arena = arena["mcu_estimate"]["bytes"]
-    return {
-        "name": board.name,
-        "core": board.core,
-        "clock_mhz": board.clock_mhz,
-        "ram_share": mcu_arena / (board.ram_kb * 1024),
+    view = {"name": board.name, "core": board.core, "clock_mhz": board.clock_mhz}
+    if on_board:
+        fig = on_board["figures"]
+        return view | {
+            "basis": "the linked firmware and its RAM on the emulated board",
+            "ram_share": fig["ram"]["value"] / (board.ram_kb * 1024),
+            "flash_share": fig["flash"]["value"] / (board.flash_kb * 1024),
+            "latency_estimate_ms": fig["latency"]["value"],
+            "latency_method": fig["latency"]["method"],
+        }
+    return view | {
+        "basis": "the MCU arena estimate and the model alone",
+        "ram_share": arena["mcu_estimate"]["bytes"] / (board.ram_kb * 1024),
         "flash_share": flash_bytes / (board.flash_kb * 1024),
         "latency_estimate_ms": model_macs * board.cycles_per_mac / (board.clock_mhz * 1e3),
         "latency_method": (
@@ -407,7 +418,7 @@ def measure(cfg: Config, ctx: TargetContext) -> dict[str, Any]:
         "agreement_with_export": float(np.mean(pred == np.load(ctx.export.file(PREDICTIONS)))),
     }
     if cfg.board:
-        out["board"] = board_view(cfg.board, measured["arena"], model_bytes, measured["macs"])
+        out["board"] = board_view(cfg.board, measured["arena"], model_bytes, measured["macs"], on_board)
         board = BOARDS[cfg.board]
         out["capacity"] = {"name": board.name, "flash_kb": board.flash_kb, "ram_kb": board.ram_kb}
     if on_board:
@@ -518,6 +529,7 @@ def profile(
             )
             if on_board is not None:
                 report["on_board"] = on_board
+                report["board"] = board_view(board, measured["arena"], len(model), measured["macs"], on_board)
                 write_manifest(out, {k: v for k, v in manifest.items() if k != "files"} | {
                     "firmware": {k: on_board[k] for k in ("board", "firmware", "compiler", "kernels")}})  # fmt: skip
             else:
@@ -576,9 +588,10 @@ def report(t: dict[str, Any]) -> list[str]:
     board = t.get("board")
     if board:
         lines.append(
-            f"- Board {board['name']} ({board['core']} @ {board['clock_mhz']} MHz): the MCU arena estimate uses "
-            f"{pct(board['ram_share'])} of its RAM, the model {pct(board['flash_share'])} of its flash; latency "
-            f"~{board['latency_estimate_ms']:.1f} ms ({board['latency_method']})."
+            f"- Board {board['name']} ({board['core']} @ {board['clock_mhz']} MHz), from "
+            f"{board.get('basis', 'the MCU arena estimate and the model alone')}: {pct(board['ram_share'])} of its "
+            f"RAM, {pct(board['flash_share'])} of its flash; latency ~{board['latency_estimate_ms']:.1f} ms "
+            f"({board['latency_method']})."
         )
     return lines
 

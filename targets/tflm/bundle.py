@@ -117,10 +117,37 @@ def resolver_method(op: str) -> str:
     return "Add" + "".join(part.capitalize() if not part[0].isdigit() else part.upper() for part in op.split("_"))
 
 
+# Operators with an int8-only kernel registration (`Register_<OP>_INT8`, declared in TFLM's kernels/<header>; with
+# CMSIS-NN its own int8 kernel, with reference kernels the generic one). Registering it for a model whose every such
+# operator is int8 lets the linker drop the int16 and int4 paths the model never takes: less flash, same outputs.
+INT8_REGISTRATIONS = {
+    "CONV_2D": "conv.h", "DEPTHWISE_CONV_2D": "depthwise_conv.h", "FULLY_CONNECTED": "fully_connected.h",
+    "SOFTMAX": "softmax.h", "AVERAGE_POOL_2D": "pooling.h", "MAX_POOL_2D": "pooling.h",
+}  # fmt: skip
+
+
+def int8_only(graph: Graph, op: str) -> bool:
+    """Every `op` in the graph reads int8 activations (and int8 weights, int32 bias) and writes int8."""
+    for o in graph.operators:
+        if o.name != op:
+            continue
+        ins = [graph.tensors[i].dtype for i in o.inputs if i >= 0]
+        outs = [graph.tensors[i].dtype for i in o.outputs]
+        if not ins or ins[0] != "INT8" or any(d not in ("INT8", "INT32") for d in ins) or set(outs) != {"INT8"}:
+            return False
+    return True
+
+
 def write_op_resolver(graph: Graph, out_dir: Path, name: str) -> list[str]:
-    """`op_resolver.h`: a MicroMutableOpResolver<N> registering exactly the model's operators."""
+    """`op_resolver.h`: a MicroMutableOpResolver<N> registering exactly the model's operators, with the int8-only
+    kernel where every use of an operator is int8."""
     ops = sorted(graph.op_names)
-    methods = [resolver_method(op) for op in ops]
+    int8 = {op for op in ops if op in INT8_REGISTRATIONS and int8_only(graph, op)}
+    methods = [
+        f"{resolver_method(op)}(tflite::Register_{op}_INT8())" if op in int8 else f"{resolver_method(op)}()"
+        for op in ops
+    ]
+    headers = sorted({INT8_REGISTRATIONS[op] for op in int8})
     guard = f"{c_identifier(name).upper()}_OP_RESOLVER_H_"
     lines = [
         _banner(name) + f"// Operators read from the model's flatbuffer: {c_comment(', '.join(ops))}.",
@@ -128,13 +155,14 @@ def write_op_resolver(graph: Graph, out_dir: Path, name: str) -> list[str]:
         f"#define {guard}",
         "",
         '#include "tensorflow/lite/micro/micro_mutable_op_resolver.h"',
+        *[f'#include "tensorflow/lite/micro/kernels/{h}"' for h in headers],
         "",
         f"namespace {c_identifier(name)} {{",
         "",
         f"using OpResolver = tflite::MicroMutableOpResolver<{len(ops)}>;",
         "",
         "inline TfLiteStatus RegisterOps(OpResolver& resolver) {",
-        *[f"  TF_LITE_ENSURE_STATUS(resolver.{m}());" for m in methods],
+        *[f"  TF_LITE_ENSURE_STATUS(resolver.{m});" for m in methods],
         "  return kTfLiteOk;",
         "}",
         "",
@@ -317,6 +345,11 @@ int Classify(const int8_t* features /* kInputBytes, quantized with kInputScale/k
 
 The arena was measured on a 64-bit host build of TFLM; on a 32-bit MCU the same model needs a little less
 (see `report.md` of the run for the head/tail split). Keep `kTensorArenaSize` unless you re-measure on the board.
+
+When the recipe names a board with an emulator, `firmware/<board>-<kernels>/` holds this bundle built as benchmark
+firmware for its core (TFLM + CMSIS-NN) and measured on QEMU: `firmware.elf`, its map and linker script, the
+harness sources, the exact flags (`build.json`), and a README on building the same firmware for a real board and
+flashing it with pyOCD or OpenOCD.
 """
     (out_dir / "README.md").write_text(text, encoding="utf-8")
 

@@ -156,7 +156,7 @@ def kernels_for(root: Path, kernels: Kernels, methods: list[str]) -> list[Path] 
 
 
 def resolver_methods(op_resolver_h: Path) -> list[str]:
-    return re.findall(r"resolver\.(Add\w+)\(\)", op_resolver_h.read_text())
+    return re.findall(r"resolver\.(Add\w+)\(", op_resolver_h.read_text())
 
 
 # --- building ----------------------------------------------------------------------------------------------------
@@ -372,7 +372,55 @@ def build_firmware(
                                      "harness": ["main.o", "board.o", "startup.o"]})  # fmt: skip
     (out / "sizes.json").write_text(json.dumps(sizes, indent=2))
     shutil.rmtree(out / "obj", ignore_errors=True)
+    write_build_notes(out, board, kernels, lib, flags + harness_defs, cmd)
     return Firmware(elf, map_file, board.name, kernels, lib, sizes, fits)
+
+
+def write_build_notes(
+    out: Path, board: Board, kernels: Kernels, lib: Library, flags: list[str], link: list[str]
+) -> None:
+    """The harness sources, the exact compile and link flags and a README beside the ELF: what a firmware team
+    needs to build the same benchmark firmware for a real board and flash it."""
+    shutil.copytree(HARNESS, out / "harness", dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    root = str(lib.root)
+    relative = [f.replace(root, "$TFLM_SOURCES") for f in flags]
+    link_flags = [f for f in link[1:] if not f.startswith(("/", "-Wl,-Map")) and not f.endswith((".o", ".a", ".elf"))]
+    (out / "build.json").write_text(json.dumps({
+        "board": board.name, "cpu": board.cpu, "kernels": kernels, "compile_flags": relative,
+        "link_flags": [f for f in link_flags if f not in ("-T", "-o")], "linker_script": "firmware.ld",
+        "tflm_library_sources": lib.files,
+    }, indent=2))  # fmt: skip
+    (out / "README.md").write_text(f"""# Benchmark firmware for {board.name} ({board.core})
+
+`firmware.elf` is this bundle's model on TFLite Micro with {kernels} kernels, built by edge-pipeline for
+`-mcpu={board.cpu}` and linked for the board's {board.flash_kb} KB flash and {board.ram_kb} KB RAM (`firmware.ld`;
+`firmware.map` and `sizes.json` say what each part costs). It answers the serial protocol of
+`targets/serial_dut.py` (`name%`, `profile%`, `db load N%`, `db <hex>%`, `infer N W%`, `results%`, `frontend%`),
+so `pipeline hil` measures it on a board exactly as it measures it on the emulated one.
+
+## Run it on the emulated board
+
+    qemu-system-arm -M {board.qemu_machine} -icount shift=0 -kernel firmware.elf -display none -serial pty
+
+then name the printed `/dev/pts/N` as a `kind: serial` device, or use `kind: qemu` in the HIL inventory.
+
+## Build it for your own board and flash it
+
+The ELF targets QEMU's {board.qemu_machine} memory map (flash at {board.flash_origin:#x}, RAM at
+{board.ram_origin:#x}) and its CMSDK UART and timer. For a real board:
+1. Replace `harness/board.c` with your board's UART (115200 8N1) and counter; `-DEDGE_COUNTER_DWT=1` counts
+   cycles with the DWT (Cortex-M3 and up) instead of instructions.
+2. Set the two `ORIGIN`s in `firmware.ld` to your part's (STM32: flash 0x08000000, RAM 0x20000000).
+3. Build TFLM from the pinned sources (`python -m targets.tflm.sources fetch`) with `compile_flags` of
+   `build.json` ($TFLM_SOURCES is the unpacked folder), compile `harness/*.c*` and the bundle's `src/` with the
+   same flags, and link with `link_flags` and `firmware.ld`.
+4. Flash it, with pyOCD or OpenOCD (name your part):
+
+       pyocd flash --target stm32l4r5zitx firmware.elf
+       openocd -f interface/stlink.cfg -f target/stm32l4x.cfg -c "program firmware.elf verify reset exit"
+
+5. Add the board to the HIL inventory: `{{name: my-board, kind: serial, port: /dev/ttyACM0, board: {board.name}}}`.
+""")
 
 
 # --- what the linked image holds ---------------------------------------------------------------------------------

@@ -101,7 +101,7 @@ def board_figures(board: Board, firmware: Firmware, run: BoardRun) -> dict[str, 
         ),
         "latency": Measurement(
             ms, "ms",
-            f"estimate: {instructions:,.0f} instructions per invoke counted on QEMU {board.qemu_machine} (icount) x "
+            f"{instructions:,.0f} instructions per invoke counted on QEMU {board.qemu_machine} (icount) x "
             f"{board.cpi} cycles per instruction (assumed) / {board.clock_mhz} MHz",
             False,
         ),
