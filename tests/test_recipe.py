@@ -37,7 +37,7 @@ def test_shipped_recipes_and_inventory_are_valid():
     assert [t.name for t in recipe.targets] == ["tflm", "android", "openvino", "ethos_u"]
     assert load_recipe(ROOT / "recipes" / "kws_mcu_sparse.yaml").stage("prune").method == "magnitude"
     kinds = [d.kind for d in load_inventory(ROOT / "recipes" / "devices.yaml").devices]
-    assert kinds == ["soft-serial", "host", "serial", "adb"]
+    assert kinds == ["qemu", "soft-serial", "host", "serial", "adb"]
 
 
 def test_distillation_teacher_must_be_an_earlier_keras_stage():

@@ -20,6 +20,9 @@ def test_flagship_recipe_end_to_end(tmp_path):
     assert all(t["accuracy"] >= 0.85 for t in report["targets"] if t["name"] != "ethos_u")  # no NPU here
     ethos = report["targets"][-1]
     assert ethos["vela"]["placement"]["cpu_ops"] == 0 and ethos["figures"]["latency"]["measured"] is False
+    board = report["targets"][0]["on_board"]  # the firmware on the emulated Cortex-M4F, the MCU's own figures
+    assert board["outputs_match"] == board["vectors"] and board["deterministic"]
+    assert board["reference_kernels"]["speedup"] > 2 and board["reference_kernels"]["outputs_match"]
 
 
 def test_bench_prune_prints_its_table_and_exits_by_its_goals(tmp_path):
@@ -30,4 +33,5 @@ def test_bench_prune_prints_its_table_and_exits_by_its_goals(tmp_path):
     )  # fmt: skip
     assert done.returncode in (0, 1), done.stderr[-4000:]
     assert "TFLM latency median (ms)" in done.stdout and "pruned / unpruned" in done.stdout
+    assert "Cortex-M instructions per invoke" in done.stdout and "beside the MAC ratio" in done.stdout
     assert ("goals missed:" in done.stdout) == (done.returncode == 1)

@@ -37,9 +37,10 @@ def test_a_grid_sweep_writes_every_trial_the_front_and_a_runnable_best_recipe(sw
     goals = result["objectives"]
     front = {trials[i]["name"] for i in pareto_front([t["figures"] for t in trials], goals)}
     assert set(result["pareto"]) == front and front
-    # Pruning a quarter keeps more filters: more RAM than the 5 KB budget, so only half-pruned trials qualify.
+    # Pruning a quarter keeps more filters: more RAM than the 11 KB budget (the firmware's RAM on the emulated board:
+    # arena, static RAM, stack), so only half-pruned trials qualify.
     for t in trials:
-        assert t["within_budgets"] == (t["figures"]["tflm.ram_kb"] <= 5), t
+        assert t["within_budgets"] == (t["figures"]["tflm.ram_kb"] <= 11), t
     best = next(t for t in trials if t["name"] == result["best"])
     within = [t for t in trials if t["within_budgets"]]
     assert within and best["figures"]["tflm.accuracy"] == max(t["figures"]["tflm.accuracy"] for t in within)

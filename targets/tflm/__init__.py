@@ -401,8 +401,7 @@ def measure(cfg: Config, ctx: TargetContext) -> dict[str, Any]:
             ctx.recipe.resolve_path(cfg.sources) if cfg.sources else None, ctx.unavailable,
         )  # fmt: skip
         if on_board is not None:
-            write_manifest(ctx.out, {k: v for k, v in manifest.items() if k != "files"} | {
-                "firmware": {k: on_board[k] for k in ("board", "firmware", "compiler", "kernels")}})  # fmt: skip
+            add_firmware_to_manifest(ctx.out, manifest, on_board)
     shown = {k: Measurement.from_dict(v) for k, v in on_board["figures"].items()} if on_board else host
     out: dict[str, Any] = {
         "bundle": manifest["bundle"],
@@ -480,6 +479,12 @@ def run_on_board(
     return None
 
 
+def add_firmware_to_manifest(bundle: Path, manifest: dict[str, Any], on_board: dict[str, Any]) -> None:
+    """The manifest again, now checksumming the firmware folder too and naming what built it."""
+    firmware = {k: on_board[k] for k in ("board", "firmware", "compiler", "kernels")}
+    write_manifest(bundle, {k: v for k, v in manifest.items() if k != "files"} | {"firmware": firmware})
+
+
 def read_manifest_arena(bundle: Path) -> int:
     return int(json.loads((bundle / "manifest.json").read_text())["arena_bytes"])
 
@@ -530,8 +535,7 @@ def profile(
             if on_board is not None:
                 report["on_board"] = on_board
                 report["board"] = board_view(board, measured["arena"], len(model), measured["macs"], on_board)
-                write_manifest(out, {k: v for k, v in manifest.items() if k != "files"} | {
-                    "firmware": {k: on_board[k] for k in ("board", "firmware", "compiler", "kernels")}})  # fmt: skip
+                add_firmware_to_manifest(out, manifest, on_board)
             else:
                 report["on_board_unavailable"] = reasons[0]
     write_json(out / "profile.json", report)

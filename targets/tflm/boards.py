@@ -12,9 +12,12 @@ firmware ran.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-# The MPS2 boards' (AN385/386/500) and QEMU's peripheral clock: the CMSDK timer ticks at 25 MHz.
+# The MPS2 boards' (AN385/386/500) and QEMU's peripheral clock: the CMSDK timer ticks at 25 MHz. The TrustZone
+# boards (AN505, AN547) run their firmware in the Secure state, so it is linked at the Secure aliases of their memory
+# and peripherals; their timers tick at the system clock QEMU gives them (20 and 32 MHz).
 MPS2_PCLK_HZ = 25_000_000
 
 
@@ -38,6 +41,7 @@ class Board:
     uart_base: int = 0x4000_4000  # CMSDK APB UART0
     timer_base: int = 0x4000_0000  # CMSDK APB timer 0
     timer_hz: int = MPS2_PCLK_HZ
+    emulator_kb: tuple[int, int] = (4096, 4096)  # what the emulated machine maps at the two origins (flash, RAM)
 
     @property
     def buildable(self) -> bool:
@@ -46,14 +50,16 @@ class Board:
     @property
     def counter(self) -> dict[str, object]:
         """How the harness counts: on the emulator, timer ticks at `timer_hz` of virtual time, each worth
-        1e9 / timer_hz instructions; `per_us` converts the count to virtual microseconds."""
-        scale = 1_000_000_000 // self.timer_hz
+        1e9 / timer_hz instructions (`num` / `den`, exact); `per_us` converts ticks to virtual microseconds."""
+        div = math.gcd(1_000_000_000, self.timer_hz)
+        num, den = 1_000_000_000 // div, self.timer_hz // div
+        per_tick = f"{num / den:g}"
         return {
             "dwt": False,
-            "scale": scale,
+            "num": num,
+            "den": den,
             "per_us": self.timer_hz // 1_000_000,
-            "unit": f"instructions; qemu icount shift=0, {self.timer_hz // 1_000_000} MHz timer: {scale} per tick",
-            "resolution": scale,
+            "unit": f"instructions; qemu icount shift=0, {self.timer_hz / 1e6:g} MHz timer: {per_tick} per tick",
         }
 
 
@@ -66,7 +72,14 @@ BOARDS: dict[str, Board] = {
         Board("cortex-m7-512k", "Cortex-M7", 216, 512, 2048, "STM32F767 / i.MX RT1060-class", 2.0,
               cpu="cortex-m7", fpu="fpv5-sp-d16", float_abi="hard", cmsis_core="M7", cpi=1.0,
               qemu_machine="mps2-an500"),
-        Board("cortex-m33-256k", "Cortex-M33", 110, 256, 1024, "nRF5340 app core / STM32U5-class", 3.5),
+        Board("cortex-m33-256k", "Cortex-M33", 110, 256, 1024, "nRF5340 app core / STM32U5-class", 3.5,
+              cpu="cortex-m33", fpu="fpv5-sp-d16", float_abi="hard", cmsis_core="M33", cpi=1.3,
+              qemu_machine="mps2-an505", flash_origin=0x1000_0000, ram_origin=0x3800_0000,
+              uart_base=0x5020_0000, timer_base=0x5000_0000, timer_hz=20_000_000),
+        Board("cortex-m55-512k", "Cortex-M55 (Helium)", 160, 512, 512, "Alif Ensemble E3 high-efficiency core-class",
+              1.0, cpu="cortex-m55", fpu="auto", float_abi="hard", cmsis_core="M55", cpi=1.0,
+              qemu_machine="mps3-an547", flash_origin=0x1000_0000, ram_origin=0x3000_0000,
+              uart_base=0x5930_3000, timer_base=0x5800_0000, timer_hz=32_000_000, emulator_kb=(512, 512)),
         Board("esp32-s3", "Xtensa LX7", 240, 512, 8192, "ESP32-S3 (internal SRAM, 8 MB flash module)", 2.5),
     ]
 }  # fmt: skip

@@ -1,6 +1,6 @@
 // MPS2 / MPS3 peripherals as QEMU emulates them: CMSDK APB UART and CMSDK APB timer (counting down at the
 // peripheral clock). Under `qemu-system-arm -icount shift=0` virtual time advances one nanosecond per instruction,
-// so a timer tick of the PCLK is (1e9 / PCLK) instructions: the host multiplies it out (EDGE_COUNTER_SCALE).
+// so a timer tick of the PCLK is (1e9 / PCLK) instructions: main.cc multiplies it out (EDGE_COUNTER_NUM / _DEN).
 #include "board.h"
 
 #define REG(addr) (*(volatile uint32_t*)(addr))

@@ -117,7 +117,7 @@ void put_counts(const char* prefix, int runs, bool as_us) {
   for (int i = 0; i < runs; ++i) {
     if (i) board_putc(',');
     uint64_t c = g_counts[i];
-    put_u64(as_us ? c / EDGE_COUNTER_PER_US : c * EDGE_COUNTER_SCALE);
+    put_u64(as_us ? c / EDGE_COUNTER_PER_US : c * EDGE_COUNTER_NUM / EDGE_COUNTER_DEN);
   }
   put("]");
   end_line();
