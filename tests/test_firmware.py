@@ -153,3 +153,19 @@ def test_profile_runs_any_model_as_firmware_on_the_board(board_run, tmp_path):
     report = json.loads((out / "profile.json").read_text())
     assert report["on_board"]["outputs_match"] == report["on_board"]["vectors"] == 16
     assert "instructions per invoke" in done.stdout and "linked flash" in done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["cortex-m7-512k", "cortex-m33-256k", "cortex-m55-512k"])
+def test_every_emulated_core_runs_the_bundle_bit_exact(board_run, tmp_path, name):
+    """The other emulated cores (M7 on mps2-an500; M33 and M55 in the Secure state of the TrustZone boards, the
+    M55 with CMSIS-NN's Helium kernels and a SysTick counter): same outputs as the interpreter, counts in range."""
+    run_dir, tflm = board_run
+    board = BOARDS[name]
+    bundle = run_dir / "export" / "tflm"
+    firmware = build_firmware(bundle, "tiny", board, "cmsis_nn", tmp_path / "fw")
+    vectors = np.load(bundle / "test_vectors.npz")["x"][:4]
+    run = run_firmware(firmware, board, vectors, runs=3)
+    arena = json.loads((bundle / "manifest.json").read_text())["arena_bytes"]
+    assert np.array_equal(run.outputs, tflm_outputs(bundle / "model.tflite", arena, vectors).reshape(len(vectors), -1))
+    assert 0.1 < run.counts[0] / tflm["on_board"]["instructions_per_invoke"] < 2

@@ -617,6 +617,12 @@ def board_lines(run: dict[str, Any] | None, host: dict[str, Any] | None) -> list
         f"at one cycle per instruction it cannot be under "
         f"{run['instructions_per_invoke'] / (run['clock_mhz'] * 1e3):.2f} ms.",
     ]
+    if not run.get("arena_fits_bundle", True):
+        lines.append(
+            f"- **The bundle's kTensorArenaSize ({run['arena_bytes']:,} B) is too small for this core's kernels**: "
+            f"TFLM used {run['arena_used_bytes']:,} B on the {run['core']} (its optimized kernels ask for more "
+            "scratch than the host's). Raise `arena_headroom` until it fits."
+        )
     ref = run.get("reference_kernels")
     if ref:
         lines.append(

@@ -42,6 +42,7 @@ class Board:
     timer_base: int = 0x4000_0000  # CMSDK APB timer 0
     timer_hz: int = MPS2_PCLK_HZ
     emulator_kb: tuple[int, int] = (4096, 4096)  # what the emulated machine maps at the two origins (flash, RAM)
+    systick: bool = False  # count with the core's SysTick (processor clock = timer_hz) instead of a CMSDK timer
 
     @property
     def buildable(self) -> bool:
@@ -56,10 +57,12 @@ class Board:
         per_tick = f"{num / den:g}"
         return {
             "dwt": False,
+            "systick": self.systick,
             "num": num,
             "den": den,
             "per_us": self.timer_hz // 1_000_000,
-            "unit": f"instructions; qemu icount shift=0, {self.timer_hz / 1e6:g} MHz timer: {per_tick} per tick",
+            "unit": f"instructions; qemu icount shift=0, {self.timer_hz / 1e6:g} MHz {'SysTick' if self.systick else 'timer'}: "
+            f"{per_tick} per tick",
         }
 
 
@@ -79,7 +82,8 @@ BOARDS: dict[str, Board] = {
         Board("cortex-m55-512k", "Cortex-M55 (Helium)", 160, 512, 512, "Alif Ensemble E3 high-efficiency core-class",
               1.0, cpu="cortex-m55", fpu="auto", float_abi="hard", cmsis_core="M55", cpi=1.0,
               qemu_machine="mps3-an547", flash_origin=0x1000_0000, ram_origin=0x3000_0000,
-              uart_base=0x5930_3000, timer_base=0x5800_0000, timer_hz=32_000_000, emulator_kb=(512, 512)),
+              uart_base=0x5930_3000, timer_base=0x5800_0000, timer_hz=32_000_000, emulator_kb=(512, 512),
+              systick=True),
         Board("esp32-s3", "Xtensa LX7", 240, 512, 8192, "ESP32-S3 (internal SRAM, 8 MB flash module)", 2.5),
     ]
 }  # fmt: skip

@@ -142,6 +142,7 @@ def measure_board(
         "counter": run.profile.get("counter"),
         "arena_used_bytes": int(run.profile["arena-used"]),
         "arena_bytes": int(run.profile["arena"]),
+        "arena_fits_bundle": int(run.profile["arena-used"]) <= int(run.profile["arena"]),
         "stack_used_bytes": int(run.profile["stack-used"]),
         "sizes": firmware.sizes,
         "vectors": len(match),

@@ -16,6 +16,14 @@
 #define DEMCR REG(0xE000EDFCu)
 #define DWT_CTRL REG(0xE0001000u)
 #define DWT_CYCCNT REG(0xE0001004u)
+#elif EDGE_COUNTER_SYSTICK
+// Boards whose timers are not CMSDK's (the SSE-300 of AN547): the core's own SysTick at the processor clock, its
+// 24-bit count extended by counting wraps in its exception.
+#define SYST_CSR REG(0xE000E010u)
+#define SYST_RVR REG(0xE000E014u)
+#define SYST_CVR REG(0xE000E018u)
+static volatile uint32_t g_systick_wraps;
+void SysTick_Handler(void) { ++g_systick_wraps; }
 #else
 #define TIMER_CTRL REG(EDGE_TIMER_BASE + 0x00)
 #define TIMER_VALUE REG(EDGE_TIMER_BASE + 0x04)
@@ -32,6 +40,10 @@ void board_init(void) {
   DEMCR |= 1u << 24;  // TRCENA
   DWT_CYCCNT = 0;
   DWT_CTRL |= 1u;
+#elif EDGE_COUNTER_SYSTICK
+  SYST_RVR = 0xFFFFFFu;
+  SYST_CVR = 0;
+  SYST_CSR = 7u;  // enabled, exception on wrap, processor clock
 #else
   TIMER_CTRL = 0;
   TIMER_RELOAD = 0xFFFFFFFFu;
@@ -55,6 +67,13 @@ int board_getc(void) {
 uint32_t board_counter(void) {
 #if EDGE_COUNTER_DWT
   return DWT_CYCCNT;
+#elif EDGE_COUNTER_SYSTICK
+  uint32_t wraps, value;
+  do {
+    wraps = g_systick_wraps;
+    value = SYST_CVR;
+  } while (wraps != g_systick_wraps);
+  return (wraps << 24) + (0xFFFFFFu - value);  // counts down: complement it; deltas stay right across 2^32
 #else
   return ~TIMER_VALUE;  // counts down: complement it so the count goes up
 #endif

@@ -20,6 +20,8 @@ void Default_Handler(void) {
   }
 }
 
+void SysTick_Handler(void) __attribute__((weak, alias("Default_Handler")));
+
 void Reset_Handler(void) {
   memcpy(&_sdata, &_sidata, (uintptr_t)&_edata - (uintptr_t)&_sdata);
   memset(&_sbss, 0, (uintptr_t)&_ebss - (uintptr_t)&_sbss);
@@ -36,7 +38,7 @@ void Reset_Handler(void) {
 __attribute__((section(".isr_vector"), used)) void (*const g_vectors[16])(void) = {
     (void (*)(void))(&_estack), Reset_Handler, Default_Handler, Default_Handler, Default_Handler,
     Default_Handler,          Default_Handler, 0, 0, 0, 0, Default_Handler, Default_Handler, 0,
-    Default_Handler,          Default_Handler,
+    Default_Handler,          SysTick_Handler,
 };
 
 // newlib's hooks for a program without an operating system (nothing here allocates or exits).
