@@ -185,7 +185,7 @@ def measure_serial_dut(
 
         spec = BOARDS[board or "cortex-m4f-256k"]
         counted = {"instructions": float(np.median(timing.counts)), "counter": profile.get("counter")}
-        lat = timing.counts * spec.cpi / (spec.clock_mhz * 1e3)
+        lat = spec.latency_ms(timing.counts)
         runtime = f"{name}: instructions x CPI {spec.cpi} (assumed) / {spec.clock_mhz} MHz, an estimate"
     else:
         runtime = f"device {name} over serial ({port})"

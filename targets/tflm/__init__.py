@@ -450,7 +450,7 @@ def host_figures(model_bytes: int, measured: dict[str, Any]) -> dict[str, Measur
 def board_latency(on_board: dict[str, Any]) -> dict[str, Any]:
     """The board's latency in the report's latency fields: instructions are exact, so every run is the median."""
     ms = on_board["figures"]["latency"]["value"]
-    by_vector = np.array(on_board["instructions_by_vector"]) * on_board["cpi"] / (on_board["clock_mhz"] * 1e3)
+    by_vector = BOARDS[on_board["board"]].latency_ms(np.array(on_board["instructions_by_vector"]))
     return {"median": ms, "p90": float(np.percentile(by_vector, 90)), "runs": len(by_vector),
             "runtime": f"{on_board['core']} on QEMU {on_board['machine']} (instructions x CPI {on_board['cpi']} / "
                        f"{on_board['clock_mhz']} MHz: an estimate)"}  # fmt: skip

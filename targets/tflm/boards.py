@@ -48,6 +48,11 @@ class Board:
     def buildable(self) -> bool:
         return bool(self.cpu)
 
+    def latency_ms(self, instructions):
+        """Instructions (a number or an array) as milliseconds on this board: x the stated CPI / the clock. An
+        estimate: the CPI is an assumption, printed beside every figure it makes."""
+        return instructions * self.cpi / (self.clock_mhz * 1e3)
+
     @property
     def counter(self) -> dict[str, object]:
         """How the harness counts: on the emulator, timer ticks at `timer_hz` of virtual time, each worth

@@ -1,7 +1,7 @@
 """Cortex-M firmware from a TFLM bundle: the TFLite Micro library (with CMSIS-NN or reference kernels) built for the
 board's core, the bundle's own sources and a small benchmark harness (`harness/`), linked for the board's memory.
 
-The library is a pure function of (sources, core flags, kernels, kernel set, compiler, flags, this module), so it
+The library is a pure function of (sources, core flags, kernels, kernel set, compiler, flags, BUILD_RULES), so it
 is built once into the firmware cache (`targets.tflm.sources.cache_root()`, an artifact store shared by every
 recipe and run folder) and reused. Only the kernels the model's operators need are compiled (found from the
 `Register_*` functions its `MicroMutableOpResolver` calls), unless a link shows that more are needed; then every
@@ -218,6 +218,7 @@ class Library:
     seconds: float
     files: int
     minimal: bool
+    compiler: str
 
 
 def library(
@@ -259,7 +260,7 @@ def library(
 
     art = store.get_or_build("tflm-lib", key, build)
     return Library(art.file("libtflm.a"), root, kernels, key, art.cached, float(art.meta.get("seconds", 0.0)),
-                   len(files), chosen is not None)  # fmt: skip
+                   len(files), chosen is not None, tools["version"])  # fmt: skip
 
 
 def linker_script(board: Board, stack_bytes: int = 8192, emulator_memory: bool = False) -> str:
@@ -406,7 +407,7 @@ then name the printed `/dev/pts/N` as a `kind: serial` device, or use `kind: qem
 ## Build it for your own board and flash it
 
 The ELF targets QEMU's {board.qemu_machine} memory map (flash at {board.flash_origin:#x}, RAM at
-{board.ram_origin:#x}) and its CMSDK UART and timer. For a real board:
+{board.ram_origin:#x}), its CMSDK UART and its {"SysTick" if board.systick else "CMSDK timer"}. For a real board:
 1. Replace `harness/board.c` with your board's UART (115200 8N1) and counter; `-DEDGE_COUNTER_DWT=1` counts
    cycles with the DWT (Cortex-M3 and up) instead of instructions.
 2. Set the two `ORIGIN`s in `firmware.ld` to your part's (STM32: flash 0x08000000, RAM 0x20000000).

@@ -83,7 +83,7 @@ def board_figures(board: Board, firmware: Firmware, run: BoardRun) -> dict[str, 
     arena = int(run.profile["arena-used"])
     stack = int(run.profile["stack-used"])
     instructions = float(np.median(run.counts))
-    ms = instructions * board.cpi / (board.clock_mhz * 1e3)
+    ms = board.latency_ms(instructions)
     split = ", ".join(f"{k} {v['flash']:,}" for k, v in sorted(app.items(), key=lambda kv: -kv[1]["flash"]))
     harness = parts.get(HARNESS_PART, {"flash": 0})["flash"]
     return {
@@ -126,7 +126,7 @@ def measure_board(
         "core": board.core,
         "machine": board.qemu_machine,
         "emulator": qemu_version(),
-        "compiler": toolchain()["version"],
+        "compiler": firmware.library.compiler,
         "kernels": kernels,
         "firmware": str(out.relative_to(bundle)),
         "library": {
