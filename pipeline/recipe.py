@@ -36,7 +36,7 @@ from pydantic import (
 
 from pipeline.budgets import BudgetsConfig
 from pipeline.models.zoo import ModelConfig
-from pipeline.schema import NamedEntry, Range, StageConfig, Strict, located, ordered, suggest, unique_items
+from pipeline.schema import NamedEntry, Range, StageConfig, Strict, changed, located, ordered, suggest, unique_items
 
 # ---------------------------------------------------------------------------------------------------------
 # Errors
@@ -82,8 +82,18 @@ def format_path(path: tuple[str | int, ...]) -> str:
 # Schema
 
 
+SPEECH_MEL_BINS = 32  # the pinned melspectrogram model's mel channels
+SPEECH_MEL_WINDOW_FRAMES = 76  # mel frames the speech embedding reads for one of its 96-number outputs
+SPEECH_MEL_WINDOW_STRIDE = 8  # ... and how many frames later its next output starts (its time stride)
+SPEECH_MEL_FFT, SPEECH_MEL_HOP = 512, 160  # the melspectrogram model's window and hop, in samples
+
+
 class FeaturesConfig(Strict):
-    kind: Literal["mfcc"] = "mfcc"
+    """`mfcc`: MFCCs computed by the pipeline (and on the device by the bundle's C front end). `speech_mel`: the
+    log-mel frames of the pinned speech embedding's own front end (openWakeWord's `melspectrogram`), the input of
+    `model.arch: speech_embedding`; the clip is padded with silence on both sides to `windows` embedding steps."""
+
+    kind: Literal["mfcc", "speech_mel"] = "mfcc"
     sample_rate: Literal[16000] = 16000
     clip_ms: int = Field(1000, gt=0, le=60_000)
     window_ms: float = Field(30.0, gt=0)
@@ -92,9 +102,21 @@ class FeaturesConfig(Strict):
     mel_bins: int = Field(40, ge=1, le=128)
     lower_hz: float = Field(20.0, ge=0)
     upper_hz: float = Field(4000.0, gt=0)
+    windows: int = Field(
+        9, ge=1, le=64, description="speech_mel: embedding steps (76 frames, 80 ms apart) the padded clip spans"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> FeaturesConfig:
+        mfcc_only = {"window_ms", "stride_ms", "coefficients", "mel_bins", "lower_hz", "upper_hz"}
+        if self.kind == "speech_mel" and mfcc_only & changed(self):
+            keys = ", ".join(sorted(mfcc_only & changed(self)))
+            raise ValueError(f"{keys}: MFCC settings; kind 'speech_mel' uses the pinned melspectrogram model's own")
+        if self.kind == "mfcc" and "windows" in changed(self):
+            raise ValueError("windows: only for kind 'speech_mel'")
+        if self.kind == "speech_mel" and self.padded_samples < self.clip_samples:
+            raise ValueError(f"windows: {self.windows} embedding steps span {self.padded_samples} samples, less than "
+                             f"the {self.clip_ms} ms clip ({self.clip_samples} samples); use more")  # fmt: skip
         if self.coefficients > self.mel_bins:
             raise ValueError(f"coefficients ({self.coefficients}) cannot exceed mel_bins ({self.mel_bins})")
         if not self.lower_hz < self.upper_hz <= self.sample_rate / 2:
@@ -123,11 +145,18 @@ class FeaturesConfig(Strict):
 
     @property
     def frames(self) -> int:
+        if self.kind == "speech_mel":
+            return SPEECH_MEL_WINDOW_FRAMES + SPEECH_MEL_WINDOW_STRIDE * (self.windows - 1)
         return 1 + (self.clip_samples - self.window_samples) // self.stride_samples
 
     @property
+    def padded_samples(self) -> int:
+        """speech_mel: the samples `frames` mel frames span (the clip centred in silence)."""
+        return SPEECH_MEL_FFT + SPEECH_MEL_HOP * (self.frames - 1)
+
+    @property
     def shape(self) -> tuple[int, int]:
-        return (self.frames, self.coefficients)
+        return (self.frames, SPEECH_MEL_BINS if self.kind == "speech_mel" else self.coefficients)
 
 
 DEFAULT_UNKNOWN_WORDS = [
@@ -291,6 +320,13 @@ class DataConfig(Strict):
     extra_train: list[Path] = Field(
         default_factory=list, max_length=32, description="folders of your own recordings mixed into training only"
     )
+    extra_train_repeat: int = Field(
+        1,
+        ge=1,
+        le=1000,
+        description="each of your own recordings appears this many times in the training split: a few dozen clips "
+        "among thousands of synthetic ones otherwise weigh almost nothing",
+    )
 
     @field_validator("download")
     @classmethod
@@ -438,7 +474,7 @@ class Recipe(Strict):
                 have = f"a {kind} model" if kind else "no model yet"
                 raise located(("stages", i, entry.name), f"stage '{entry.name}' needs {need}, but gets {have}")
             distill = getattr(cfg, "distill", None)
-            if distill is not None and distill.teacher not in teachers:
+            if distill is not None and distill.teacher is not None and distill.teacher not in teachers:
                 where = ("stages", i, entry.name, "distill", "teacher")
                 hint = suggest(distill.teacher, teachers) or " (there is none)"
                 raise located(where, f"teacher '{distill.teacher}' is not an earlier stage with a Keras model{hint}")
@@ -457,6 +493,19 @@ class Recipe(Strict):
             if t.name in seen:
                 raise located(("targets", i, t.name), f"target '{t.name}' appears twice")
             seen.add(t.name)
+        return self
+
+    @model_validator(mode="after")
+    def _model_fits_features(self) -> Recipe:
+        kind = self.data.features.kind
+        if self.model.arch == "speech_embedding" and kind != "speech_mel":
+            raise located(("model", "arch"), "speech_embedding reads the melspectrogram model's frames: set "
+                          "`data.features: {kind: speech_mel}`")  # fmt: skip
+        if self.model.arch == "speech_embedding":
+            for i, entry in enumerate(self.stages):
+                if getattr(entry.config, "augment", None) is not None:
+                    raise located(("stages", i, entry.name, "augment"), "not with model.arch speech_embedding: its "
+                                  "frozen embedding is computed once per clip, so features cannot change per step")  # fmt: skip
         return self
 
     @property

@@ -35,20 +35,12 @@ def render_markdown(report: dict[str, Any]) -> str:
         ),
         "",
     ]
+    if report.get("trained_from"):
+        out += ["## What trained the model", "", table(["", "from"], [[t["what"], t["source"]] for t in
+                report["trained_from"]]), ""]  # fmt: skip
     if data["source"] == "synthetic":
-        out += [
-            "**Trained on synthetic speech only** (espeak-ng voices; no real recording): test variants are never "
-            "heard in training or validation, but the synthetic test says nothing about people — see the field tests.",
-            "",
-        ]
-    else:
-        out += [f"**Trained on real recordings**: the Speech Commands folder `{data['root']}`.", ""]
-    for extra in data.get("extra_train", []):
-        out += [
-            f"**Plus your own recordings in training**: {extra['clips']:,} clips from `{extra['path']}` "
-            f"(training split only; {extra['unreadable']} unreadable skipped, {extra['converted']} converted).",
-            "",
-        ]
+        out += ["Test voices are never heard in training or validation, but the synthetic test says nothing about "
+                "people: see the field tests.", ""]  # fmt: skip
 
     out += ["## Stages", ""]
     rows = []

@@ -28,7 +28,7 @@ from pipeline.data import FeatureSet, FieldSet, prepare, prepare_field_set, prep
 from pipeline.fingerprint import fingerprint
 from pipeline.plugins import TargetContext, find_models, stage, target
 from pipeline.progress import Reporter
-from pipeline.recipe import Recipe
+from pipeline.recipe import FeaturesConfig, Recipe
 from pipeline.report import render_markdown
 from pipeline.runtimes import ModelRef
 from pipeline.stages import StageContext
@@ -76,6 +76,7 @@ def stage_key(recipe: Recipe, index: int, data: FeatureSet, upstream: Artifact |
             # Only the first stage builds the model; later ones inherit it through their input's key.
             "model": recipe.model.model_dump(mode="json") if entry.config.consumes is None else None,
             "code": fingerprint(stage(entry.name).__name__),
+            "outside": entry.config.outside_inputs(recipe),
         }
     )
 
@@ -118,7 +119,13 @@ def run_recipe(
             def retrain(k: int) -> Artifact:
                 return retrain_first_stage(recipe, data, store, reporter, k, f"teacher {k + 1}")
 
-            ctx = StageContext(recipe, data, upstream, tmp, reporter.log, reporter.progress, dict(stages), retrain)
+            def features_as(features: FeaturesConfig) -> FeatureSet:
+                other = recipe.model_copy(update={"data": recipe.data.model_copy(update={"features": features})})
+                return prepare(other, store, reporter.progress, reporter.warn)[0]
+
+            ctx = StageContext(
+                recipe, data, upstream, tmp, reporter.log, reporter.progress, dict(stages), retrain, features_as
+            )
             meta["stage"] = entry.name
             meta["metrics"] = module.run(entry.config, ctx)
 
@@ -157,6 +164,7 @@ def run_recipe(
         "warnings": list(reporter.warnings),
         "recipe_dir": str(recipe.base_dir or Path.cwd()),  # relative paths in recipe.yaml resolve against it
         "data": data.summary() | {"seconds": data_art.meta.get("seconds"), "cached": data_art.cached},
+        "trained_from": trained_from(recipe, data),
         "stages": [_row(name, art) for name, art in stages],
         "targets": [_row(name, art) for name, art in targets],
         "budgets": [b.as_dict() for b in results],
@@ -170,6 +178,41 @@ def run_recipe(
     if out is None:
         _point_latest(run_dir)
     return RunResult(run_dir, report)
+
+
+def trained_from(recipe: Recipe, data: FeatureSet) -> list[dict[str, str]]:
+    """Everything that taught the models, for the report: data, pretrained weights, recordings of people."""
+    out = []
+    if data.source == "synthetic":
+        synth = recipe.data.synthetic
+        engines = ["espeak-ng"] + [
+            f"{name} ({share:.0%} of the training draws)"
+            for name, share in (("CMU Flite", synth.flite_share), ("Kokoro-82M", synth.kokoro_share),
+                                ("Piper", synth.piper_share)) if share
+        ]  # fmt: skip
+        out.append({"what": "synthetic speech", "source": f"{data.summary()['voices']['train']:,} training voices "
+                    f"spoken by {', '.join(engines)}; no recording of a person"})  # fmt: skip
+    else:
+        out.append({"what": "recordings of people", "source": f"the Speech Commands folder {data.root}"})
+    if recipe.model.arch == "speech_embedding":
+        from pipeline.models.speech_embedding_assets import SOURCE
+
+        out.append({"what": "pretrained speech embedding (frozen)", "source": SOURCE + "; learnt by its authors from "
+                    "a large corpus of real speech, none of it seen here"})  # fmt: skip
+    for entry in recipe.stages:
+        distill = getattr(entry.config, "distill", None)
+        if distill is not None and distill.teacher_run is not None:
+            run = recipe.resolve_path(distill.teacher_run)
+            taught = json.loads((run / "report.json").read_text()).get("trained_from", [])
+            learnt = "; ".join(f"{t['what']}: {t['source']}" for t in taught) or "see its report"
+            out.append({"what": f"a teacher ({entry.name} distils from another run)",
+                        "source": f"{run}: {learnt}"})  # fmt: skip
+    for extra in data.extra_train:
+        times = f", each {extra['repeat']} times" if extra.get("repeat", 1) > 1 else ""
+        out.append({"what": "recordings of people", "source": f"{extra['clips']:,} clips from {extra['path']} "
+                    f"(data.extra_train, training split only{times}; {extra['unreadable']} unreadable skipped, "
+                    f"{extra['converted']} converted)"})  # fmt: skip
+    return out
 
 
 def run_target(
@@ -199,9 +242,10 @@ def run_target(
     def context(out: Path) -> TargetContext:
         from pipeline.data.features import mfcc
 
+        c_front_end = recipe.data.features.kind == "mfcc"  # the bundle's C front end computes MFCCs only
         return TargetContext(
             recipe, data, export, out, reporter.log, reporter.progress, float_model,
-            features=lambda audio: mfcc(audio, recipe.data.features),
+            features=(lambda audio: mfcc(audio, recipe.data.features)) if c_front_end else None,
         )  # fmt: skip
 
     def build_compiled(tmp: Path, meta: dict) -> None:

@@ -51,6 +51,13 @@ def unique_items(value: list[Any]) -> list[Any]:
     return value
 
 
+def changed(model: BaseModel) -> set[str]:
+    """Fields whose value differs from the default: what a recipe really sets (a dumped and reloaded copy sets
+    every field, so `model_fields_set` would say all of them)."""
+    return {name for name, field in type(model).model_fields.items()
+            if getattr(model, name) != field.get_default(call_default_factory=True)}  # fmt: skip
+
+
 def located(path: tuple[str | int, ...], message: str) -> PydanticCustomError:
     return PydanticCustomError("located", "{message}", {"message": message, "path": list(path)})
 
@@ -90,4 +97,8 @@ class StageConfig(Strict):
 
     def check_recipe(self, recipe: Recipe) -> tuple[tuple[str | int, ...], str] | None:
         """A problem with this stage given the rest of the recipe: (key path below the stage, message), or None."""
+        return None
+
+    def outside_inputs(self, recipe: Recipe) -> Any:
+        """What the stage reads from outside the chain (e.g. another run's model), as JSON for its cache key."""
         return None

@@ -23,12 +23,25 @@ tests judge every rung; none of them is trained on. `--seeds 1234,4321,...` trai
 (voice draws, held-out variants and initial weights all change with it) and adds each rung's mean and spread:
 one seed's figure moves by several points on people, more than most levers buy.
 
+`--own-recordings DIR`: what a team's own recordings buy. DIR (e.g. ../shared/data/real_speech_dev) is split by
+speaker into two halves: a speaker's clips go to the *donor* half when `int(sha256(speaker), 16) % 2 == 0`, else to
+the *judge* half (the speaker as `pipeline.data.field_speaker` reads it from the file name; a `_silence_` clip's
+file stem). The recipe's model is trained with 0, 5, 10, 25 and all of the donors' clips per class folder
+(`--clips`; the first k of each folder by SHA-256 of the file name) added through `data.extra_train`, and judged on
+the judge half alone: people it never heard. The recipe's other field tests are dropped, since half of DIR is
+trained on. By default the `train` stage alone is trained at the recipe's epochs (`--epochs` to change it);
+`--full-chain` runs the recipe's whole chain to the TFLM bundle instead and judges the bundle. The curve is printed
+and plotted to `<runs-dir>/own_recordings_x<repeat>.png`. `--repeat N` sets `data.extra_train_repeat`: each
+donor clip then appears N times in training.
+
 `--field NAME=DIR` adds a field test to the recipe's own (repeatable). Without any, there is nothing to compare.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -42,8 +55,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from bench_prune import _entries, as_trained, pruned_chain, write_chain  # noqa: E402
+from bench_prune import _chain, _entries, as_trained, pruned_chain, write_chain  # noqa: E402
 
+from pipeline.data import field_speaker  # noqa: E402
 from pipeline.progress import Reporter  # noqa: E402
 from pipeline.recipe import DEFAULT_UNKNOWN_WORDS, Recipe, load_recipe  # noqa: E402
 from pipeline.runner import RunResult, run_recipe  # noqa: E402
@@ -196,6 +210,120 @@ def print_table(
     console.print(table)
 
 
+DONORS, JUDGES = "donors", "judges"
+OWN_CLIPS = "0,5,10,25,all"
+
+
+def speaker_half(rel: str) -> str:
+    """Which half a clip of the own-recordings split belongs to, by its speaker (see the module docstring)."""
+    speaker = field_speaker(rel)
+    return DONORS if int(hashlib.sha256(speaker.encode()).hexdigest(), 16) % 2 == 0 else JUDGES
+
+
+def split_by_speaker(root: Path, out: Path) -> dict[str, dict[str, list[Path]]]:
+    """{half: {class folder: its WAV files}} of `root`, copied into `out/<half>/<class>/` (the judges' folder is
+    what the models are judged on). Files within a class are ordered by SHA-256 of their name: a fixed shuffle."""
+    halves: dict[str, dict[str, list[Path]]] = {DONORS: {}, JUDGES: {}}
+    for wav in sorted(root.glob("*/*.wav"), key=lambda p: hashlib.sha256(p.name.encode()).hexdigest()):
+        rel = f"{wav.parent.name}/{wav.name}"
+        half = speaker_half(rel)
+        halves[half].setdefault(wav.parent.name, []).append(wav)
+        if half == JUDGES:
+            (out / JUDGES / wav.parent.name).mkdir(parents=True, exist_ok=True)
+            shutil.copy2(wav, out / JUDGES / rel)
+    return halves
+
+
+def donor_folder(donors: dict[str, list[Path]], per_class: int | None, out: Path) -> Path:
+    """The first `per_class` donor clips of every class folder (None: all of them), in the Speech Commands layout."""
+    folder = out / f"donors-{'all' if per_class is None else per_class}"
+    for label, files in donors.items():
+        (folder / label).mkdir(parents=True, exist_ok=True)
+        for wav in files[:per_class]:
+            shutil.copy2(wav, folder / label / wav.name)
+    return folder
+
+
+def own_recordings_recipe(data: dict, judges: Path, donors: Path | None, per_class: str, epochs: int | None,
+                          full_chain: bool, seed: int | None, repeat: int = 1) -> dict:  # fmt: skip
+    """The recipe with `donors` in its training split and the judges' half as its only field test."""
+    name = f"{data['name']}-own-{per_class}x{repeat}" + (f"-seed{seed}" if seed is not None else "")
+    fields = [{"name": "judges", "path": str(judges.resolve()), "optional": False}]
+    out = {**data, **({"seed": seed} if seed is not None else {}),
+           "data": {**data["data"], "field_tests": fields, "extra_train": [str(donors.resolve())] if donors else [],
+                    "extra_train_repeat": repeat}}  # fmt: skip
+    if full_chain:
+        return _chain(out, name, [{k: v} for k, v in _entries(data["stages"])])
+    train = dict(next(cfg for k, cfg in _entries(data["stages"]) if k == "train"))
+    return {**out, "name": name, "stages": [{"train": train | ({"epochs": epochs} if epochs else {})}],
+            "targets": [], "explain": {"enabled": False}}  # fmt: skip
+
+
+def own_recordings(
+    recipe: Recipe, data: dict, root: Path, counts: list[int | None], epochs: int | None, full_chain: bool,
+    seeds: list[int] | None, runs_dir: Path, console: Console, reporter: Reporter, repeat: int = 1,
+) -> None:  # fmt: skip
+    model = "tflm" if full_chain else "train"
+    rows: list[tuple[str, dict]] = []
+    curve: dict[int | None, list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        halves = split_by_speaker(root, Path(tmp))
+        people = {h: len({field_speaker(f"{w.parent.name}/{w.name}") for fs in halves[h].values() for w in fs})
+                  for h in halves}  # fmt: skip
+        clips = {h: sum(len(fs) for fs in halves[h].values()) for h in halves}
+        reporter.log(f"{root}: donors {clips[DONORS]} clips by {people[DONORS]} speakers, judges {clips[JUDGES]} "
+                     f"clips by {people[JUDGES]} speakers")  # fmt: skip
+        for per_class in counts:
+            label = "all" if per_class is None else str(per_class)
+            donors = donor_folder(halves[DONORS], per_class, Path(tmp)) if per_class != 0 else None
+            added = sum(len(fs[:per_class]) for fs in halves[DONORS].values()) if per_class != 0 else 0
+            for seed in seeds or [None]:
+                named = f"{label} per class ({added} clips)" + (f", seed {seed}" if seed is not None else "")
+                reporter.log(f"[bold]own recordings: {named}[/bold]")
+                variant = own_recordings_recipe(data, Path(tmp) / JUDGES, donors, label, epochs, full_chain, seed,
+                                                repeat)  # fmt: skip
+                result = run_variant(recipe, variant, Path(tmp), reporter, runs_dir)
+                row = next(row for row in field_rows(result) if row["model"] == model)
+                rows.append((named, row))
+                curve.setdefault(added, []).append(accuracy(row, "judges"))
+    what = f"{recipe.name}'s {'bundle on TFLM' if full_chain else 'train stage'}, own clips x{repeat}"
+    print_table(console, f"Own recordings: {what}, judged on the other half's speakers", rows, ["judges"],
+                first="donor clips added")  # fmt: skip
+    plot = runs_dir / f"own_recordings_x{repeat}.png"
+    plot_curve(curve, what, plot)
+    console.print(f"curve: {plot}")
+
+
+def plot_curve(curve: dict[int, list[float]], what: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    added = sorted(curve)
+    means = [100 * sum(curve[a]) / len(curve[a]) for a in added]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for a in added:
+        ax.scatter([a] * len(curve[a]), [100 * v for v in curve[a]], color="tab:blue", alpha=0.4)
+    ax.plot(added, means, marker="o", color="tab:blue")
+    ax.axhline(90, color="grey", linestyle="--", linewidth=1)
+    ax.set_xscale("symlog", linthresh=50)
+    ax.set_xlabel("own recordings added to training (clips)")
+    ax.set_ylabel("accuracy on the other speakers (%)")
+    ax.set_title(f"What your own recordings buy: {what}", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def clip_counts(text: str) -> list[int | None]:
+    try:
+        return [None if item.strip() == "all" else int(item) for item in text.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: expected comma-separated counts or 'all'", param_hint="--clips") from None
+
+
 @click.command()
 @click.argument("recipe_file", type=click.Path(exists=True, path_type=Path), default=ROOT / "recipes/kws_mcu.yaml")
 @click.option("--runs-dir", type=click.Path(path_type=Path), default=ROOT / "runs", show_default=True)
@@ -204,6 +332,11 @@ def print_table(
 @click.option("--epochs", default=20, show_default=True, help="Training epochs per ablation rung.")
 @click.option("--rungs", default=None, help="Comma-separated rung numbers to run (1-based; default: all).")
 @click.option("--seeds", default=None, help="Comma-separated recipe seeds to train each rung at (default: its own).")
+@click.option("--own-recordings", "own", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Split this folder of real recordings by speaker: train on one half's clips, judge on the other.")  # fmt: skip
+@click.option("--clips", default=OWN_CLIPS, show_default=True, help="--own-recordings: donor clips per class folder.")
+@click.option("--full-chain", is_flag=True, help="--own-recordings: run the whole chain, judge the TFLM bundle.")
+@click.option("--repeat", default=1, show_default=True, help="--own-recordings: data.extra_train_repeat.")
 def main(
     recipe_file: Path,
     runs_dir: Path,
@@ -212,6 +345,10 @@ def main(
     epochs: int,
     rungs: str | None,
     seeds: str | None,
+    own: Path | None,
+    clips: str,
+    full_chain: bool,
+    repeat: int,
 ) -> None:
     extra = {}
     for item in fields:
@@ -220,6 +357,13 @@ def main(
             raise click.BadParameter(f"{item!r}: expected NAME=DIR with an existing DIR", param_hint="--field")
         extra[name] = Path(path)
     recipe = load_recipe(recipe_file)
+    if own is not None:
+        console = Console(width=max(Console().width, 170))
+        epochs_given = click.get_current_context().get_parameter_source("epochs").name != "DEFAULT"
+        own_recordings(recipe, pruned_chain(recipe), own, clip_counts(clips), epochs if epochs_given else None,
+                       full_chain, integers(seeds, "--seeds") if seeds else None, runs_dir, console,
+                       Reporter(console=console), repeat)  # fmt: skip
+        return
     data = with_fields(pruned_chain(recipe), recipe, extra)  # the recipe itself, as a dict that loads again
     present = [f["name"] for f in data["data"]["field_tests"] if Path(f["path"]).is_dir()]
     if not present:

@@ -25,3 +25,14 @@ def tiny_run(tmp_path_factory):
     done = run_cli("run", str(TINY), "--runs-dir", str(runs))
     assert done.returncode == 0, done.stderr[-4000:]
     return runs, done
+
+
+@pytest.fixture(scope="module")
+def installed():
+    """The pinned speech-embedding models (scripts/setup.sh fetches them), by file name."""
+    from pipeline.models import speech_embedding_assets as assets
+
+    try:
+        return {name: assets.model_path(name) for name in assets.FILES}
+    except assets.AssetError as exc:
+        pytest.skip(str(exc))

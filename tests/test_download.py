@@ -107,9 +107,16 @@ def test_recipe_downloads_then_mixes_in_own_recordings(served, tmp_path):
     assert len(data.train) == len(plain.train) + own_clips and len(data.val) == len(plain.val)
     assert np.array_equal(data.train.x[: len(plain.train)], plain.train.x)
     summary = data.summary()["extra_train"]
-    assert summary == [{"path": str(own.resolve()), "clips": own_clips, "unreadable": 1, "converted": 0}]
+    assert summary == [{"path": str(own.resolve()), "clips": own_clips, "unreadable": 1, "converted": 0, "repeat": 1}]
     assert sum(s.startswith("mine/") for s in data.train.speakers) == own_clips
     assert not any(s.startswith("mine/") for s in [*data.val.speakers, *data.test.speakers])
+    # `extra_train_repeat`: the same own clips, each three times, after the very same data set's clips
+    tripled, _ = prepare(
+        load_recipe(recipe_with(tmp_path, path="sc", extra_train=["mine"], extra_train_repeat=3)), store
+    )
+    assert len(tripled.train) == len(plain.train) + 3 * own_clips
+    mine = tripled.train.x[len(plain.train) :]
+    assert np.array_equal(mine, np.concatenate([data.train.x[len(plain.train) :]] * 3))
 
 
 def test_bad_download_settings_are_named(served, tmp_path):

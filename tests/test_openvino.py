@@ -121,3 +121,32 @@ def test_saved_ir_does_not_depend_on_what_the_process_built_before(tmp_path):
 
     assert saved(build(), "a") != saved(build(), "b")  # the counter moved on between the two
     assert saved(canonical_names(build()), "c") == saved(canonical_names(build()), "d")
+
+
+def test_an_int8_ir_that_lost_the_model_is_refused(keras_file, tmp_path, monkeypatch):
+    """The INT8 check compares with FP32 on the calibration clips: a faithful INT8 IR passes; one that answers
+    something else is quantized again and, failing every attempt, refused by name."""
+    import openvino as ov
+    import tensorflow as tf
+
+    import targets.openvino
+    from targets.openvino import child, convert
+
+    fp32 = convert(keras_file, (49, 10, 1))
+    clips = np.random.default_rng(2).normal(size=(40, 49, 10, 1)).astype(np.float32)
+    int8 = {"preset": "performance", "subset_size": 40, "fast_bias_correction": True, "activation_ranges": "minmax"}
+    assert child.top1_agreement(fp32, child.checked_int8(fp32, clips, int8), clips) >= child.MIN_INT8_AGREEMENT
+
+    compiled = ov.Core().compile_model(fp32, "CPU")
+    answers = np.bincount([int(np.argmax(compiled(x[None])[0])) for x in clips], minlength=6)
+    rare = int(np.argmin(answers))  # a model that always answers the class FP32 gives least
+    inputs = tf.keras.Input((49, 10, 1))
+    dense = tf.keras.layers.Dense(6, activation="softmax")
+    outputs = dense(tf.keras.layers.Flatten()(inputs))
+    dense.set_weights([np.zeros((490, 6), np.float32), np.eye(6, dtype=np.float32)[rare] * 10])
+    tf.keras.Model(inputs, outputs).save(tmp_path / "constant.keras")
+    constant = convert(tmp_path / "constant.keras", (49, 10, 1))
+    assert child.top1_agreement(fp32, constant, clips) == answers[rare] / len(clips) < child.MIN_INT8_AGREEMENT
+    monkeypatch.setattr(targets.openvino, "quantize_int8", lambda *args, **kwargs: constant)
+    with pytest.raises(RuntimeError, match="after 5 attempts: the INT8 IR is not written"):
+        child.checked_int8(fp32, clips, int8)

@@ -1,5 +1,6 @@
 """Pruning: NNCF's masks become a physically narrower model that computes the same function."""
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -103,7 +104,7 @@ def test_rebuilt_model_computes_what_the_masked_model_computes(normalize: str):
     ctrl, compressed = create_compressed_model(model, nncf)
     ctrl.scheduler.epoch_step()  # applies the 50% masks, as NNCF's callback does at the start of an epoch
     weights = Weights(compressed)
-    narrow = rebuild_narrow(model, weights, (49, 10, 1), 5, cfg)
+    narrow = rebuild_narrow(model, weights, 5, cfg, partial(build_model, (49, 10, 1)))
 
     widths = [layer.filters for layer in narrow.layers if type(layer) is tf.keras.layers.Conv2D]
     assert widths == [8, 8, 8]

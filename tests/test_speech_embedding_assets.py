@@ -8,14 +8,6 @@ import pytest
 from pipeline.models import speech_embedding_assets as assets
 
 
-@pytest.fixture(scope="module")
-def installed():
-    try:
-        return {name: assets.model_path(name) for name in assets.FILES}
-    except assets.AssetError as exc:
-        pytest.skip(str(exc))
-
-
 def test_missing_and_tampered_models_are_named_with_the_setup_command(installed, tmp_path):
     with pytest.raises(assets.AssetError, match="missing; run scripts/setup.sh"):
         assets.model_path("embedding_model.onnx", tmp_path)

@@ -167,6 +167,7 @@ def prepare(
             "features": data.features.model_dump(mode="json"),
             "seed": recipe.seed,
             "extra_train": [listing_key(p) for p in extra_roots],
+            "extra_train_repeat": data.extra_train_repeat if extra_roots else 1,
             "code": fingerprint("pipeline.data"),
         }
     )
@@ -188,7 +189,7 @@ def prepare(
             if progress:
                 progress(f"features ({split})", 0, len(clips))
             audio = speech_commands.load_clips(root, clips, data.features.clip_samples, backgrounds, recipe.seed + i)
-            arrays[f"{split}_x"] = features.mfcc(audio, data.features)
+            arrays[f"{split}_x"] = features.compute(audio, data.features)
             arrays[f"{split}_y"] = np.array([c.label for c in clips], np.int64)
             arrays[f"{split}_speakers"] = np.array([c.speaker for c in clips])
             arrays[f"{split}_groups"] = np.array(
@@ -202,12 +203,13 @@ def prepare(
             if not len(clips.y):
                 raise DataError(f"data.extra_train: no readable WAV in {extra_root} (expected <label>/<file>.wav)")
             speakers = np.array([f"{extra_root.name}/{field_speaker(f)}" for f in clips.files])
-            own = {"x": features.mfcc(clips.audio, data.features), "y": clips.y.astype(np.int64),
+            own = {"x": features.compute(clips.audio, data.features), "y": clips.y.astype(np.int64),
                    "speakers": speakers, "groups": speakers}  # fmt: skip
             for name, values in own.items():
-                arrays[f"train_{name}"] = np.concatenate([arrays[f"train_{name}"], values])
+                repeated = np.concatenate([values] * data.extra_train_repeat)
+                arrays[f"train_{name}"] = np.concatenate([arrays[f"train_{name}"], repeated])
             extra.append({"path": str(extra_root), "clips": int(len(clips.y)), "unreadable": len(clips.unreadable),
-                          "converted": clips.converted})  # fmt: skip
+                          "converted": clips.converted, "repeat": data.extra_train_repeat})  # fmt: skip
         np.savez(tmp / "features.npz", **arrays)
         meta.update(source=source, root=str(root), labels=data.labels, extra_train=extra)
 
@@ -268,7 +270,7 @@ def field_speaker(rel: str) -> str:
 def prepare_field_set(
     name: str, root: Path, labels: list[str], features_cfg, store: Store, progress: Progress | None = None
 ) -> FieldSet:
-    """MFCC features of a field folder, cached by its listing (names, sizes, modification times), labels and feature
+    """Features of a field folder, cached by its listing (names, sizes, modification times), labels and feature
     settings."""
     from pipeline.data import features
     from pipeline.data.field import listing_key, load_field_clips
@@ -289,7 +291,7 @@ def prepare_field_set(
         clips = load_field_clips(root, labels, features_cfg.sample_rate, features_cfg.clip_samples)
         if not len(clips.y):
             raise DataError(f"field test '{name}': no readable WAV in {root} (expected <label>/<file>.wav folders)")
-        x = features.mfcc(clips.audio, features_cfg)
+        x = features.compute(clips.audio, features_cfg)
         speakers = np.array([field_speaker(f) for f in clips.files])
         np.savez(tmp / "features.npz", x=x, y=clips.y, speakers=speakers)
         meta.update(unreadable=clips.unreadable, converted=clips.converted, files=clips.files)

@@ -1,7 +1,9 @@
-"""MFCC features: 49 frames x 10 coefficients for 1 s at 16 kHz (30 ms window, 20 ms stride).
+"""Features, computed once per data set and cached, so training, calibration and every target's evaluation see the
+very same numbers.
 
-The layout of ARM's KWS models and MLPerf Tiny. Computed once per data set and cached, so training,
-calibration and every target's evaluation see the very same numbers.
+`mfcc`: 49 frames x 10 coefficients for 1 s at 16 kHz (30 ms window, 20 ms stride), the layout of ARM's KWS models
+and MLPerf Tiny. `speech_mel`: the log-mel frames of the pinned speech embedding's own front end, run as shipped
+(ONNX Runtime on `melspectrogram.onnx`), so the embedding sees what it was trained on.
 """
 
 from __future__ import annotations
@@ -9,6 +11,13 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.recipe import FeaturesConfig
+
+PCM_SCALE = 32767.0  # the melspectrogram model takes 16-bit PCM values; the pipeline's audio is float in [-1, 1]
+
+
+def compute(audio: np.ndarray, cfg: FeaturesConfig) -> np.ndarray:
+    """float32 [n, clip_samples] -> float32 [n, *cfg.shape], by the recipe's feature kind."""
+    return speech_mel(audio, cfg) if cfg.kind == "speech_mel" else mfcc(audio, cfg)
 
 
 def mfcc(audio: np.ndarray, cfg: FeaturesConfig, batch: int = 2048) -> np.ndarray:
@@ -30,4 +39,26 @@ def mfcc(audio: np.ndarray, cfg: FeaturesConfig, batch: int = 2048) -> np.ndarra
         mel = tf.tensordot(tf.abs(stft), mel_matrix, 1)
         log_mel = tf.math.log(mel + 1e-6)
         out[start : start + batch] = tf.signal.mfccs_from_log_mel_spectrograms(log_mel)[..., : cfg.coefficients]
+    return out
+
+
+def speech_mel(audio: np.ndarray, cfg: FeaturesConfig) -> np.ndarray:
+    """float32 [n, clip_samples] -> float32 [n, frames, 32]: the clip centred in silence, as 16-bit PCM values,
+    through the pinned `melspectrogram.onnx`. One clip per call: the model's 80 dB floor is relative to the loudest
+    value of everything it is given at once."""
+    import onnxruntime as ort
+
+    from pipeline.models.speech_embedding_assets import model_path
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(model_path("melspectrogram.onnx")), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    clip = audio[:, : cfg.clip_samples]
+    left = (cfg.padded_samples - clip.shape[1]) // 2
+    padded = np.zeros((len(audio), cfg.padded_samples), np.float32)
+    padded[:, left : left + clip.shape[1]] = clip * PCM_SCALE
+    out = np.empty((len(audio), *cfg.shape), np.float32)
+    for i, pcm in enumerate(padded):
+        out[i] = session.run(None, {name: pcm[None]})[0].reshape(cfg.shape)
     return out

@@ -34,10 +34,12 @@ import wave
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.recipe import SyntheticConfig
+if TYPE_CHECKING:  # annotations only: the generated set must not depend on the recipe module's code
+    from pipeline.recipe import SyntheticConfig
 
 SPLITS = ("train", "val", "test")  # every data set's splits, in this order
 BACKGROUND_SECONDS = 60

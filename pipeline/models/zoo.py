@@ -1,5 +1,7 @@
 """Keyword-spotting architectures (Keras 2 functional models).
 
+`speech_embedding` is a small head on a frozen embedding learnt from people (`speech_embedding.py`).
+
 `ds_cnn` follows ARM's "Hello Edge" DS-CNN as used by MLPerf Tiny KWS: a strided 10x4 conv, then blocks of
 depthwise 3x3 + pointwise 1x1 convs, each followed by BatchNorm and ReLU, average pooling and a dense classifier.
 Convs carry no bias (BatchNorm follows); the TFLite converter folds BatchNorm into them.
@@ -9,13 +11,17 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from pipeline.schema import Strict
+from pipeline.models import speech_embedding
+from pipeline.models.speech_embedding import HeadConfig
+from pipeline.schema import Strict, changed
+
+DS_CNN_KEYS = {"filters", "blocks", "first_kernel", "first_stride", "dropout", "normalize"}
 
 
 class ModelConfig(Strict):
-    arch: Literal["ds_cnn"] = "ds_cnn"
+    arch: Literal["ds_cnn", "speech_embedding"] = "ds_cnn"
     filters: int = Field(64, ge=1, le=1024)
     blocks: int = Field(4, ge=0, le=16)
     first_kernel: tuple[int, int] = (10, 4)
@@ -28,6 +34,16 @@ class ModelConfig(Strict):
     # a voice's cepstrum swings, not only where it sits, is the same in every clip (TFLite AVERAGE_POOL_2D, SUB,
     # MUL, ADD, RSQRT: int8 builtins too, every one on the Ethos-U NPU).
     normalize: Literal["none", "cepstral_mean", "cepstral_mean_variance"] = "none"
+    head: HeadConfig = Field(default_factory=HeadConfig, description="speech_embedding: the trained layers")
+
+    @model_validator(mode="after")
+    def _keys_of_the_arch(self) -> ModelConfig:
+        if self.arch == "speech_embedding" and DS_CNN_KEYS & changed(self):
+            raise ValueError(f"{', '.join(sorted(DS_CNN_KEYS & changed(self)))}: ds_cnn settings; "
+                             "speech_embedding takes `head: {units, layers, kernel, dropout, pooling}`")  # fmt: skip
+        if self.arch != "speech_embedding" and "head" in changed(self):
+            raise ValueError("head: only for arch 'speech_embedding'")
+        return self
 
 
 def ds_cnn(input_shape: tuple[int, ...], classes: int, cfg: ModelConfig, filters: list[int] | None = None) -> Any:
@@ -74,8 +90,8 @@ def ds_cnn_layers(cfg: ModelConfig) -> list[str]:
     return ["conv0", *blocks, "logits"]
 
 
-ARCHITECTURES = {"ds_cnn": ds_cnn}
-LAYER_NAMES = {"ds_cnn": ds_cnn_layers}
+ARCHITECTURES = {"ds_cnn": ds_cnn, "speech_embedding": speech_embedding.speech_embedding}
+LAYER_NAMES = {"ds_cnn": ds_cnn_layers, "speech_embedding": speech_embedding.layer_names}
 
 
 def layer_names(cfg: ModelConfig) -> list[str]:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pipeline.data import FeatureSet
-    from pipeline.recipe import Recipe
+    from pipeline.recipe import FeaturesConfig, Recipe
     from pipeline.store import Artifact
 
 
@@ -33,3 +33,5 @@ class StageContext:
     earlier: dict[str, Artifact] = field(default_factory=dict)  # every earlier stage's output, by stage name
     # The chain's first stage trained again at its k-th other seed (cached; k = 1 is the explain control twin).
     retrain: Callable[[int], Artifact] | None = None
+    # The same data set's features under other settings (same clips, same order), e.g. for another run's teacher.
+    features_as: Callable[[FeaturesConfig], FeatureSet] | None = None

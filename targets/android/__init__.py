@@ -12,6 +12,7 @@ phone attached the report says so and carries no phone numbers.
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -76,6 +77,9 @@ DESCRIPTIONS = {
 }
 
 
+FRONT_END = "melspectrogram.tflite"  # speech_mel features: what computes the models' input on the phone
+
+
 def variant_path(out: Path, variant: str) -> Path:
     return out / f"model_{variant}.tflite"
 
@@ -113,11 +117,20 @@ def compile(cfg: Config, ctx: TargetContext) -> None:  # noqa: A001 - the interf
         path = variant_path(ctx.out, variant)
         path.write_bytes(model)
         write_json(path.with_suffix(".json"), sidecar(model, variant, ctx))
+    if ctx.recipe.data.features.kind == "speech_mel":  # the app's front end: the pinned model the input comes from
+        from pipeline.models.speech_embedding_assets import model_path
+
+        shutil.copyfile(model_path(FRONT_END), ctx.out / FRONT_END)
+        ctx.log(f"front end: {FRONT_END} beside the variants (float32 PCM values in, the models' input out)")
 
 
 def sidecar(model: bytes, variant: str, ctx: TargetContext) -> dict[str, Any]:
     """What an app needs to feed the model and read it: TFLite metadata's content, as plain JSON."""
     features = ctx.recipe.data.features
+    what = "MFCC features as computed by the pipeline"
+    if features.kind == "speech_mel":
+        what = ("log-mel frames as melspectrogram.tflite computes them (the clip centred in silence, 16-bit PCM "
+                "values as float32)")  # fmt: skip
     io = io_details(model)
     quantized = io["input"]["dtype"] != "float32"
     return {
@@ -127,12 +140,22 @@ def sidecar(model: bytes, variant: str, ctx: TargetContext) -> dict[str, Any]:
         "labels": ctx.data.labels,
         **io,
         "input_normalisation": (
-            f"MFCC features as computed by the pipeline, then q = round(x / {io['input']['scale']:.8g}) "
-            f"+ {io['input']['zero_point']}, clipped to int8"
+            f"{what}, then q = round(x / {io['input']['scale']:.8g}) + {io['input']['zero_point']}, clipped to int8"
             if quantized
-            else "MFCC features as computed by the pipeline, float32, no scaling"
+            else f"{what}, float32, no scaling"
         ),
         "features": features.model_dump(mode="json") | {"frames": features.frames},
+        **(
+            {
+                "front_end": {
+                    "model": FRONT_END,
+                    "input_samples": features.padded_samples,
+                    "clip_offset_samples": (features.padded_samples - features.clip_samples) // 2,
+                }
+            }
+            if features.kind == "speech_mel"
+            else {}
+        ),  # fmt: skip
     }
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def _status_bytes(field: str) -> int:
@@ -31,18 +32,57 @@ def convert(keras_path: str, out_dir: str, calibration_path: str, settings: dict
     import numpy as np
     import openvino as ov
 
-    from targets.openvino import canonical_names, quantize_int8
+    from targets.openvino import canonical_names
     from targets.openvino import convert as to_openvino
 
-    model = to_openvino(keras_path, tuple(settings["input_shape"]))
+    converted = to_openvino(keras_path, tuple(settings["input_shape"]))
     for precision in settings["precisions"]:
         xml = Path(out_dir) / precision / "model.xml"
         xml.parent.mkdir(parents=True, exist_ok=True)
+        model = converted.clone()  # each precision from its own copy: saving FP16 compresses the model it is given
         if precision == "int8":
-            quantized = quantize_int8(model, np.load(calibration_path), **settings["int8"])
+            calibration = np.load(calibration_path)
+            quantized = checked_int8(converted, calibration, settings["int8"])
             ov.save_model(canonical_names(quantized), xml, compress_to_fp16=False)
         else:
             ov.save_model(canonical_names(model), xml, compress_to_fp16=precision == "fp16")
+
+
+# Top-1 agreement of the INT8 IR with FP32 on the calibration clips below which it lost the model: a collapsed IR
+# agrees on the few clips whose class it happens to answer; quantization noise on a barely trained model (near
+# ties) measured 87.5 %.
+MIN_INT8_AGREEMENT = 0.5
+INT8_ATTEMPTS = 5
+
+
+def top1_agreement(reference: Any, candidate: Any, inputs: Any) -> float:
+    """Share of `inputs` on which two openvino.Models give the same top-1 class (CPU, FP32 inference)."""
+    import numpy as np
+    import openvino as ov
+
+    core = ov.Core()
+    compiled = [core.compile_model(m, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}) for m in (reference, candidate)]
+    same = [int(np.argmax(compiled[0](x[None])[0]) == np.argmax(compiled[1](x[None])[0])) for x in inputs]
+    return float(np.mean(same))
+
+
+def checked_int8(converted: Any, calibration: Any, int8: dict) -> Any:
+    """NNCF INT8 of a copy of `converted`, checked against it on the calibration clips and quantized again when it
+    lost the model. The same calibration of the same IR is not always the same here: the phone recipe's INT8 IR
+    once scored 0.0 % on the test split and 89.7 % when quantized again, and a test model's attempts agreed with
+    FP32 on 87.5 % and then 0.0 % of the clips (a busy 2-core machine; not reproduced in a quiet loop of 8)."""
+    from targets.openvino import quantize_int8
+
+    agreement = 0.0
+    for attempt in range(1, INT8_ATTEMPTS + 1):
+        quantized = quantize_int8(converted.clone(), calibration, **int8)
+        agreement = top1_agreement(converted, quantized, calibration)
+        if agreement >= MIN_INT8_AGREEMENT:
+            return quantized
+        print(f"INT8 attempt {attempt}: agrees with FP32 on {agreement:.1%} of the calibration clips (below "
+              f"{MIN_INT8_AGREEMENT:.0%}); quantizing again", file=sys.stderr, flush=True)  # fmt: skip
+    raise RuntimeError(f"NNCF INT8 agreed with FP32 on only {agreement:.1%} of the calibration clips after "
+                       f"{INT8_ATTEMPTS} attempts: the INT8 IR is not written")  # fmt: skip
 
 
 def main(argv: list[str]) -> int:

@@ -375,10 +375,12 @@ def measure(cfg: Config, ctx: TargetContext) -> dict[str, Any]:
     np.savez(ctx.out / VECTORS, x=x[picks], y=test.y[picks], tflm_pred=pred[picks])
 
     feats = ctx.recipe.data.features
-    features = feats.model_dump(mode="json") | {
-        "clip_samples": feats.clip_samples, "window_samples": feats.window_samples,
-        "stride_samples": feats.stride_samples, "frames": feats.frames,
-    }  # fmt: skip
+    features = None  # no C front end computes speech_mel frames: the bundle then has none
+    if feats.kind == "mfcc":
+        features = feats.model_dump(mode="json") | {
+            "clip_samples": feats.clip_samples, "window_samples": feats.window_samples,
+            "stride_samples": feats.stride_samples, "frames": feats.frames,
+        }  # fmt: skip
     vectors = None
     if ctx.features is not None:  # the bundle's front-end test: signals, and the features training computes
         audio = layouts.frontend_signals(feats.sample_rate, feats.clip_samples, feats.upper_hz, ctx.recipe.seed)

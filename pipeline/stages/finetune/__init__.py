@@ -3,9 +3,12 @@ distilling from an earlier stage's model. The work is in `finetuning.py`."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from pipeline.markdown import pct
 from pipeline.schema import Strict
@@ -19,7 +22,14 @@ if TYPE_CHECKING:
 class DistillConfig(Strict):
     """Knowledge distillation (Hinton et al. 2015): the student also matches a teacher's softened outputs."""
 
-    teacher: str = Field(description="an earlier stage whose Keras model teaches, e.g. train (before pruning)")
+    teacher: str | None = Field(
+        None, description="an earlier stage whose Keras model teaches, e.g. train (before pruning)"
+    )
+    teacher_run: Path | None = Field(
+        None,
+        description="or a finished run's folder (e.g. runs/kws_phone/latest, relative to the recipe): its last Keras "
+        "model teaches, fed its own features of the very same clips (another architecture, other features)",
+    )
     temperature: float = Field(4.0, gt=0, le=100)
     alpha: float = Field(0.5, ge=0, le=1, description="weight of the hard-label loss; 1 - alpha goes to the teacher")
     teachers: int = Field(
@@ -33,6 +43,27 @@ class DistillConfig(Strict):
         "2022) instead of the clean clips once; needs `augment`",
     )
 
+    @model_validator(mode="after")
+    def _one_teacher(self) -> DistillConfig:
+        if (self.teacher is None) == (self.teacher_run is None):
+            raise ValueError("name one teacher: `teacher: <earlier stage>` or `teacher_run: <run folder>`")
+        if self.teacher_run is not None and (self.teachers > 1 or self.consistent):
+            raise ValueError("teacher_run teaches alone and on clean clips: no `teachers` or `consistent`")
+        return self
+
+
+def teacher_from_run(run: Path) -> tuple[Path, dict[str, Any]]:
+    """(the run's last Keras model, its report) for `distill.teacher_run`; a clear error for anything else."""
+    report_file = run / "report.json"
+    if not report_file.is_file():
+        raise FileNotFoundError(f"distill.teacher_run: {run} is not a finished run's folder (no report.json)")
+    report = json.loads(report_file.read_text())
+    keras = [run / "stages" / f"{i}-{s['name']}" / "model.keras" for i, s in enumerate(report["stages"], 1)]
+    keras = [path for path in keras if path.is_file()]
+    if not keras:
+        raise FileNotFoundError(f"distill.teacher_run: {run} holds no Keras model under stages/")
+    return keras[-1], report
+
 
 class FinetuneConfig(TrainConfig):
     """Training again, on the (physically pruned) model the previous stage produced."""
@@ -42,9 +73,21 @@ class FinetuneConfig(TrainConfig):
     lr: float = Field(5e-4, gt=0, le=10)
     distill: DistillConfig | None = None
 
+    def outside_inputs(self, recipe: Recipe) -> dict[str, Any] | None:
+        """A `teacher_run`'s model bytes: another run of the teacher's recipe retrains this stage."""
+        if self.distill is None or self.distill.teacher_run is None:
+            return None
+        model, report = teacher_from_run(recipe.resolve_path(self.distill.teacher_run))
+        return {"teacher_sha256": hashlib.sha256(model.read_bytes()).hexdigest(), "recipe": report["recipe"]}
+
     def check_recipe(self, recipe: Recipe) -> tuple[tuple[str | int, ...], str] | None:
         if self.distill is not None and self.distill.consistent and self.augment is None:
             return ("distill", "consistent"), "consistent teaching scores the augmented batches: set `augment` too"
+        if self.distill is not None and self.distill.teacher_run is not None:
+            run = recipe.resolve_path(self.distill.teacher_run)
+            if not (run / "report.json").is_file():
+                return ("distill", "teacher_run"), (f"{run} is not a finished run's folder (no report.json): run the "
+                                                    "teacher's recipe first")  # fmt: skip
         first = recipe.stages[0].name
         if self.distill is not None and self.distill.teachers > 1 and self.distill.teacher != first:
             return ("distill", "teachers"), (
@@ -66,6 +109,17 @@ def run(cfg: FinetuneConfig, ctx: StageContext) -> dict[str, Any]:
 def report(report: dict[str, Any]) -> list[str]:
     """Who taught the fine-tuned model, when several trainings did (`distill.teachers`)."""
     entry = next((s for s in report["stages"] if s["name"] == "finetune"), None)
+    if entry is not None and entry.get("teacher_run"):
+        t = entry["teacher_run"]
+        return [
+            "## Distillation",
+            "",
+            f"`finetune` learnt from another run's model: `{t['recipe']}` ({t['arch']} on {t['features']} features; "
+            f"{pct(t['accuracy'])} on its own synthetic test), run `{t['run']}`, model SHA-256 {t['model_sha256'][:12]}… "
+            f"It scored this recipe's training clips through its own features; the student scores "
+            f"{pct(entry.get('accuracy'))}.",
+            "",
+        ]
     if entry is None or not entry.get("teachers"):
         return []
     teachers = entry["teachers"]

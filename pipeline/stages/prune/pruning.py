@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -22,14 +24,20 @@ import tensorflow as tf
 from pipeline.c_output import captured_c_output
 from pipeline.evaluation import keras_predict, summarize
 from pipeline.models import build_model, model_cost
+from pipeline.models.speech_embedding import head, join
 from pipeline.models.zoo import ModelConfig
 from pipeline.stages import StageContext
 from pipeline.stages.prune import FILTERS, PruneConfig
 from pipeline.stages.train import MODEL
-from pipeline.stages.train.training import fit, seed_everything
+from pipeline.stages.train.training import fit, seed_everything, trainable_part
 from pipeline.store import PREDICTIONS, write_json
 
 TOLERANCE = 1e-4
+FROZEN_NOTE = (
+    "NNCF pruned the trained head only. The pretrained embedding is frozen: its convolutions are prunable by NNCF's "
+    "rules, but pruning them needs retraining on the speech it was learnt from (not shipped), and retraining it on "
+    "synthetic voices would unlearn the people it knows"
+)
 
 _NNCF_IMPORTANCE = {"L1": "L1", "L2": "L2", "geometric_median": "geometric_median"}
 
@@ -74,11 +82,16 @@ def prune(cfg: PruneConfig, ctx: StageContext) -> dict[str, Any]:
 
     seed_everything(ctx.recipe.seed)
     data = ctx.data
-    original = tf.keras.models.load_model(ctx.input.file(MODEL))
-    before = model_cost(original)
+    whole = tf.keras.models.load_model(ctx.input.file(MODEL))
+    before = model_cost(whole)
+    # With a frozen pretrained embedding NNCF sees only the trained head, fed the embedding's outputs.
+    front, original, inputs = trainable_part(whole, ctx)
+    test_x = front.predict(data.test.x[..., None], batch_size=256, verbose=0) if front else data.test.x[..., None]
+    input_shape = tuple(original.input_shape[1:])
 
-    train = tf.data.Dataset.from_tensor_slices((data.train.x[..., None], data.train.y)).batch(cfg.batch_size)
-    config = nncf_config(cfg, data.input_shape, cfg.batch_size)
+    train_x = inputs[0] if inputs else data.train.x[..., None]
+    train = tf.data.Dataset.from_tensor_slices((train_x, data.train.y)).batch(cfg.batch_size)
+    config = nncf_config(cfg, input_shape, cfg.batch_size)
     nncf_cfg = register_default_init_args(NNCFConfig.from_dict(config), train, batch_size=cfg.batch_size)
     ctx.log(
         f"NNCF {config['compression']['algorithm']}: target {cfg.target:.0%}, {cfg.scheduler} over {cfg.steps} epochs"
@@ -92,25 +105,28 @@ def prune(cfg: PruneConfig, ctx: StageContext) -> dict[str, Any]:
     )
     callbacks = [*create_compression_callbacks(ctrl, log_tensorboard=False, log_text=False), _LevelLog(ctx, ctrl)]
     started = time.time()
-    hist = fit(compressed, ctx, cfg.epochs, cfg.batch_size, callbacks)
+    hist = fit(compressed, ctx, cfg.epochs, cfg.batch_size, callbacks, inputs=inputs)
     train_seconds = time.time() - started
 
-    masked_pred_proba = compressed.predict(data.test.x[..., None], batch_size=512, verbose=0)
+    masked_pred_proba = compressed.predict(test_x, batch_size=512, verbose=0)
     weights = Weights(compressed)
     if cfg.method == "filter":
-        model = rebuild_narrow(original, weights, data.input_shape, len(data.labels), ctx.recipe.model)
+        build = partial(build_head if front else build_model, input_shape)
+        model = rebuild_narrow(original, weights, len(data.labels), ctx.recipe.model, build)
     else:
         model = rebuild_same(original, weights)
-    rebuilt_proba = model.predict(data.test.x[..., None], batch_size=512, verbose=0)
+    rebuilt_proba = model.predict(test_x, batch_size=512, verbose=0)
     max_diff = float(np.max(np.abs(rebuilt_proba - masked_pred_proba)))
     ctx.log(f"rebuilt model vs NNCF's masked model: max |Δ output| = {max_diff:.2e} on {len(data.test)} test clips")
     if not max_diff <= TOLERANCE:
         raise RuntimeError(f"the rebuilt model does not compute what the masked model computes: max |Δ| {max_diff:.3g}")
 
-    model.save(ctx.out / MODEL)
-    pred = keras_predict(model, data.test.x)
+    pruned = join(front, model) if front else model
+    pruned.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    pruned.save(ctx.out / MODEL)
+    pred = keras_predict(pruned, data.test.x)
     np.save(ctx.out / PREDICTIONS, pred)
-    after = model_cost(model)
+    after = model_cost(pruned)
     layers = _layer_table(original, model, weights, cfg)
     removed = 1 - sum(r["filters_after"] for r in layers) / sum(r["filters_before"] for r in layers)
     if cfg.method == "filter" and removed < cfg.target - 0.05:
@@ -133,6 +149,7 @@ def prune(cfg: PruneConfig, ctx: StageContext) -> dict[str, Any]:
         "before": before,
         "layers": [{k: v for k, v in layer.items() if k != "importance"} for layer in layers],
         "zero_weights": _zero_share(model),
+        **({"frozen": FROZEN_NOTE} if front else {}),
         "train_seconds": round(train_seconds, 1),
         "epochs_run": len(hist["loss"]),
         "history": hist,
@@ -158,13 +175,20 @@ class Weights:
         return np.flatnonzero(alive)
 
 
+def build_head(input_shape: tuple[int, ...], classes: int, cfg: ModelConfig, filters: list[int]) -> Any:
+    """The speech_embedding head alone, on the embedding's output, `filters` wide: what a pruned head rebuilds."""
+    inputs = tf.keras.Input(shape=input_shape, name="embedding")
+    return tf.keras.Model(inputs, head(inputs, classes, cfg.head, filters), name="head")
+
+
 def rebuild_narrow(
-    original: Any, weights: Weights, input_shape: tuple[int, ...], classes: int, model_cfg: ModelConfig
+    original: Any, weights: Weights, classes: int, model_cfg: ModelConfig, build: Callable[..., Any]
 ) -> Any:
     """Rebuild with the kept filter counts and copy the kept weights, following channels layer by layer.
 
     Works on chain models (each layer feeds the next), which is what the zoo builds: a conv picks its kept
-    filters; depthwise convs, BatchNorm and the dense head select the channels their input kept.
+    filters; depthwise convs, BatchNorm and the dense head select the channels their input kept. `build(classes,
+    model_cfg, filters=...)` makes the narrower model.
     """
     layers = tf.keras.layers
     kept: dict[str, np.ndarray] = {}
@@ -191,7 +215,7 @@ def rebuild_narrow(
         elif w:
             raise RuntimeError(f"cannot carry weights of {type(layer).__name__} '{name}' through a rebuild")
     widths = [len(v) for v in kept.values()]
-    model = build_model(input_shape, classes, model_cfg, filters=widths)
+    model = build(classes, model_cfg, filters=widths)
     for layer in model.layers:
         if layer.name in new_weights:
             layer.set_weights(new_weights[layer.name])

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from pipeline.evaluation import keras_predict, summarize
 from pipeline.models import build_model, model_cost
+from pipeline.models.speech_embedding import split_frozen
 from pipeline.stages import StageContext
 from pipeline.stages.train import MODEL, AugmentConfig, TrainConfig
 from pipeline.store import PREDICTIONS
@@ -40,20 +41,21 @@ def train_and_save(
     loss, targets = hard_label_loss(cfg.label_smoothing), None
     if teacher is not None:
         loss, targets = teacher.loss(cfg.label_smoothing), teacher.targets(ctx.data)
+    _, trained, inputs = trainable_part(model, ctx)
     averaging = {"use_ema": True, "ema_momentum": cfg.weight_average} if cfg.weight_average else {}
-    model.compile(optimizer=tf.keras.optimizers.Adam(lr, **averaging), loss=loss, metrics=[HardLabelAccuracy()])
+    trained.compile(optimizer=tf.keras.optimizers.Adam(lr, **averaging), loss=loss, metrics=[HardLabelAccuracy()])
     callbacks = list(callbacks)
     if cfg.patience:
         callbacks.append(
             tf.keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=cfg.patience, restore_best_weights=True)
         )
     relabel = teacher.relabel if teacher is not None and teacher.consistent else None
-    hist = fit(model, ctx, cfg.epochs, cfg.batch_size, callbacks, targets, cfg.augment, relabel)
+    hist = fit(trained, ctx, cfg.epochs, cfg.batch_size, callbacks, targets, cfg.augment, relabel, inputs)
     data = ctx.data
     best = int(np.argmax(hist["val_accuracy"]))
     ended = {"best_epoch": best + 1, "val_accuracy": hist["val_accuracy"][best]}
     if cfg.weight_average:  # fit ended on the averaged weights; BatchNorm still holds the raw weights' statistics
-        recompute_batchnorm(model, data.train.x[..., None], cfg.batch_size)
+        recompute_batchnorm(trained, inputs[0] if inputs else data.train.x[..., None], cfg.batch_size)
         val = keras_predict(model, data.val.x) == data.val.y  # no epoch's weights: the average's own accuracy
         ended = {"ended_on": f"weight average {cfg.weight_average}", "val_accuracy": round(float(val.mean()), 5)}
     # Saved compiled with stock loss and metric: later stages load it without this module's custom objects.
@@ -69,6 +71,20 @@ def train_and_save(
         **ended,
         "history": hist,
     }
+
+
+def trainable_part(model: Any, ctx: StageContext) -> tuple[Any, Any, tuple[np.ndarray, np.ndarray] | None]:
+    """(frozen front, the part of `model` that learns, its (train, val) inputs) when a frozen pretrained embedding
+    feeds the rest: the embedding then runs once per clip here instead of once per clip in every epoch. Without
+    one: (None, model, None)."""
+    parts = split_frozen(model)
+    if parts is None:
+        return None, model, None
+    front, rest = parts
+    data = ctx.data
+    ctx.log(f"frozen embedding: computing it once for {len(data.train) + len(data.val)} training and validation clips")
+    inputs = tuple(front.predict(s.x[..., None], batch_size=256, verbose=0) for s in (data.train, data.val))
+    return front, rest, inputs
 
 
 def recompute_batchnorm(model: Any, x: np.ndarray, batch_size: int) -> None:
@@ -96,24 +112,27 @@ def fit(
     targets: tuple[np.ndarray, np.ndarray] | None = None,
     augment: AugmentConfig | None = None,
     relabel: Any = None,
+    inputs: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, list[float]]:
     """model.fit on the recipe's splits with a line per epoch; returns the rounded history.
 
     `targets` replaces the (train, val) labels, e.g. with the label and a teacher's outputs side by side;
-    `relabel(x, y)` gives each augmented training batch's targets from its inputs (consistent teaching)."""
+    `relabel(x, y)` gives each augmented training batch's targets from its inputs (consistent teaching);
+    `inputs` replaces the (train, val) features, e.g. with a frozen embedding's outputs (`trainable_part`)."""
     data = ctx.data
     train_y, val_y = targets or (data.train.y, data.val.y)
+    train_x, val_x = inputs or (data.train.x[..., None], data.val.x[..., None])
     if augment is not None:
         from pipeline.augment import training_dataset
 
         features = ctx.recipe.data.features
         train = {"x": training_dataset(data.train.x, train_y, batch_size, augment, ctx.recipe.seed, relabel, features)}
     else:
-        train = {"x": data.train.x[..., None], "y": train_y, "batch_size": batch_size}
+        train = {"x": train_x, "y": train_y, "batch_size": batch_size}
     history = model.fit(
         **train,
         epochs=epochs,
-        validation_data=(data.val.x[..., None], val_y),
+        validation_data=(val_x, val_y),
         callbacks=[_EpochLog(ctx, epochs), *callbacks],
         verbose=0,
     )
@@ -172,8 +191,17 @@ class Teacher:
     then fits the input, however masked. Several models teach through their averaged probabilities: an ensemble,
     steadier than any one training of it."""
 
-    def __init__(self, models: list[Any], temperature: float, alpha: float, consistent: bool = False):
+    def __init__(
+        self,
+        models: list[Any],
+        temperature: float,
+        alpha: float,
+        consistent: bool = False,
+        inputs: list[np.ndarray] | None = None,
+    ):
+        """`inputs`: each model's own features of the training clips, when they are not the student's."""
         self.models, self.temperature, self.alpha, self.consistent = models, temperature, alpha, consistent
+        self.inputs = inputs
 
     def targets(self, data: Any) -> tuple[np.ndarray, np.ndarray]:
         """(label, teacher probabilities) per training clip (`consistent`: the label alone, `relabel` adds the
@@ -182,7 +210,9 @@ class Teacher:
         classes = self.models[0].output_shape[-1]
         train = data.train.y[:, None].astype(np.float32)
         if not self.consistent:
-            probs = np.mean([m.predict(data.train.x[..., None], batch_size=512, verbose=0) for m in self.models], 0)
+            inputs = self.inputs or [data.train.x] * len(self.models)
+            probs = np.mean([m.predict(x[..., None], batch_size=256, verbose=0) for m, x in
+                             zip(self.models, inputs, strict=True)], 0)  # fmt: skip
             train = np.concatenate([train, probs], axis=1)
         val = np.concatenate([data.val.y[:, None].astype(np.float32), np.eye(classes, dtype=np.float32)[data.val.y]], 1)
         return train, val
