@@ -112,3 +112,35 @@ def test_rebuilt_model_computes_what_the_masked_model_computes(normalize: str):
     assert np.max(np.abs(masked - rebuilt)) < 1e-5
     # The masks matter: the unpruned model computes something else, so the comparison above can fail.
     assert np.max(np.abs(model.predict(x, verbose=0) - rebuilt)) > 1e-3
+
+
+def test_a_pruned_embedding_head_with_positions_rebuilds_exactly():
+    """The speech_embedding head with 3-step convs keeps 5 positions into `flatten`: the classifier's rows are
+    selected per position (position x width + kept channel), not once, or the rebuilt head computes another function."""
+    import tensorflow as tf
+    from nncf import NNCFConfig
+    from nncf.tensorflow import create_compressed_model, register_default_init_args
+
+    from pipeline.stages.prune import PruneConfig
+    from pipeline.stages.prune.pruning import Weights, build_head, nncf_config, rebuild_narrow
+
+    cfg = ModelConfig(arch="speech_embedding", head={"units": 16, "layers": 2, "kernel": 3})
+    tf.keras.utils.set_random_seed(3)
+    model = build_head((9, 1, 96), 5, cfg, [16, 16])
+    rng = np.random.default_rng(3)
+    for layer in model.layers:  # statistics far from the defaults, so a wrongly copied channel shows
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            n = layer.get_weights()[0].shape
+            layer.set_weights(
+                [rng.uniform(0.5, 2, n), rng.normal(0, 1, n), rng.normal(0, 1, n), rng.uniform(0.5, 2, n)]
+            )
+    x = rng.normal(size=(64, 9, 1, 96)).astype(np.float32)
+    data = tf.data.Dataset.from_tensor_slices((x, np.zeros(64, np.int64))).batch(32)
+    prune = PruneConfig(target=0.5, schedule="baseline", steps=1, epochs=1)
+    nncf = register_default_init_args(NNCFConfig.from_dict(nncf_config(prune, (9, 1, 96), 32)), data, batch_size=32)
+    ctrl, compressed = create_compressed_model(model, nncf)
+    ctrl.scheduler.epoch_step()
+    narrow = rebuild_narrow(model, Weights(compressed), 5, cfg, partial(build_head, (9, 1, 96)))
+    assert [layer.filters for layer in narrow.layers if type(layer) is tf.keras.layers.Conv2D] == [8, 8]
+    assert narrow.get_layer("flatten").output_shape == (None, 5 * 8)
+    assert np.max(np.abs(compressed.predict(x, verbose=0) - narrow.predict(x, verbose=0))) < 1e-5

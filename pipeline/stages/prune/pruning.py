@@ -209,6 +209,9 @@ def rebuild_narrow(
             channels = out
         elif isinstance(layer, layers.BatchNormalization):
             new_weights[name] = [v[channels] for v in w]
+        elif isinstance(layer, layers.Flatten) and channels is not None:  # each position's kept channels
+            width, positions = layer.input_shape[-1], int(np.prod(layer.input_shape[1:-1]))
+            channels = (np.arange(positions)[:, None] * width + channels[None, :]).reshape(-1)
         elif isinstance(layer, layers.Dense):
             new_weights[name] = [w[0][channels, :], *w[1:]]
             channels = None
