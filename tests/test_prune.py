@@ -74,37 +74,46 @@ def test_bad_prune_level_stops_the_run_before_training(tmp_path: Path):
     assert not (tmp_path / "runs").exists()
 
 
+def half_masked(model, input_shape: tuple[int, ...]):
+    """(NNCF's model with 50 % filter masks applied, 64 random inputs): BatchNorm statistics made random first, far
+    from the defaults, so a wrongly copied channel shows in the outputs."""
+    import tensorflow as tf
+    from nncf import NNCFConfig
+    from nncf.tensorflow import create_compressed_model, register_default_init_args
+
+    from pipeline.stages.prune import PruneConfig
+    from pipeline.stages.prune.pruning import nncf_config
+
+    rng = np.random.default_rng(3)
+    for layer in model.layers:
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            n = layer.get_weights()[0].shape
+            layer.set_weights(
+                [rng.uniform(0.5, 2, n), rng.normal(0, 1, n), rng.normal(0, 1, n), rng.uniform(0.5, 2, n)]
+            )
+    x = rng.normal(size=(64, *input_shape)).astype(np.float32)
+    data = tf.data.Dataset.from_tensor_slices((x, np.zeros(64, np.int64))).batch(32)
+    prune = PruneConfig(target=0.5, schedule="baseline", steps=1, epochs=1)
+    nncf = register_default_init_args(NNCFConfig.from_dict(nncf_config(prune, input_shape, 32)), data, batch_size=32)
+    ctrl, compressed = create_compressed_model(model, nncf)
+    ctrl.scheduler.epoch_step()  # applies the 50% masks, as NNCF's callback does at the start of an epoch
+    return compressed, x
+
+
 @pytest.mark.parametrize("normalize", ["none", "cepstral_mean", "cepstral_mean_variance"])
 def test_rebuilt_model_computes_what_the_masked_model_computes(normalize: str):
     """Random weights and BatchNorm statistics, NNCF masks at 50%: the narrow rebuild must match exactly (without and
     with each input normalisation in front of the first conv)."""
     import tensorflow as tf
-    from nncf import NNCFConfig
-    from nncf.tensorflow import create_compressed_model, register_default_init_args
 
     from pipeline.models import build_model
-    from pipeline.stages.prune import PruneConfig
-    from pipeline.stages.prune.pruning import Weights, nncf_config, rebuild_narrow
+    from pipeline.stages.prune.pruning import Weights, rebuild_narrow
 
     tf.keras.utils.set_random_seed(3)
     cfg = ModelConfig(filters=16, blocks=2, normalize=normalize)
     model = build_model((49, 10, 1), 5, cfg)
-    rng = np.random.default_rng(3)
-    for layer in model.layers:
-        if isinstance(layer, tf.keras.layers.BatchNormalization):
-            gamma, beta, mean, var = layer.get_weights()
-            n = gamma.shape
-            layer.set_weights(
-                [rng.uniform(0.5, 2, n), rng.normal(0, 1, n), rng.normal(0, 1, n), rng.uniform(0.5, 2, n)]
-            )
-    x = rng.normal(size=(64, 49, 10, 1)).astype(np.float32)
-    data = tf.data.Dataset.from_tensor_slices((x, np.zeros(64, np.int64))).batch(32)
-    prune = PruneConfig(target=0.5, schedule="baseline", steps=1, epochs=1)
-    nncf = register_default_init_args(NNCFConfig.from_dict(nncf_config(prune, (49, 10, 1), 32)), data, batch_size=32)
-    ctrl, compressed = create_compressed_model(model, nncf)
-    ctrl.scheduler.epoch_step()  # applies the 50% masks, as NNCF's callback does at the start of an epoch
-    weights = Weights(compressed)
-    narrow = rebuild_narrow(model, weights, 5, cfg, partial(build_model, (49, 10, 1)))
+    compressed, x = half_masked(model, (49, 10, 1))
+    narrow = rebuild_narrow(model, Weights(compressed), 5, cfg, partial(build_model, (49, 10, 1)))
 
     widths = [layer.filters for layer in narrow.layers if type(layer) is tf.keras.layers.Conv2D]
     assert widths == [8, 8, 8]
@@ -118,28 +127,13 @@ def test_a_pruned_embedding_head_with_positions_rebuilds_exactly():
     """The speech_embedding head with 3-step convs keeps 5 positions into `flatten`: the classifier's rows are
     selected per position (position x width + kept channel), not once, or the rebuilt head computes another function."""
     import tensorflow as tf
-    from nncf import NNCFConfig
-    from nncf.tensorflow import create_compressed_model, register_default_init_args
 
-    from pipeline.stages.prune import PruneConfig
-    from pipeline.stages.prune.pruning import Weights, build_head, nncf_config, rebuild_narrow
+    from pipeline.stages.prune.pruning import Weights, build_head, rebuild_narrow
 
     cfg = ModelConfig(arch="speech_embedding", head={"units": 16, "layers": 2, "kernel": 3})
     tf.keras.utils.set_random_seed(3)
     model = build_head((9, 1, 96), 5, cfg, [16, 16])
-    rng = np.random.default_rng(3)
-    for layer in model.layers:  # statistics far from the defaults, so a wrongly copied channel shows
-        if isinstance(layer, tf.keras.layers.BatchNormalization):
-            n = layer.get_weights()[0].shape
-            layer.set_weights(
-                [rng.uniform(0.5, 2, n), rng.normal(0, 1, n), rng.normal(0, 1, n), rng.uniform(0.5, 2, n)]
-            )
-    x = rng.normal(size=(64, 9, 1, 96)).astype(np.float32)
-    data = tf.data.Dataset.from_tensor_slices((x, np.zeros(64, np.int64))).batch(32)
-    prune = PruneConfig(target=0.5, schedule="baseline", steps=1, epochs=1)
-    nncf = register_default_init_args(NNCFConfig.from_dict(nncf_config(prune, (9, 1, 96), 32)), data, batch_size=32)
-    ctrl, compressed = create_compressed_model(model, nncf)
-    ctrl.scheduler.epoch_step()
+    compressed, x = half_masked(model, (9, 1, 96))
     narrow = rebuild_narrow(model, Weights(compressed), 5, cfg, partial(build_head, (9, 1, 96)))
     assert [layer.filters for layer in narrow.layers if type(layer) is tf.keras.layers.Conv2D] == [8, 8]
     assert narrow.get_layer("flatten").output_shape == (None, 5 * 8)
