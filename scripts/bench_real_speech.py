@@ -127,25 +127,27 @@ def with_fields(data: dict, recipe: Recipe, extra: dict[str, Path]) -> dict:
     return {**data, "data": {**data["data"], "field_tests": fields}}
 
 
+def train_only(data: dict, name: str, train: dict) -> dict:
+    """The recipe (as a dict) cut to its `train` stage, `train` overriding its settings; no targets, no explain."""
+    settings = dict(next(cfg for stage, cfg in _entries(data["stages"]) if stage == "train")) | train
+    return {**data, "name": name, "stages": [{"train": settings}], "targets": [], "explain": {"enabled": False}}
+
+
 def ablation_recipe(
     data: dict, label: str, synthetic: dict, training: dict, epochs: int, seed: int | None = None
 ) -> dict:
-    train = dict(next(cfg for name, cfg in _entries(data["stages"]) if name == "train"))
-    train |= {"epochs": epochs, **{k: v for k, v in training.items() if k not in MODEL_LEVEL}}
+    train = {"epochs": epochs, **{k: v for k, v in training.items() if k not in MODEL_LEVEL}}
     model = {**data["model"], **{k: v for k, v in training.items() if k in MODEL_LEVEL}}
     synth = {**data["data"]["synthetic"], **{k: v for k, v in synthetic.items() if k not in DATA_LEVEL}}
     top = {k: v for k, v in synthetic.items() if k in DATA_LEVEL}
     slug = "".join(c if c.isalnum() else "-" for c in label).strip("-").lower()
-    return {
+    variant = {
         **data,
         **({"seed": seed} if seed is not None else {}),
-        "name": f"{data['name']}-ablation-{slug}"[:64].rstrip("-"),
         "data": {**data["data"], **top, "synthetic": synth},
         "model": model,
-        "stages": [{"train": train}],
-        "targets": [],
-        "explain": {"enabled": False},
     }
+    return train_only(variant, f"{data['name']}-ablation-{slug}"[:64].rstrip("-"), train)
 
 
 def run_variant(recipe: Recipe, variant: dict, tmp: Path, reporter: Reporter, runs_dir: Path) -> RunResult:
@@ -254,9 +256,7 @@ def own_recordings_recipe(data: dict, judges: Path, donors: Path | None, per_cla
                     "extra_train_repeat": repeat}}  # fmt: skip
     if full_chain:
         return _chain(out, name, [{k: v} for k, v in _entries(data["stages"])])
-    train = dict(next(cfg for k, cfg in _entries(data["stages"]) if k == "train"))
-    return {**out, "name": name, "stages": [{"train": train | ({"epochs": epochs} if epochs else {})}],
-            "targets": [], "explain": {"enabled": False}}  # fmt: skip
+    return train_only(out, name, {"epochs": epochs} if epochs else {})
 
 
 def own_recordings(

@@ -39,13 +39,13 @@ def convert(keras_path: str, out_dir: str, calibration_path: str, settings: dict
     for precision in settings["precisions"]:
         xml = Path(out_dir) / precision / "model.xml"
         xml.parent.mkdir(parents=True, exist_ok=True)
-        model = converted.clone()  # each precision from its own copy: saving FP16 compresses the model it is given
+        # Each precision from its own copy of the converted model (`checked_int8` quantizes copies too), so none
+        # depends on what saving another did to it.
         if precision == "int8":
-            calibration = np.load(calibration_path)
-            quantized = checked_int8(converted, calibration, settings["int8"])
+            quantized = checked_int8(converted, np.load(calibration_path), settings["int8"])
             ov.save_model(canonical_names(quantized), xml, compress_to_fp16=False)
         else:
-            ov.save_model(canonical_names(model), xml, compress_to_fp16=precision == "fp16")
+            ov.save_model(canonical_names(converted.clone()), xml, compress_to_fp16=precision == "fp16")
 
 
 # Top-1 agreement of the INT8 IR with FP32 on the calibration clips below which it lost the model: a collapsed IR

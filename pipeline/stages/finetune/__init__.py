@@ -56,12 +56,14 @@ def teacher_from_run(run: Path) -> tuple[Path, dict[str, Any]]:
     """(the run's last Keras model, its report) for `distill.teacher_run`; a clear error for anything else."""
     report_file = run / "report.json"
     if not report_file.is_file():
-        raise FileNotFoundError(f"distill.teacher_run: {run} is not a finished run's folder (no report.json)")
+        raise FileNotFoundError(
+            f"{run} is not a finished run's folder (no report.json): run the teacher's recipe first"
+        )
     report = json.loads(report_file.read_text())
     keras = [run / "stages" / f"{i}-{s['name']}" / "model.keras" for i, s in enumerate(report["stages"], 1)]
     keras = [path for path in keras if path.is_file()]
     if not keras:
-        raise FileNotFoundError(f"distill.teacher_run: {run} holds no Keras model under stages/")
+        raise FileNotFoundError(f"{run} holds no Keras model under stages/")
     return keras[-1], report
 
 
@@ -84,10 +86,10 @@ class FinetuneConfig(TrainConfig):
         if self.distill is not None and self.distill.consistent and self.augment is None:
             return ("distill", "consistent"), "consistent teaching scores the augmented batches: set `augment` too"
         if self.distill is not None and self.distill.teacher_run is not None:
-            run = recipe.resolve_path(self.distill.teacher_run)
-            if not (run / "report.json").is_file():
-                return ("distill", "teacher_run"), (f"{run} is not a finished run's folder (no report.json): run the "
-                                                    "teacher's recipe first")  # fmt: skip
+            try:
+                teacher_from_run(recipe.resolve_path(self.distill.teacher_run))
+            except FileNotFoundError as exc:
+                return ("distill", "teacher_run"), str(exc)
         first = recipe.stages[0].name
         if self.distill is not None and self.distill.teachers > 1 and self.distill.teacher != first:
             return ("distill", "teachers"), (
