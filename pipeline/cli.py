@@ -6,6 +6,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -285,47 +286,77 @@ def explain(run_dir: Path, cache: Path | None) -> None:
 
 @main.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True,
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), default=None,
               help="A folder of recordings in the Speech Commands layout (<label>/<file>.wav).")  # fmt: skip
 @click.option("--name", default=None, help="Name of this field set in the report (default: the folder's name).")
+@click.option("--stream", "stream", type=click.Path(path_type=Path), default=None,
+              help="A long recording (WAV) to listen to continuously, with --labels.")  # fmt: skip
+@click.option("--labels", "labels_file", type=click.Path(path_type=Path), default=None,
+              help="Its keyword times: CSV start,end,word (seconds) or an Audacity label file.")  # fmt: skip
+@click.option("--streams", "recipe_streams", is_flag=True,
+              help="Listen to the recipe's streams (synthetic test, field sets); adds the section to an older run.")  # fmt: skip
 @click.option("--cache", type=click.Path(path_type=Path), default=None, envvar="PIPELINE_CACHE",
               help="Artifact cache holding the run's features (default: the run's runs/.cache).")  # fmt: skip
-def evaluate(run_dir: Path, data_dir: Path, name: str | None, cache: Path | None) -> None:
-    """Judge every model of RUN_DIR on a folder of real recordings, beside the synthetic test (no retraining)."""
+def evaluate(run_dir: Path, data_dir: Path | None, name: str | None, stream: Path | None, labels_file: Path | None,
+             recipe_streams: bool, cache: Path | None) -> None:  # fmt: skip
+    """Judge every model of RUN_DIR after the fact (no retraining): on a folder of real recordings beside the
+    synthetic test (--data), or listening continuously to a labelled recording (--stream, --labels)."""
     import re
 
     from pipeline.recipe import RecipeError
 
+    def fail(message: str) -> NoReturn:
+        click.echo(f"error: {message}", err=True)
+        sys.exit(EXIT_INPUT)
+
     if not (run_dir / "report.json").is_file() or not (run_dir / "recipe.yaml").is_file():
-        click.echo(f"error: {run_dir}: not a run directory (needs report.json and recipe.yaml)", err=True)
-        sys.exit(EXIT_INPUT)
-    if not data_dir.is_dir():
-        click.echo(f"error: --data {data_dir}: no such folder", err=True)
-        sys.exit(EXIT_INPUT)
-    name = name or data_dir.resolve().name
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
-        click.echo(f"error: --name {name!r}: use letters, digits, '.', '_' or '-'", err=True)
-        sys.exit(EXIT_INPUT)
+        fail(f"{run_dir}: not a run directory (needs report.json and recipe.yaml)")
+    if sum(x is not None and x is not False for x in (data_dir, stream, recipe_streams or None)) != 1:
+        fail("give one of --data FOLDER, --stream FILE.wav --labels FILE, or --streams")
+    if stream is not None and (labels_file is None or not labels_file.is_file()):
+        fail(f"--stream needs --labels with the keyword times ({labels_file or 'missing'}: no such file)")
+    if stream is not None and not stream.is_file():
+        fail(f"--stream {stream}: no such file")
+    if data_dir is not None and not data_dir.is_dir():
+        fail(f"--data {data_dir}: no such folder")
+    if data_dir is not None:
+        name = name or data_dir.resolve().name
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
+            fail(f"--name {name!r}: use letters, digits, '.', '_' or '-'")
     _quiet_tensorflow()
     from pipeline.data import DataError
     from pipeline.progress import Reporter
-    from pipeline.runner import evaluate_run
+    from pipeline.runner import evaluate_run, evaluate_streams
+    from pipeline.streams import LabelsError
 
     reporter = Reporter()
     try:
-        report = evaluate_run(run_dir, data_dir, name, reporter, cache)
-    except (RecipeError, DataError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_INPUT)
+        if data_dir is not None:
+            report = evaluate_run(run_dir, data_dir, name, reporter, cache)
+        else:
+            report = evaluate_streams(run_dir, reporter, cache, stream, labels_file)
+    except (RecipeError, DataError, LabelsError) as exc:
+        fail(str(exc))
     except Exception:
         _step_failed("evaluating the run failed")
     finally:
         reporter.close()
-    field = report["field_tests"]
-    click.echo(f"{'model':<22} {'runtime':<14} {'synthetic':>10} {name:>14}")
-    for row in field["models"]:
-        click.echo(f"{row['model']:<22} {row['runtime']:<14} {row['sets']['synthetic']['accuracy']:>10.4f} "
-                   f"{row['sets'][name]['accuracy']:>14.4f}")  # fmt: skip
+    if data_dir is not None:
+        field = report["field_tests"]
+        click.echo(f"{'model':<22} {'runtime':<14} {'synthetic':>10} {name:>14}")
+        for row in field["models"]:
+            click.echo(f"{row['model']:<22} {row['runtime']:<14} {row['sets']['synthetic']['accuracy']:>10.4f} "
+                       f"{row['sets'][name]['accuracy']:>14.4f}")  # fmt: skip
+    else:
+        result = report["streaming"]
+        judged = [stream.stem] if stream is not None else [s["name"] for s in result["streams"]]
+        click.echo(f"{'model':<22} {'stream':<18} {'keywords':>8} {'missed':>8} {'false accepts':>14} {'FA/h':>8}")
+        for row in result["models"]:
+            for n in judged:
+                r = row["sets"][n]
+                missed = "–" if r["miss_rate"] is None else f"{r['miss_rate']:.1%}"
+                click.echo(f"{row['model']:<22} {n:<18} {r['keywords']:>8} {missed:>8} {r['false_accepts']:>14} "
+                           f"{r['fa_per_hour']:>8.2f}")  # fmt: skip
     click.echo(f"report: {run_dir / 'report.md'}")
 
 

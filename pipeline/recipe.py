@@ -327,6 +327,14 @@ class DataConfig(Strict):
         description="each of your own recordings appears this many times in the training split: a few dozen clips "
         "among thousands of synthetic ones otherwise weigh almost nothing",
     )
+    stream_windows: int = Field(
+        0,
+        ge=0,
+        le=200_000,
+        description="training clips cut at random times from streams of the training split (a keyword heard whole "
+        "keeps its label, one cut short or another word is _unknown_, noise is _silence_): what a model that "
+        "listens continuously hears between words",
+    )
 
     @field_validator("download")
     @classmethod
@@ -446,6 +454,31 @@ class ExplainConfig(Strict):
         return value
 
 
+class StreamingConfig(Strict):
+    """Continuous listening: the model run every `stride_ms` on streams of keywords, other words and noise; a
+    detector (smoothing, a threshold per keyword, suppression) whose thresholds are chosen on validation streams
+    for `target_fa_per_hour`, then judged on test streams and on every field set."""
+
+    stride_ms: float = Field(100.0, gt=0, le=1000, description="how often the model runs on the last clip")
+    smoothing: int = Field(3, ge=1, le=64, description="model outputs whose scores are averaged before thresholds")
+    suppression_ms: float = Field(1000.0, ge=0, le=10_000, description="no detection this long after one")
+    target_fa_per_hour: float = Field(0.5, gt=0, le=1000, description="false accepts per hour the thresholds allow")
+    negative_minutes: float = Field(
+        60.0, gt=0, le=600, description="keyword-free minutes in each synthetic stream (validation and test)"
+    )
+    keywords: int = Field(500, ge=1, le=100_000, description="keyword clips placed in each stream (balanced)")
+    gap_s: tuple[float, float] = Field((1.0, 3.0), description="seconds between words, drawn uniformly")
+    filler_share: float = Field(0.5, ge=0, le=1, description="share of gaps holding a non-keyword word")
+    background_gain: tuple[float, float] = Field((0.0, 0.5), description="synthetic noise level per 5 s, uniform")
+
+    @field_validator("gap_s", "background_gain")
+    @classmethod
+    def _ordered_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 <= value[0] <= value[1] <= 100:
+            raise ValueError(f"need 0 <= low <= high <= 100, got {list(value)}")
+        return value
+
+
 class Recipe(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
     seed: int = Field(0, ge=0, lt=2**32)
@@ -455,6 +488,7 @@ class Recipe(Strict):
     targets: list[TargetEntry] = Field(default_factory=list)
     budgets: BudgetsConfig = BudgetsConfig()
     explain: ExplainConfig = ExplainConfig()
+    streaming: StreamingConfig | None = None
 
     # The folder relative paths in the recipe are resolved against: the recipe file's folder (`load_recipe`),
     # None for text without a file (the current directory). Not part of the content: `fingerprint` ignores it.
@@ -506,6 +540,18 @@ class Recipe(Strict):
                 if getattr(entry.config, "augment", None) is not None:
                     raise located(("stages", i, entry.name, "augment"), "not with model.arch speech_embedding: its "
                                   "frozen embedding is computed once per clip, so features cannot change per step")  # fmt: skip
+        return self
+
+    @model_validator(mode="after")
+    def _stream_stride(self) -> Recipe:
+        features, streaming = self.data.features, self.streaming
+        if streaming is not None:
+            hop = streaming.stride_ms * features.sample_rate / 1000
+            if abs(hop - round(hop)) > 1e-6:
+                raise located(("streaming", "stride_ms"), f"{streaming.stride_ms} ms is not a whole number of samples")
+            if features.kind == "mfcc" and round(hop) % features.stride_samples:
+                raise located(("streaming", "stride_ms"), f"{streaming.stride_ms} ms is not a multiple of the "
+                              f"features' stride ({features.stride_ms} ms): each run must start on a frame")  # fmt: skip
         return self
 
     @property

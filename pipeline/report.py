@@ -101,6 +101,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         for t in report["targets"]:
             out += _target_notes(t)
 
+    out += _streaming(report.get("streaming"))
+
     if report["budgets"]:
         out += ["## Budgets", ""]
         rows = [
@@ -115,6 +117,73 @@ def render_markdown(report: dict[str, Any]) -> str:
     out += _per_class(report)
     out += ["## Versions", "", ", ".join(f"{k} {v}" for k, v in report["versions"].items()), ""]
     return "\n".join(out)
+
+
+def _streaming(result: dict[str, Any] | None) -> list[str]:
+    if not result:
+        return []
+    cfg = result["settings"]
+    out = [
+        "## Listening continuously",
+        "",
+        f"The model runs every {cfg['stride_ms']:g} ms on the last clip; the scores of the last {cfg['smoothing']} "
+        f"runs are averaged; a keyword fires at its threshold and nothing fires for {cfg['suppression_ms']:g} ms "
+        f"after. Thresholds are chosen per keyword on the synthetic validation stream for at most "
+        f"{cfg['target_fa_per_hour']:g} false accepts per hour, on each runtime's own scores, never on field sets.",
+        "",
+        table(["stream", "hours", "keywords", "keyword-free hours", "other words"],
+              [[s["name"], f"{s['hours']:.2f}", integer(s["keywords"]), f"{s['keyword_free_hours']:.2f}",
+                integer(s["other_words"])] for s in result["calibration_streams"] + result["streams"]]),
+        "",
+    ]  # fmt: skip
+    names = [s["name"] for s in result["streams"]]
+    rows = []
+    for row in result["models"]:
+        cells = [row["model"], row["runtime"]]
+        for name in names:
+            r = row["sets"][name]
+            cells.append("–" if r["miss_rate"] is None else f"{pct(r['miss_rate'])} / {r['fa_per_hour']:.2f}")
+        cal = row["calibration"]
+        cells.append(f"{cal['fa_per_hour']:.2f}" + ("" if cal["met"] else " (target not met)"))
+        rows.append(cells)
+    out += [table(["model", "runtime", *[f"{n}: missed / FA per h" for n in names], "FA/h when chosen"], rows), ""]
+    negative = sum(st["keyword_free_hours"] for st in result["calibration_streams"])
+    if negative and negative < 3 / cfg["target_fa_per_hour"]:
+        out += [f"Even zero false accepts in {negative:.1f} h of keyword-free validation audio only bound the "
+                f"rate below {3 / negative:.1f} per hour (95 %, rule of three), not below {cfg['target_fa_per_hour']:g}: that "
+                f"takes {3 / cfg['target_fa_per_hour']:.0f} h (`streaming.negative_minutes`). Read the test stream's "
+                "figure, not the one when chosen.", ""]  # fmt: skip
+    if result.get("plot"):
+        out += [f"![detection error trade-off](streaming/{result['plot']})", ""]
+    thresholds = [[row["model"], *[f"{t:.2f}" for t in row["thresholds"].values()]] for row in result["models"]]
+    if thresholds:
+        out += [table(["thresholds", *result["models"][0]["thresholds"]], thresholds), ""]
+    cost = result.get("cost")
+    if cost:
+        out += [f"**Cost**: {cost['invokes_per_second']:g} model runs per second."]
+        for t in cost.get("targets", []):
+            out.append(f"- {t['target']}: {t['latency_ms']:.2f} ms per run ({t['latency_kind']}) keeps the core "
+                       f"{t['duty']:.0%} busy" + ("" if t["duty"] < 1 else ": **it cannot keep up at this stride**"))  # fmt: skip
+        board = cost.get("board")
+        if board:
+            same = "the same detections as the pipeline's detector" if board["same_detections"] else \
+                "**other detections than the pipeline's detector**"  # fmt: skip
+            out.append(f"- tflm firmware on the emulated {board['board']}, listening to {board['seconds']:.0f} s of "
+                       f"stream: {integer(int(board['instructions_per_run']))} instructions per run (new frames, invoke, "
+                       f"decision) = {board['latency_ms_per_run']:.1f} ms (estimate), {board['duty']:.0%} busy; "
+                       f"{len(board['detections'])} detections, {same}")  # fmt: skip
+            if board.get("frontend_ratio"):
+                out.append(f"- on that core, the front end's {integer(int(board['frontend_window_instructions']))} "
+                           f"instructions for a whole window against {integer(int(board['incremental_instructions']))} "
+                           f"per run for the new frames and the decision: {board['frontend_ratio']:.1f}x less")  # fmt: skip
+        fe = cost.get("frontend")
+        if fe:
+            out.append(f"- front end (counted operations): {integer(fe['ops_per_new_frame'])} per "
+                       f"{fe['frame_stride_ms']:g} ms frame computed once (incremental), against {integer(fe['ops_per_window'])} to recompute all "
+                       f"{fe['frames']} frames of a window: {fe['ratio_per_frame']:.0f}x less per frame stride, "
+                       f"{fe['ratio_per_run']:.1f}x less per run")  # fmt: skip
+        out.append("")
+    return out
 
 
 def _field_tests(field: dict[str, Any] | None) -> list[str]:

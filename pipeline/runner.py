@@ -25,10 +25,11 @@ from typing import Any
 
 from pipeline import budgets as budget_checks
 from pipeline.data import FeatureSet, FieldSet, prepare, prepare_field_set, prepare_field_sets, synthetic_test_set
+from pipeline.data.field import listing_key
 from pipeline.fingerprint import fingerprint
 from pipeline.plugins import TargetContext, find_models, stage, target
 from pipeline.progress import Reporter
-from pipeline.recipe import FeaturesConfig, Recipe
+from pipeline.recipe import FeaturesConfig, Recipe, StreamingConfig
 from pipeline.report import render_markdown
 from pipeline.runtimes import ModelRef
 from pipeline.stages import StageContext
@@ -146,6 +147,7 @@ def run_recipe(
         compiled_keys.append(compiled.key)
     field_art = run_field_tests(field_sets, data, stages, targets, compiled_keys, store, reporter)
     explain_art = run_explain(recipe, data, stages, targets, compiled_keys, store, reporter, field_sets)
+    streaming_art = run_streaming(recipe, data, targets, compiled_keys, store, reporter)
     reporter.scope = ""
 
     results = budget_checks.check(
@@ -170,11 +172,12 @@ def run_recipe(
         "budgets": [b.as_dict() for b in results],
         "field_tests": field_art.meta["result"] if field_art is not None else None,
         "explain": explain_art.meta["result"] if explain_art is not None else None,
+        "streaming": streaming_art.meta["result"] if streaming_art is not None else None,
         "wall_seconds": round(time.time() - started, 2),
         "versions": versions(),
     }
     run_dir = out or runs_root / recipe.name / run_id
-    _publish(run_dir, recipe_file, stages, targets, report, explain_art, reporter.log_file)
+    _publish(run_dir, recipe_file, stages, targets, report, explain_art, reporter.log_file, streaming_art)
     if out is None:
         _point_latest(run_dir)
     return RunResult(run_dir, report)
@@ -236,8 +239,10 @@ def run_target(
             "export": export.key,
             "data": data.key,
             "code": fingerprint(module.__name__),
+            **{section: getattr(recipe, section) and getattr(recipe, section).model_dump(mode="json")
+               for section in getattr(module, "RECIPE_SECTIONS", ())},
         }
-    )
+    )  # fmt: skip
 
     def context(out: Path) -> TargetContext:
         from pipeline.data.features import mfcc
@@ -275,6 +280,7 @@ def run_target(
 
 EXPLAIN_CODE = "pipeline.explain"
 FIELD_CODE = "pipeline.field"
+STREAMING_CODE = ("pipeline.streaming", "pipeline.streaming_plots", "pipeline.streams")
 
 
 def run_field_tests(
@@ -305,6 +311,70 @@ def run_field_tests(
         meta["result"] = evaluate(find_models(_dirs(stages), _dirs(targets)), sets, data.labels, reporter.log)
 
     art = store.get_or_build("field-tests", key, build)
+    _log_done(reporter, art)
+    return art
+
+
+def streams_for(recipe: Recipe, data: FeatureSet, cfg: StreamingConfig) -> tuple[list, list]:
+    """(calibration, judged) streams: synthetic validation streams choose the thresholds; synthetic test streams
+    and one stream per field set are judged."""
+    from pipeline.streams import field_stream, synthetic_stream
+
+    features = recipe.data.features
+    args = (data.labels, cfg, features.sample_rate, features.clip_samples, recipe.seed)
+    calibration = [synthetic_stream(data.root, "val", *args)]
+    judged = [synthetic_stream(data.root, "test", *args)]
+    for test in recipe.data.field_tests:
+        root = recipe.resolve_path(test.path)
+        if root.is_dir():
+            judged.append(field_stream(test.name, root, *args))
+    return calibration, judged
+
+
+def run_streaming(
+    recipe: Recipe,
+    data: FeatureSet,
+    targets: list[tuple[str, Artifact]],
+    compiled_keys: list[str],
+    store: Store,
+    reporter: Reporter,
+) -> Artifact | None:
+    """Every target's model listening to streams on its own runtime: thresholds, misses, false accepts per hour
+    and DET curves (`pipeline.streaming`), cached like any step."""
+    if recipe.streaming is None or not targets:
+        return None
+    from pipeline.streaming import cost, evaluate
+    from pipeline.streaming_plots import plot_det
+
+    reporter.scope = "streaming"
+    key = digest(
+        {
+            "streaming": recipe.streaming.model_dump(mode="json"),
+            "data": data.key,
+            "field": [listing_key(recipe.resolve_path(t.path)) for t in recipe.data.field_tests
+                      if recipe.resolve_path(t.path).is_dir()],
+            "models": compiled_keys + [art.key for _, art in targets],
+            "code": fingerprint(*STREAMING_CODE),
+        }
+    )  # fmt: skip
+
+    def build(tmp: Path, meta: dict) -> None:
+        calibration, judged = streams_for(recipe, data, recipe.streaming)
+        for s in calibration + judged:
+            reporter.log(f"stream {s.name}: {s.hours * 60:.1f} min, {len(s.events)} keywords, "
+                         f"{s.negative_seconds / 60:.1f} keyword-free min")  # fmt: skip
+        models = find_models([], _dirs(targets))
+        shipped = {name: art.meta["metrics"]["detector"] for name, art in targets
+                   if art.meta["metrics"].get("detector")}  # fmt: skip
+        before = {name: {"thresholds": d["calibration"]["thresholds"], "calibration": d["calibration"]}
+                  for name, d in shipped.items()}  # the bundle's own choice, made on the same scores  # fmt: skip
+        result = evaluate(models, calibration, judged, data.labels, recipe.streaming, recipe.data.features,
+                          reporter.log, reporter.progress, chosen_before=before)  # fmt: skip
+        result["plot"] = plot_det(result, tmp / "det.png")
+        result["cost"] = cost(recipe.streaming, recipe.data.features, {n: a.meta["metrics"] for n, a in targets})
+        meta["result"] = result
+
+    art = store.get_or_build("streaming", key, build)
     _log_done(reporter, art)
     return art
 
@@ -433,6 +503,7 @@ def _publish(
     report: dict[str, Any],
     explain_art: Artifact | None = None,
     log_file: Path | None = None,
+    streaming_art: Artifact | None = None,
 ) -> None:
     """Assemble the run directory beside its final place, then rename: readers never see half a run. A folder
     already at `run_dir` is replaced only when an earlier run wrote it (checked again here, just before)."""
@@ -451,6 +522,8 @@ def _publish(
             _copy_artifact(art, tmp / "export" / name)
         if explain_art is not None:
             _copy_artifact(explain_art, tmp / "explain")
+        if streaming_art is not None:
+            _copy_artifact(streaming_art, tmp / "streaming")
         write_json(tmp / "report.json", report)
         write_atomic(tmp / "report.md", render_markdown(report))
         if log_file is not None and log_file.is_file():
@@ -539,6 +612,56 @@ def evaluate_run(
         for row, old_row in zip(new["models"], old["models"], strict=True):
             row["sets"] = {k: v for k, v in old_row["sets"].items() if k != name} | {name: row["sets"][name]}
     report["field_tests"] = new
+    write_json(run_dir / "report.json", report)
+    write_atomic(run_dir / "report.md", render_markdown(report))
+    return report
+
+
+def evaluate_streams(
+    run_dir: Path, reporter: Reporter, cache: Path | None = None, wav: Path | None = None, labels: Path | None = None
+) -> dict[str, Any]:
+    """Every target model of a finished run listening to a recording with a label file (`wav`, `labels`), or to
+    the recipe's streams (synthetic test and field sets) when none is given. Thresholds come from the run's
+    streaming section when it has them, else they are chosen now on the synthetic validation stream (the
+    recipe's `streaming` settings, or the defaults). The streams join the run's streaming section."""
+    from pipeline.data import DataError
+    from pipeline.streaming import cost, evaluate
+    from pipeline.streaming_plots import plot_det
+    from pipeline.streams import read_stream
+
+    report, recipe, store, data, _, target_dirs = _open_run(run_dir, reporter, cache)
+    models = find_models([], target_dirs)
+    if not models:
+        raise DataError(f"{run_dir}: the run has no target models to listen with")
+    old = report.get("streaming") or {}
+    cfg = (
+        StreamingConfig.model_validate(old["settings"])
+        if old.get("settings")
+        else recipe.streaming or StreamingConfig()
+    )
+    chosen = {row["model"]: row for row in old.get("models", [])}
+    reuse = chosen if all(m.name in chosen for m in models) else None
+    reporter.scope = "streaming"
+    if wav is not None:
+        calibration = [] if reuse else streams_for(recipe, data, cfg)[0]
+        judged = [read_stream(wav, labels, data.labels, recipe.data.features.sample_rate)]
+    else:
+        calibration, judged = streams_for(recipe, data, cfg)
+        calibration = [] if reuse else calibration
+    new = evaluate(models, calibration, judged, data.labels, cfg, recipe.data.features, reporter.log,
+                   reporter.progress, chosen_before=reuse)  # fmt: skip
+    if reuse:  # keep the streams judged before; these replace streams of the same name
+        names = {s["name"] for s in new["streams"]}
+        new["calibration_streams"] = old["calibration_streams"]
+        new["streams"] = [s for s in old["streams"] if s["name"] not in names] + new["streams"]
+        for row in new["models"]:
+            row["sets"] = {k: v for k, v in chosen[row["model"]]["sets"].items() if k not in names} | row["sets"]
+    metrics = {t["name"]: t for t in report["targets"]}
+    new["cost"] = cost(cfg, recipe.data.features, metrics)
+    folder = run_dir / "streaming"
+    folder.mkdir(exist_ok=True)
+    new["plot"] = plot_det(new, folder / "det.png")
+    report["streaming"] = new
     write_json(run_dir / "report.json", report)
     write_atomic(run_dir / "report.md", render_markdown(report))
     return report

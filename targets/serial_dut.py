@@ -18,6 +18,10 @@ host sends                  device replies (each line ends with ``\\r\\n``; ever
                             ``m-counts-[c1,...,cN]`` (optional: per-run instructions or cycles),
                             ``m-infer-done``, ``m-results-[o1,...,oK]`` (the raw output tensor of the last run)
 ``frontend%``               (optional) the loaded bytes are 16-bit PCM: ``m-frontend-counts-[c]``, ``m-features-[...]``
+``listen reset%``           (optional) the device's streaming detector starts a new stream: ``m-listen-reset``
+``listen%``                 (optional) the loaded bytes are the stream's next 16-bit PCM: the detector takes them and
+                            the model runs whenever an input is ready: ``m-listen-counts-[c1,...]`` (per run: new
+                            frames, invoke and decision), ``m-detections-[run,class,...]`` (runs counted from reset)
 ``results%``                ``m-results-[o1,...,oK]`` of the last inference
 anything else               ``e-[unknown command: <text>]``
 ==========================  =========================================================================
@@ -38,6 +42,7 @@ from typing import Any
 import numpy as np
 
 CHUNK = 64  # input bytes per `db` command
+AUDIO_CHUNK = 512  # ... for a stream's audio (`listen`): this project's firmware reads lines of 1,100 characters
 READY = "m-ready"
 
 
@@ -105,15 +110,16 @@ class SerialDut:
                 out[match.group(1)] = match.group(2)
         return out
 
-    def load(self, data: bytes) -> None:
+    def load(self, data: bytes, chunk: int = CHUNK) -> None:
         """Send one input tensor's bytes: `db load N`, then hex chunks until the device says load-done.
-        A chunk is not idempotent, so a lost reply restarts the whole load (`db load` resets the buffer)."""
+        A chunk is not idempotent, so a lost reply restarts the whole load (`db load` resets the buffer).
+        `chunk`: bytes per `db` line; audio goes in `AUDIO_CHUNK`s to firmware that reads such lines."""
         for attempt in range(self.retries + 1):
             try:
                 self._expect(self.command(f"db load {len(data)}"), f"m-[Expecting {len(data)} bytes]")
                 reply: list[str] = []
-                for start in range(0, len(data), CHUNK):
-                    reply = self.command("db " + data[start : start + CHUNK].hex(), retry=False)
+                for start in range(0, len(data), chunk):
+                    reply = self.command("db " + data[start : start + chunk].hex(), retry=False)
                 self._expect(reply, "m-load-done")
                 return
             except DutTimeout:
@@ -141,6 +147,19 @@ class SerialDut:
         reply = self.command("frontend", timeout=self.timeout + self.infer_timeout)
         count = _list(self._expect(reply, "m-frontend-counts-["), "m-frontend-counts-")
         return _list(self._expect(reply, "m-features-["), "m-features-"), float(count[0])
+
+    def listen(self, pcm: np.ndarray, chunk_samples: int) -> tuple[np.ndarray, np.ndarray]:
+        """A stream through the device's own detector, `chunk_samples` at a time: the count of every model run
+        and the detections [n, 2] (run, class)."""
+        self._expect(self.command("listen reset"), "m-listen-reset")
+        counts, detections = [], []
+        pcm = np.asarray(pcm, "<i2")
+        for start in range(0, len(pcm), chunk_samples):
+            self.load(pcm[start : start + chunk_samples].tobytes(), AUDIO_CHUNK)
+            reply = self.command("listen", timeout=self.timeout + self.infer_timeout * 20)
+            counts.append(_list(self._expect(reply, "m-listen-counts-["), "m-listen-counts-"))
+            detections.append(_list(self._expect(reply, "m-detections-["), "m-detections-"))
+        return np.concatenate(counts), np.concatenate(detections).astype(np.int64).reshape(-1, 2)
 
     def results(self) -> np.ndarray:
         return _list(self._expect(self.command("results"), "m-results-["), "m-results-")

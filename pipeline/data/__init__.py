@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,8 +170,10 @@ def prepare(
             "extra_train": [listing_key(p) for p in extra_roots],
             "extra_train_repeat": data.extra_train_repeat if extra_roots else 1,
             "code": fingerprint("pipeline.data"),
+            **({"stream_windows": data.stream_windows, "streams": _stream_settings(recipe).model_dump(mode="json"),
+                "stream_code": fingerprint(STREAMS_MODULE)} if data.stream_windows else {}),
         }
-    )
+    )  # fmt: skip
 
     def build(tmp: Path, meta: dict) -> None:
         try:
@@ -197,6 +200,18 @@ def prepare(
             )
             if progress:
                 progress(f"features ({split})", len(clips), len(clips))
+        if data.stream_windows:
+            training_windows = importlib.import_module(STREAMS_MODULE).training_windows
+            if progress:
+                progress("stream windows (train)", 0, data.stream_windows)
+            clips, y = training_windows(root, data.labels, _stream_settings(recipe), data.features.sample_rate,
+                                        data.features.clip_samples, data.stream_windows, recipe.seed)  # fmt: skip
+            cut = {"x": features.compute(clips, data.features), "y": y, "speakers": np.full(len(y), "stream"),
+                   "groups": np.full(len(y), "stream")}  # fmt: skip
+            for name, values in cut.items():
+                arrays[f"train_{name}"] = np.concatenate([arrays[f"train_{name}"], values])
+            if progress:
+                progress("stream windows (train)", len(y), data.stream_windows)
         extra = []
         for extra_root in extra_roots:
             clips = load_field_clips(extra_root, data.labels, data.features.sample_rate, data.features.clip_samples)
@@ -215,6 +230,18 @@ def prepare(
 
     art = store.get_or_build("features", key, build)
     return load_features(art), art
+
+
+# Imported by name, not statically: the features' key then depends on the stream code only when a recipe cuts
+# training windows from streams (the key says so), and editing it does not retrain every other recipe.
+STREAMS_MODULE = "pipeline.streams"
+
+
+def _stream_settings(recipe: Recipe):
+    """How training streams are composed: the recipe's `streaming` section, or its defaults."""
+    from pipeline.recipe import StreamingConfig
+
+    return recipe.streaming or StreamingConfig()
 
 
 def load_features(art: Artifact) -> FeatureSet:

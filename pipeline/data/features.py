@@ -22,6 +22,26 @@ def compute(audio: np.ndarray, cfg: FeaturesConfig) -> np.ndarray:
 
 def mfcc(audio: np.ndarray, cfg: FeaturesConfig, batch: int = 2048) -> np.ndarray:
     """float32 [n, clip_samples] -> float32 [n, frames, coefficients]."""
+    out = np.zeros((len(audio), cfg.frames, cfg.coefficients), np.float32)
+    for start in range(0, len(audio), batch):
+        out[start : start + batch] = _mfcc(audio[start : start + batch, : cfg.clip_samples], cfg)
+    return out
+
+
+def mfcc_frames(audio: np.ndarray, cfg: FeaturesConfig, block_frames: int = 50_000) -> np.ndarray:
+    """float32 [samples] of any length -> float32 [frames, coefficients], frame f starting at sample
+    f * stride_samples: the frames of a clip cut at a multiple of the stride are rows of this, computed once."""
+    win, stride = cfg.window_samples, cfg.stride_samples
+    total = 0 if len(audio) < win else 1 + (len(audio) - win) // stride
+    out = np.zeros((total, cfg.coefficients), np.float32)
+    for first in range(0, total, block_frames):
+        n = min(block_frames, total - first)
+        chunk = audio[first * stride : (first + n - 1) * stride + win]
+        out[first : first + n] = _mfcc(chunk[None].astype(np.float32), cfg)[0]
+    return out
+
+
+def _mfcc(audio: np.ndarray, cfg: FeaturesConfig) -> np.ndarray:
     import tensorflow as tf
 
     fft_length = 1 << (cfg.window_samples - 1).bit_length()
@@ -32,14 +52,10 @@ def mfcc(audio: np.ndarray, cfg: FeaturesConfig, batch: int = 2048) -> np.ndarra
         lower_edge_hertz=cfg.lower_hz,
         upper_edge_hertz=cfg.upper_hz,
     )
-    out = np.zeros((len(audio), cfg.frames, cfg.coefficients), np.float32)
-    for start in range(0, len(audio), batch):
-        chunk = tf.constant(audio[start : start + batch, : cfg.clip_samples])
-        stft = tf.signal.stft(chunk, cfg.window_samples, cfg.stride_samples, fft_length=fft_length)
-        mel = tf.tensordot(tf.abs(stft), mel_matrix, 1)
-        log_mel = tf.math.log(mel + 1e-6)
-        out[start : start + batch] = tf.signal.mfccs_from_log_mel_spectrograms(log_mel)[..., : cfg.coefficients]
-    return out
+    stft = tf.signal.stft(tf.constant(audio), cfg.window_samples, cfg.stride_samples, fft_length=fft_length)
+    mel = tf.tensordot(tf.abs(stft), mel_matrix, 1)
+    log_mel = tf.math.log(mel + 1e-6)
+    return tf.signal.mfccs_from_log_mel_spectrograms(log_mel)[..., : cfg.coefficients].numpy()
 
 
 def speech_mel(audio: np.ndarray, cfg: FeaturesConfig) -> np.ndarray:

@@ -20,8 +20,9 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -42,6 +43,7 @@ from pipeline.runtimes.tflm import (
     find_min_arena,
     measure_child,
     tflm_outputs,
+    tflm_predictor,
 )
 from pipeline.schema import Strict, suggest
 from pipeline.store import PREDICTIONS, write_atomic, write_json
@@ -60,6 +62,9 @@ from targets.tflm.bundle import (
 )
 from targets.tflm.frontend import to_pcm16, write_frontend
 from targets.tflm.layouts import SRC
+
+if TYPE_CHECKING:  # the recipe imports this target, and the streaming code imports the recipe's data
+    from pipeline.streaming import Detector
 
 
 class Config(Strict):
@@ -83,6 +88,13 @@ class Config(Strict):
         False, description="also build the firmware with TFLM's reference kernels and report the instruction ratio"
     )
     board_runs: int = Field(5, ge=1, le=1000, description="timed invokes of the first test vector on the board")
+    board_stream_s: float = Field(
+        20.0,
+        ge=0,
+        le=600,
+        description="seconds of the bundle's stream the firmware's detector listens to on the "
+        "emulated board (with `streaming:`; 0: none). Audio reaches it over the serial line at ~2x real time",
+    )
     sources: str | None = Field(
         None,
         description="folder of the pinned TFLM / CMSIS-NN archives (default: $EDGE_PIPELINE_TFLM_SOURCES, then setup's cache)",
@@ -98,6 +110,7 @@ class Config(Strict):
 
 
 MODEL = "model.tflite"
+RECIPE_SECTIONS = ("streaming",)  # besides its config: the bundle's detector follows `streaming`
 TFLM_PREDICTIONS = "tflm_test_predictions.npy"
 VECTORS = "test_vectors.npz"  # a few int8 test inputs per class: for firmware tests and hardware-in-the-loop
 VECTORS_PER_CLASS = 2
@@ -228,6 +241,18 @@ def _embed_identity(out: Path, name: str, info: dict[str, Any], arena: int, chec
     write_c_array(path.read_bytes(), out / SRC, name)
 
 
+@dataclass
+class StreamCheck:
+    """The bundle's streaming detector and the recorded stream its ctest replays: PCM, the TFLM interpreter's
+    (dequantized) outputs per run, and the Python detector's detections [n, 2] (run, class)."""
+
+    detector: Detector
+    pcm: np.ndarray
+    scores: np.ndarray
+    detections: np.ndarray
+    calibration: dict[str, Any] | None = None  # what choosing the thresholds gave on the validation stream
+
+
 def complete_bundle(
     out: Path,
     name: str,
@@ -238,9 +263,11 @@ def complete_bundle(
     frontend_vectors: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     check_inputs: np.ndarray | None = None,
     fixed_point: bool = False,
+    stream: StreamCheck | None = None,
 ) -> dict[str, Any]:
     """Everything that needs the measured arena: the model's identity metadata (with features), model_config.h,
-    the front end and its test, the CMake / Zephyr / Arduino files, README.md; the manifest comes last."""
+    the front end and its test, the streaming detector and its test (`stream`), the CMake / Zephyr / Arduino
+    files, README.md; the manifest comes last."""
     arena = measured["arena"]
     graph = read_model((out / MODEL).read_bytes())
     inp, outp = graph.tensors[graph.inputs[0]], graph.tensors[graph.outputs[0]]
@@ -273,8 +300,18 @@ def complete_bundle(
         audio, feats, quantized = frontend_vectors
         layouts.write_frontend_vectors(out, audio, feats, quantized, FRONTEND_TOLERANCES)
         layouts.write_frontend_test(out, name, f"g_{c_identifier(name)}_model_data")
+    detector = None
+    if stream is not None and frontend is not None and outp.scale is not None and outp.zero_point is not None:
+        from targets.tflm import detector as stream_detector
+
+        detector = stream_detector.write_detector(src, name, stream.detector, len(labels or []), outp.scale,
+                                                  outp.zero_point, features)  # fmt: skip
+        q = np.round(stream.scores / outp.scale) + outp.zero_point
+        stream_detector.write_stream_vectors(out, stream.pcm, q.clip(-128, 127), stream.detections)
+        stream_detector.write_detector_test(out, name)
+        sources.append("detector.c")
     arithmetic = fixed_point if frontend is not None else None  # None: no front end to choose an arithmetic for
-    layouts.write_cmake(out, name, bundle, sources, with_test, arithmetic)
+    layouts.write_cmake(out, name, bundle, sources, with_test, arithmetic, detector is not None)
     zephyr_option = layouts.write_zephyr(out, name, bundle, sources, arithmetic)
     layouts.write_arduino(out, name, bundle, model_sha256[:8], sources)
     write_readme(out, name, bundle, measured["ops"], arena["bundle"], labels, features is not None, zephyr_option)
@@ -286,6 +323,7 @@ def complete_bundle(
             "model_sha256": model_sha256,
             "arena_bytes": arena["bundle"],
             "arena_measured_bytes": arena["measured"],
+            "detector": detector,
             "ops": measured["ops"],
             **provenance,
             "runtime": f"tflite-micro {measured['runtime_version']}",
@@ -386,10 +424,13 @@ def measure(cfg: Config, ctx: TargetContext) -> dict[str, Any]:
         audio = layouts.frontend_signals(feats.sample_rate, feats.clip_samples, feats.upper_hz, ctx.recipe.seed)
         expected = ctx.features(audio)
         vectors = (audio, expected, quantize_input(expected, inp["scale"], inp["zero_point"], np.int8))
+    stream = None
+    if ctx.recipe.streaming is not None and features is not None:
+        stream = stream_check(ctx, measured["arena"]["bundle"])
     manifest = complete_bundle(
         ctx.out, ctx.recipe.name, measured, ctx.data.labels, features,
         {"recipe": ctx.recipe.name, "recipe_fingerprint": ctx.recipe.fingerprint(), "versions": versions()},
-        frontend_vectors=vectors, check_inputs=x[:64], fixed_point=cfg.frontend == "fixed",
+        frontend_vectors=vectors, check_inputs=x[:64], fixed_point=cfg.frontend == "fixed", stream=stream,
     )  # fmt: skip
     model_bytes = (ctx.out / MODEL).stat().st_size
     host = host_figures(model_bytes, measured)
@@ -401,6 +442,7 @@ def measure(cfg: Config, ctx: TargetContext) -> dict[str, Any]:
         on_board = run_on_board(
             ctx.out, ctx.recipe.name, BOARDS[cfg.board], cfg, x[picks], pcm, expected_features, ctx.log,
             ctx.recipe.resolve_path(cfg.sources) if cfg.sources else None, ctx.unavailable,
+            board_segment(stream, feats.clip_samples, cfg.board_stream_s) if stream and cfg.board_stream_s else None,
         )  # fmt: skip
         if on_board is not None:
             add_firmware_to_manifest(ctx.out, manifest, on_board)
@@ -412,6 +454,7 @@ def measure(cfg: Config, ctx: TargetContext) -> dict[str, Any]:
         "arena": measured["arena"],
         "memory_plan": plan,
         "frontend": manifest.get("frontend"),
+        "detector": manifest.get("detector") and manifest["detector"] | {"calibration": stream.calibration},
         "latency_ms": board_latency(on_board) if on_board else measured["latency_ms"],
         "host_latency_ms": measured["latency_ms"],
         "ops": measured["ops"],
@@ -425,6 +468,49 @@ def measure(cfg: Config, ctx: TargetContext) -> dict[str, Any]:
     if on_board:
         out["on_board"] = on_board
     return out
+
+
+def stream_check(ctx: TargetContext, arena: int) -> StreamCheck:
+    """The detector the bundle ships: thresholds chosen on the synthetic validation stream with this TFLM model's
+    own outputs, and a short test stream (a dozen keywords) recorded for its ctest."""
+    from pipeline import streaming
+    from pipeline.streams import synthetic_stream
+
+    cfg, feats, labels = ctx.recipe.streaming, ctx.recipe.data.features, ctx.data.labels
+    predict = tflm_predictor(ctx.out / MODEL, arena)
+    base = streaming.Detector.from_config(cfg, feats, labels)
+    args = (labels, cfg, feats.sample_rate, feats.clip_samples, ctx.recipe.seed)
+    val = synthetic_stream(ctx.data.root, "val", *args)
+    ctx.log(f"detector: choosing thresholds on {val.hours * 60:.1f} min of validation stream ({len(val.events)} "
+            f"keywords) with TFLM's outputs")  # fmt: skip
+    progress = lambda done, total: ctx.progress("detector thresholds", done, total)  # noqa: E731
+    scores = streaming.scores(predict, val, feats, base.hop, progress)
+    chosen, calibration = streaming.choose_thresholds([scores], [val], base, feats.clip_samples,
+                                                      cfg.target_fa_per_hour)  # fmt: skip
+    short = cfg.model_copy(update={"keywords": 12, "negative_minutes": 0.25})
+    test = synthetic_stream(ctx.data.root, "test", labels, short, feats.sample_rate, feats.clip_samples,
+                            ctx.recipe.seed)  # fmt: skip
+    test_scores = streaming.scores(predict, test, feats, base.hop)
+    check = StreamCheck(chosen, to_pcm16(test.audio), test_scores, streaming.detect(test_scores, chosen))
+    check.calibration = calibration | {"thresholds": dict(zip(labels[2:], chosen.thresholds, strict=True))}
+    return check
+
+
+def board_segment(stream: StreamCheck, clip_samples: int, seconds: float) -> tuple[np.ndarray, np.ndarray]:
+    """The `seconds` of the recorded stream the firmware listens to (starting on a run, where the pipeline's
+    detector fires most), and the detections the pipeline's detector makes on that stretch alone."""
+    from pipeline.streaming import detect
+
+    hop = stream.detector.hop
+    runs = max(1, 1 + (int(seconds * 16000) - clip_samples) // hop)
+    total = len(stream.scores)
+    if total <= runs:
+        return stream.pcm, stream.detections
+    fired = np.bincount(stream.detections[:, 0], minlength=total) if len(stream.detections) else np.zeros(total)
+    window = np.convolve(fired, np.ones(runs), "valid")  # detections in the runs starting at each run
+    first = int(np.argmax(window))
+    pcm = stream.pcm[first * hop : first * hop + clip_samples + (runs - 1) * hop]
+    return pcm, detect(stream.scores[first : first + runs], stream.detector)
 
 
 def host_figures(model_bytes: int, measured: dict[str, Any]) -> dict[str, Measurement]:
@@ -461,6 +547,7 @@ def board_latency(on_board: dict[str, Any]) -> dict[str, Any]:
 def run_on_board(
     bundle: Path, name: str, board: Board, cfg: Config, inputs: np.ndarray, pcm: np.ndarray | None,
     expected_features: np.ndarray | None, log, sources: Path | None, unavailable,
+    stream: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, Any] | None:  # fmt: skip
     """The bundle as firmware on the emulated board (`on_board.measure_board`), its outputs checked against the
     host interpreter's; None, with the reason given to `unavailable`, when this machine cannot build or emulate it."""
@@ -473,7 +560,7 @@ def run_on_board(
             expected = tflm_outputs(bundle / MODEL, read_manifest_arena(bundle), inputs)
             return on_board.measure_board(
                 bundle, name, board, inputs, expected, cfg.board_runs, pcm, expected_features, cfg.kernels,
-                cfg.compare_reference, sources, log,
+                cfg.compare_reference, sources, log, stream,
             )  # fmt: skip
         except FirmwareUnavailable as exc:
             reason = str(exc)

@@ -320,6 +320,7 @@ def build_firmware(
     ns = c_identifier(name)
     model_sha = sha256_file(bundle / "model.tflite")[:16]
     has_frontend = frontend and (src / "frontend.c").is_file()
+    has_detector = has_frontend and (src / "detector.c").is_file()
     firmware_id = f"edge-pipeline firmware {board.name} {kernels} {model_sha[:8]}"
     counter = board.counter
     harness_defs = [
@@ -330,7 +331,7 @@ def build_firmware(
         f"-DEDGE_COUNTER_NUM={counter['num']}ull",
         f"-DEDGE_COUNTER_DEN={counter['den']}ull",
         f"-DEDGE_COUNTER_PER_US={counter['per_us']}ull", f'-DEDGE_COUNTER_UNIT="{counter["unit"]}"',
-        f"-DEDGE_HAS_FRONTEND={int(has_frontend)}",
+        f"-DEDGE_HAS_FRONTEND={int(has_frontend)}", f"-DEDGE_HAS_DETECTOR={int(has_detector)}",
     ]  # fmt: skip
     if has_frontend:
         prefix = f"{ns.upper()}_FRONTEND"
@@ -338,11 +339,19 @@ def build_firmware(
             f"-DEDGE_FRONTEND_CLIP_SAMPLES={prefix}_CLIP_SAMPLES",
             f"-DEDGE_FRONTEND_INT8={ns}_frontend_int8",
         ]
+    if has_detector:
+        harness_defs += (
+            [f"-DEDGE_DETECTOR_T={ns}_detector_t"]
+            + [f"-DEDGE_DETECTOR_{verb.upper()}={ns}_detector_{verb}" for verb in ("init", "feed", "ready", "input")]
+            + [f"-DEDGE_DETECTOR_PUSH={ns}_detector_push_scores"]
+        )
     flags = [*CODEGEN, *cpu_flags(board), *defines(board, kernels), *includes(lib.root, board), f"-I{src}",
              f"-I{HARNESS}"]  # fmt: skip
     units = [src / "model_data.cpp", HARNESS / "main.cc", HARNESS / "board.c", HARNESS / "startup.c"]
     if has_frontend:
         units += [src / "frontend.c"]
+    if has_detector:
+        units += [src / "detector.c"]
     jobs = [(u, out / "obj" / f"{u.parent.name}_{u.stem}.o", flags + harness_defs) for u in units]
     compile_all(jobs, lambda msg: None, "firmware")
     elf, map_file = out / "firmware.elf", out / "firmware.map"
@@ -368,7 +377,7 @@ def build_firmware(
             + "; ".join(f"{region} over by {int(n):,} B" for region, n in overflow)
         )
         log(fits + "; linked for the emulator's memory to measure it")
-    sizes = section_split(map_file, {"model": ["model_data.o"], "front end": ["frontend.o"],
+    sizes = section_split(map_file, {"model": ["model_data.o"], "front end": ["frontend.o"], "detector": ["detector.o"],
                                      "harness": ["main.o", "board.o", "startup.o"]})  # fmt: skip
     (out / "sizes.json").write_text(json.dumps(sizes, indent=2))
     shutil.rmtree(out / "obj", ignore_errors=True)
@@ -395,7 +404,7 @@ def write_build_notes(
 `firmware.elf` is this bundle's model on TFLite Micro with {kernels} kernels, built by edge-pipeline for
 `-mcpu={board.cpu}` and linked for the board's {board.flash_kb} KB flash and {board.ram_kb} KB RAM (`firmware.ld`;
 `firmware.map` and `sizes.json` say what each part costs). It answers the serial protocol of
-`targets/serial_dut.py` (`name%`, `profile%`, `db load N%`, `db <hex>%`, `infer N W%`, `results%`, `frontend%`),
+`targets/serial_dut.py` (`name%`, `profile%`, `db load N%`, `db <hex>%`, `infer N W%`, `results%`, `frontend%`, `listen%`),
 so `pipeline hil` measures it on a board exactly as it measures it on the emulated one.
 
 ## Run it on the emulated board

@@ -169,6 +169,9 @@ extern "C" {{
 #define {prefix}_FRAMES {frames}
 #define {prefix}_COEFFICIENTS {coeffs}
 #define {prefix}_FEATURES ({frames} * {coeffs})
+// Frame f covers samples [f x STRIDE, f x STRIDE + WINDOW): a stream needs only its newest frame each stride.
+#define {prefix}_WINDOW_SAMPLES {win}
+#define {prefix}_STRIDE_SAMPLES {stride}
 // Names these parameters and the model's input quantization; the model's metadata carries the same value.
 #define {prefix}_FINGERPRINT "{fingerprint}"
 // 1: integer arithmetic only on the int8 path (for cores without an FPU); 0: float, as training computed.
@@ -180,6 +183,8 @@ extern "C" {{
 int {ns}_frontend_float(const int16_t* pcm, float* features);
 // The model's int8 input: round(feature / {input_scale!r}) + {input_zero_point}, clamped to [-128, 127]; returns 0.
 int {ns}_frontend_int8(const int16_t* pcm, int8_t* features);
+// One frame of that input from the {win} samples at `pcm` ({coeffs} values); the streaming detector's step.
+int {ns}_frontend_frame_int8(const int16_t* pcm, int8_t* features);
 
 #ifdef __cplusplus
 }}
@@ -269,15 +274,18 @@ int {ns}_frontend_float(const int16_t* pcm, float* features) {{
   return 0;
 }}
 
-int {ns}_frontend_int8(const int16_t* pcm, int8_t* features) {{
+int {ns}_frontend_frame_int8(const int16_t* pcm, int8_t* features) {{
   float values[COEFFS];
-  for (int f = 0; f < {frames}; ++f) {{
-    frame_features(pcm + f * STRIDE, values);
-    for (int c = 0; c < COEFFS; ++c) {{
-      const float q = roundf(values[c] / {_c_float(input_scale)}) + {input_zero_point};
-      features[f * COEFFS + c] = (int8_t)(q < -128.0f ? -128.0f : q > 127.0f ? 127.0f : q);
-    }}
+  frame_features(pcm, values);
+  for (int c = 0; c < COEFFS; ++c) {{
+    const float q = roundf(values[c] / {_c_float(input_scale)}) + {input_zero_point};
+    features[c] = (int8_t)(q < -128.0f ? -128.0f : q > 127.0f ? 127.0f : q);
   }}
+  return 0;
+}}
+
+int {ns}_frontend_int8(const int16_t* pcm, int8_t* features) {{
+  for (int f = 0; f < {frames}; ++f) {ns}_frontend_frame_int8(pcm + f * STRIDE, features + f * COEFFS);
   return 0;
 }}
 
@@ -408,16 +416,19 @@ int {ns}_frontend_float(const int16_t* pcm, float* features) {{
   return 0;
 }}
 
-int {ns}_frontend_int8(const int16_t* pcm, int8_t* features) {{
+int {ns}_frontend_frame_int8(const int16_t* pcm, int8_t* features) {{
   int32_t values[COEFFS];
-  for (int f = 0; f < {frames}; ++f) {{
-    frame_features(pcm + f * STRIDE, values);
-    for (int c = 0; c < COEFFS; ++c) {{
-      const int64_t q = floor_shift((int64_t)values[c] * QUANT_MULTIPLIER + ((int64_t)1 << (QUANT_SHIFT + 15)),
-                                    QUANT_SHIFT + 16) + {input_zero_point};
-      features[f * COEFFS + c] = (int8_t)(q < -128 ? -128 : q > 127 ? 127 : q);
-    }}
+  frame_features(pcm, values);
+  for (int c = 0; c < COEFFS; ++c) {{
+    const int64_t q = floor_shift((int64_t)values[c] * QUANT_MULTIPLIER + ((int64_t)1 << (QUANT_SHIFT + 15)),
+                                  QUANT_SHIFT + 16) + {input_zero_point};
+    features[c] = (int8_t)(q < -128 ? -128 : q > 127 ? 127 : q);
   }}
+  return 0;
+}}
+
+int {ns}_frontend_int8(const int16_t* pcm, int8_t* features) {{
+  for (int f = 0; f < {frames}; ++f) {ns}_frontend_frame_int8(pcm + f * STRIDE, features + f * COEFFS);
   return 0;
 }}
 

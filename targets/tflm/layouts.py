@@ -146,13 +146,31 @@ int main(int argc, char** argv) {{
 
 
 def write_cmake(
-    out: Path, name: str, bundle: str, sources: list[str], with_test: bool, fixed_point: bool | None
+    out: Path,
+    name: str,
+    bundle: str,
+    sources: list[str],
+    with_test: bool,
+    fixed_point: bool | None,
+    with_detector_test: bool = False,
 ) -> None:
     """`CMakeLists.txt`: a static library `<name>_model` (plus the front-end ctests, one per arithmetic, when built
     on its own). `fixed_point`: the front end's default arithmetic (None: the bundle has no front end)."""
     ns = c_identifier(name)
     option = f"{ns.upper()}_FRONTEND_FIXED_POINT"
     listed = " ".join(f"{SRC}/{s}" for s in sources)
+    detector_test = (
+        f"""      add_executable(${{exe}}_detector test/detector_test.c {listed})
+      target_include_directories(${{exe}}_detector PRIVATE {SRC})
+      target_compile_definitions(${{exe}}_detector PRIVATE {option}=$<STREQUAL:${{arithmetic}},fixed>)
+      if({ns.upper()}_LIBM)
+        target_link_libraries(${{exe}}_detector PRIVATE ${{{ns.upper()}_LIBM}})
+      endif()
+      add_test(NAME {ns}_detector_${{arithmetic}} COMMAND ${{exe}}_detector ${{CMAKE_CURRENT_SOURCE_DIR}}/test/stream_vectors.bin)
+"""
+        if with_detector_test
+        else ""
+    )
     test = (
         f"""
 # The front end's own check, in both arithmetics: `ctest` runs them when this folder is the top-level project.
@@ -168,7 +186,7 @@ if(CMAKE_SOURCE_DIR STREQUAL CMAKE_CURRENT_SOURCE_DIR)
         target_link_libraries(${{exe}} PRIVATE ${{{ns.upper()}_LIBM}})
       endif()
       add_test(NAME {ns}_frontend_${{arithmetic}} COMMAND ${{exe}} ${{CMAKE_CURRENT_SOURCE_DIR}}/{VECTORS_FILE})
-    endforeach()
+{detector_test}    endforeach()
   endif()
 endif()
 """

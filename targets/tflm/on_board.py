@@ -23,6 +23,7 @@ from targets.tflm.qemu import QemuBoard, QemuUnavailable, qemu_version
 
 HARNESS_PART = "harness"
 FIRMWARE_DIR = "firmware"  # inside the bundle: <board>-<kernels>/firmware.elf, .map, sizes.json
+STREAM_CHUNK = 8000  # samples sent per `listen` (0.5 s at 16 kHz), as an audio driver's buffer would deliver them
 
 
 def unavailable_reason(board: Board) -> str | None:
@@ -45,14 +46,17 @@ class BoardRun:
     profile: dict[str, str]
     frontend_features: np.ndarray | None = None
     frontend_count: float | None = None
+    listen_counts: np.ndarray | None = None  # per model run on the stream: new frames + invoke + decision
+    detections: np.ndarray | None = None  # [n, 2] (run, class) by the firmware's own detector
 
 
 def run_firmware(
     firmware: Firmware, board: Board, inputs: np.ndarray, runs: int = 5, pcm: np.ndarray | None = None,
-    timeout: float = 30.0,
+    timeout: float = 30.0, stream: np.ndarray | None = None,
 ) -> BoardRun:  # fmt: skip
     """Every input once (the first `runs` times, after one warm-up) on the emulated board; then the front end on
-    `pcm` when given; the profile last, so its stack high-water mark covers everything that ran."""
+    `pcm` and the streaming detector on `stream` (16-bit PCM) when given; the profile last, so its stack
+    high-water mark covers everything that ran."""
     from targets.serial_dut import SerialDut
 
     outputs, counts = [], []
@@ -70,8 +74,9 @@ def run_firmware(
             outputs.append(result.outputs)
         if pcm is not None:
             features, frontend_count = dut.frontend(np.asarray(pcm, "<i2").tobytes())
+        listened = dut.listen(stream, STREAM_CHUNK) if stream is not None else (None, None)
         profile = dut.profile()
-    return BoardRun(np.array(outputs), counts, repeat, profile, features, frontend_count)
+    return BoardRun(np.array(outputs), counts, repeat, profile, features, frontend_count, *listened)
 
 
 def board_figures(board: Board, firmware: Firmware, run: BoardRun) -> dict[str, Measurement]:
@@ -112,13 +117,19 @@ def measure_board(
     bundle: Path, name: str, board: Board, inputs: np.ndarray, expected: np.ndarray, runs: int = 5,
     pcm: np.ndarray | None = None, expected_features: np.ndarray | None = None,
     kernels: Literal["cmsis_nn", "reference"] = "cmsis_nn", compare_reference: bool = False,
-    sources: str | Path | None = None, log=lambda msg: None,
+    sources: str | Path | None = None, log=lambda msg: None, stream: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """Build the bundle's firmware, run it on the emulated board, and return its figures and checks."""
+    """Build the bundle's firmware, run it on the emulated board, and return its figures and checks. `stream`:
+    16-bit PCM and the detections [n, 2] the pipeline's detector made on it (with the host interpreter's
+    outputs), for the firmware's own detector to listen to."""
     out = bundle / FIRMWARE_DIR / f"{board.name}-{kernels}"
     firmware = build_firmware(bundle, name, board, kernels, out, sources, log)
     log(f"running the firmware on QEMU {board.qemu_machine}: {len(inputs)} test vectors, {runs} timed invokes")
-    run = run_firmware(firmware, board, inputs, runs, pcm)
+    listen = None
+    if stream is not None:
+        listen = np.asarray(stream[0], "<i2")
+        log(f"the firmware's detector listens to {len(listen) / 16000:.0f} s of the bundle's stream")
+    run = run_firmware(firmware, board, inputs, runs, pcm, stream=listen)
     match = np.all(run.outputs.reshape(len(inputs), -1) == expected.reshape(len(inputs), -1), axis=1)
     figures = board_figures(board, firmware, run)
     result: dict[str, Any] = {
@@ -156,6 +167,15 @@ def measure_board(
         if expected_features is not None:
             frontend["inputs_equal"] = float(np.mean(run.frontend_features == expected_features.reshape(-1)))
         result["frontend"] = frontend
+    if run.listen_counts is not None and stream is not None:
+        expected_detections = np.asarray(stream[1]).reshape(-1, 2)
+        per_run = float(np.median(run.listen_counts))
+        result["streaming"] = {
+            "seconds": len(listen) / 16000, "runs": len(run.listen_counts),
+            "instructions_per_run": per_run, "latency_ms_per_run": board.latency_ms(per_run),
+            "detections": run.detections.tolist(), "expected_detections": expected_detections.tolist(),
+            "same_detections": bool(np.array_equal(run.detections, expected_detections)),
+        }  # fmt: skip
     if compare_reference and kernels == "cmsis_nn":
         reference = build_firmware(bundle, name, board, "reference", bundle / FIRMWARE_DIR / f"{board.name}-reference",
                                    sources, log)  # fmt: skip
