@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -323,11 +324,17 @@ def evaluate(run_dir: Path, data_dir: Path | None, name: str | None, stream: Pat
         name = name or data_dir.resolve().name
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
             fail(f"--name {name!r}: use letters, digits, '.', '_' or '-'")
+    from pipeline.streams import LabelsError, read_labels
+
+    if labels_file is not None:  # before any heavy work: a label file with a bad line fails at once
+        try:
+            read_labels(labels_file, json.loads((run_dir / "report.json").read_text())["data"]["labels"])
+        except LabelsError as exc:
+            fail(str(exc))
     _quiet_tensorflow()
     from pipeline.data import DataError
     from pipeline.progress import Reporter
     from pipeline.runner import evaluate_run, evaluate_streams
-    from pipeline.streams import LabelsError
 
     reporter = Reporter()
     try:

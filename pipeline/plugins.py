@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pipeline.runtimes import ModelRef
 
@@ -61,6 +61,9 @@ class TargetContext:
     unreachable: list[str] = field(default_factory=list)
     # float32 audio [n, samples] in [-1, 1) -> the model's features, computed exactly as training computed them
     features: Callable[[np.ndarray], np.ndarray] | None = None
+    # (split, streaming settings) -> the recipe's synthetic stream of that split (`pipeline.streams`) and the model's
+    # input for every window at the recipe's stride; None without a `streaming:` section
+    stream: Callable[[str, Any], tuple[Any, np.ndarray]] | None = None
 
     def unavailable(self, reason: str) -> None:
         """A device the recipe names could not be reached: say so, and do not reuse this measurement next run."""

@@ -251,6 +251,7 @@ def run_target(
         return TargetContext(
             recipe, data, export, out, reporter.log, reporter.progress, float_model,
             features=(lambda audio: mfcc(audio, recipe.data.features)) if c_front_end else None,
+            stream=(lambda split, cfg: listened(recipe, data, split, cfg)) if recipe.streaming else None,
         )  # fmt: skip
 
     def build_compiled(tmp: Path, meta: dict) -> None:
@@ -315,15 +316,33 @@ def run_field_tests(
     return art
 
 
+def synthetic_stream_of(recipe: Recipe, data: FeatureSet, split: str, cfg: StreamingConfig):
+    """The stream of one split of the run's data set, composed as `cfg` says."""
+    from pipeline.streams import synthetic_stream
+
+    features = recipe.data.features
+    return synthetic_stream(data.root, split, data.labels, cfg, features.sample_rate, features.clip_samples,
+                            recipe.seed)  # fmt: skip
+
+
+def listened(recipe: Recipe, data: FeatureSet, split: str, cfg: StreamingConfig) -> tuple[Any, Any]:
+    """A split's stream and the model's input for each of its windows at the recipe's stride."""
+    from pipeline.streaming import window_features
+
+    stream = synthetic_stream_of(recipe, data, split, cfg)
+    hop = int(round(cfg.stride_ms * recipe.data.features.sample_rate / 1000))
+    return stream, window_features(stream.audio, recipe.data.features, hop)
+
+
 def streams_for(recipe: Recipe, data: FeatureSet, cfg: StreamingConfig) -> tuple[list, list]:
     """(calibration, judged) streams: synthetic validation streams choose the thresholds; synthetic test streams
     and one stream per field set are judged."""
-    from pipeline.streams import field_stream, synthetic_stream
+    from pipeline.streams import field_stream
 
     features = recipe.data.features
     args = (data.labels, cfg, features.sample_rate, features.clip_samples, recipe.seed)
-    calibration = [synthetic_stream(data.root, "val", *args)]
-    judged = [synthetic_stream(data.root, "test", *args)]
+    calibration = [synthetic_stream_of(recipe, data, "val", cfg)]
+    judged = [synthetic_stream_of(recipe, data, "test", cfg)]
     for test in recipe.data.field_tests:
         root = recipe.resolve_path(test.path)
         if root.is_dir():

@@ -64,7 +64,7 @@ from targets.tflm.frontend import to_pcm16, write_frontend
 from targets.tflm.layouts import SRC
 
 if TYPE_CHECKING:  # the recipe imports this target, and the streaming code imports the recipe's data
-    from pipeline.streaming import Detector
+    from pipeline.detection import Detector
 
 
 class Config(Strict):
@@ -425,7 +425,7 @@ def measure(cfg: Config, ctx: TargetContext) -> dict[str, Any]:
         expected = ctx.features(audio)
         vectors = (audio, expected, quantize_input(expected, inp["scale"], inp["zero_point"], np.int8))
     stream = None
-    if ctx.recipe.streaming is not None and features is not None:
+    if ctx.stream is not None and features is not None:
         stream = stream_check(ctx, measured["arena"]["bundle"])
     manifest = complete_bundle(
         ctx.out, ctx.recipe.name, measured, ctx.data.labels, features,
@@ -473,25 +473,21 @@ def measure(cfg: Config, ctx: TargetContext) -> dict[str, Any]:
 def stream_check(ctx: TargetContext, arena: int) -> StreamCheck:
     """The detector the bundle ships: thresholds chosen on the synthetic validation stream with this TFLM model's
     own outputs, and a short test stream (a dozen keywords) recorded for its ctest."""
-    from pipeline import streaming
-    from pipeline.streams import synthetic_stream
+    from pipeline import detection
 
     cfg, feats, labels = ctx.recipe.streaming, ctx.recipe.data.features, ctx.data.labels
     predict = tflm_predictor(ctx.out / MODEL, arena)
-    base = streaming.Detector.from_config(cfg, feats, labels)
-    args = (labels, cfg, feats.sample_rate, feats.clip_samples, ctx.recipe.seed)
-    val = synthetic_stream(ctx.data.root, "val", *args)
+    base = detection.Detector.from_config(cfg, feats, labels)
+    val, val_x = ctx.stream("val", cfg)
     ctx.log(f"detector: choosing thresholds on {val.hours * 60:.1f} min of validation stream ({len(val.events)} "
             f"keywords) with TFLM's outputs")  # fmt: skip
     progress = lambda done, total: ctx.progress("detector thresholds", done, total)  # noqa: E731
-    scores = streaming.scores(predict, val, feats, base.hop, progress)
-    chosen, calibration = streaming.choose_thresholds([scores], [val], base, feats.clip_samples,
+    scores = detection.predict_chunks(predict, val_x, progress)
+    chosen, calibration = detection.choose_thresholds([scores], [val], base, feats.clip_samples,
                                                       cfg.target_fa_per_hour)  # fmt: skip
-    short = cfg.model_copy(update={"keywords": 12, "negative_minutes": 0.25})
-    test = synthetic_stream(ctx.data.root, "test", labels, short, feats.sample_rate, feats.clip_samples,
-                            ctx.recipe.seed)  # fmt: skip
-    test_scores = streaming.scores(predict, test, feats, base.hop)
-    check = StreamCheck(chosen, to_pcm16(test.audio), test_scores, streaming.detect(test_scores, chosen))
+    test, test_x = ctx.stream("test", cfg.model_copy(update={"keywords": 12, "negative_minutes": 0.25}))
+    test_scores = detection.predict_chunks(predict, test_x)
+    check = StreamCheck(chosen, to_pcm16(test.audio), test_scores, detection.detect(test_scores, chosen))
     check.calibration = calibration | {"thresholds": dict(zip(labels[2:], chosen.thresholds, strict=True))}
     return check
 
@@ -499,7 +495,7 @@ def stream_check(ctx: TargetContext, arena: int) -> StreamCheck:
 def board_segment(stream: StreamCheck, clip_samples: int, seconds: float) -> tuple[np.ndarray, np.ndarray]:
     """The `seconds` of the recorded stream the firmware listens to (starting on a run, where the pipeline's
     detector fires most), and the detections the pipeline's detector makes on that stretch alone."""
-    from pipeline.streaming import detect
+    from pipeline.detection import detect
 
     hop = stream.detector.hop
     runs = max(1, 1 + (int(seconds * 16000) - clip_samples) // hop)

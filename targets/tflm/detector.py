@@ -29,7 +29,7 @@ import numpy as np
 from targets.tflm.bundle import _banner, c_identifier
 
 if TYPE_CHECKING:
-    from pipeline.streaming import Detector
+    from pipeline.detection import Detector
 
 STREAM_FILE = "test/stream_vectors.bin"
 STREAM_MAGIC = b"EPSV"
