@@ -32,6 +32,11 @@ GRID = np.round(np.arange(0.05, 1.0, 0.01), 2)  # thresholds tried (a share of t
 CHUNK = 20_000  # windows scored per call
 
 
+def hop_samples(cfg: StreamingConfig, features: FeaturesConfig) -> int:
+    """Samples between two runs of the model (the recipe checks that `stride_ms` is a whole number of them)."""
+    return int(round(cfg.stride_ms * features.sample_rate / 1000))
+
+
 @dataclass(frozen=True)
 class Detector:
     """The knobs firmware uses, in model outputs: run every `hop` samples, sum `smoothing` outputs, stay silent
@@ -46,9 +51,9 @@ class Detector:
     @classmethod
     def from_config(cls, cfg: StreamingConfig, features: FeaturesConfig, labels: list[str]) -> Detector:
         """The recipe's detector, every keyword's threshold at 1.0 until they are chosen."""
-        hop = int(round(cfg.stride_ms * features.sample_rate / 1000))
         keywords = tuple(range(2, len(labels)))
-        return cls(hop, cfg.smoothing, math.ceil(cfg.suppression_ms / cfg.stride_ms), keywords, (1.0,) * len(keywords))
+        return cls(hop_samples(cfg, features), cfg.smoothing, math.ceil(cfg.suppression_ms / cfg.stride_ms), keywords,
+                   (1.0,) * len(keywords))  # fmt: skip
 
     def with_thresholds(self, thresholds: Sequence[float]) -> Detector:
         return Detector(

@@ -149,41 +149,49 @@ def _streaming(result: dict[str, Any] | None) -> list[str]:
     out += [table(["model", "runtime", *[f"{n}: missed / FA per h" for n in names], "FA/h when chosen"], rows), ""]
     negative = sum(st["keyword_free_hours"] for st in result["calibration_streams"])
     if negative and negative < 3 / cfg["target_fa_per_hour"]:
+        target = cfg["target_fa_per_hour"]
         out += [f"Even zero false accepts in {negative:.1f} h of keyword-free validation audio only bound the "
-                f"rate below {3 / negative:.1f} per hour (95 %, rule of three), not below {cfg['target_fa_per_hour']:g}: that "
-                f"takes {3 / cfg['target_fa_per_hour']:.0f} h (`streaming.negative_minutes`). Read the test stream's "
-                "figure, not the one when chosen.", ""]  # fmt: skip
+                f"rate below {3 / negative:.1f} per hour (95 %, rule of three), not below {target:g}: that takes "
+                f"{3 / target:.0f} h (`streaming.negative_minutes`). Read the test stream's figure, not the one when "
+                "chosen.", ""]  # fmt: skip
     if result.get("plot"):
         out += [f"![detection error trade-off](streaming/{result['plot']})", ""]
     thresholds = [[row["model"], *[f"{t:.2f}" for t in row["thresholds"].values()]] for row in result["models"]]
     if thresholds:
         out += [table(["thresholds", *result["models"][0]["thresholds"]], thresholds), ""]
-    cost = result.get("cost")
-    if cost:
-        out += [f"**Cost**: {cost['invokes_per_second']:g} model runs per second."]
-        for t in cost.get("targets", []):
-            out.append(f"- {t['target']}: {t['latency_ms']:.2f} ms per run ({t['latency_kind']}) keeps the core "
-                       f"{t['duty']:.0%} busy" + ("" if t["duty"] < 1 else ": **it cannot keep up at this stride**"))  # fmt: skip
-        board = cost.get("board")
-        if board:
-            same = "the same detections as the pipeline's detector" if board["same_detections"] else \
-                "**other detections than the pipeline's detector**"  # fmt: skip
-            out.append(f"- tflm firmware on the emulated {board['board']}, listening to {board['seconds']:.0f} s of "
-                       f"stream: {integer(int(board['instructions_per_run']))} instructions per run (new frames, invoke, "
-                       f"decision) = {board['latency_ms_per_run']:.1f} ms (estimate), {board['duty']:.0%} busy; "
-                       f"{len(board['detections'])} detections, {same}")  # fmt: skip
-            if board.get("frontend_ratio"):
-                out.append(f"- on that core, the front end's {integer(int(board['frontend_window_instructions']))} "
-                           f"instructions for a whole window against {integer(int(board['incremental_instructions']))} "
-                           f"per run for the new frames and the decision: {board['frontend_ratio']:.1f}x less")  # fmt: skip
-        fe = cost.get("frontend")
-        if fe:
-            out.append(f"- front end (counted operations): {integer(fe['ops_per_new_frame'])} per "
-                       f"{fe['frame_stride_ms']:g} ms frame computed once (incremental), against {integer(fe['ops_per_window'])} to recompute all "
-                       f"{fe['frames']} frames of a window: {fe['ratio_per_frame']:.0f}x less per frame stride, "
-                       f"{fe['ratio_per_run']:.1f}x less per run")  # fmt: skip
-        out.append("")
+    out += _stream_cost(result.get("cost"))
     return out
+
+
+def _stream_cost(cost: dict[str, Any] | None) -> list[str]:
+    """What listening costs: each target's core at the stride, the firmware on the emulated board, the front end."""
+    if not cost:
+        return []
+    out = [f"**Cost**: {cost['invokes_per_second']:g} model runs per second."]
+    for t in cost.get("targets", []):
+        verdict = "" if t["duty"] < 1 else ": **it cannot keep up at this stride**"
+        out.append(f"- {t['target']}: {t['latency_ms']:.2f} ms per run ({t['latency_kind']}) keeps the core "
+                   f"{t['duty']:.0%} busy{verdict}")  # fmt: skip
+    board = cost.get("board")
+    if board:
+        same = ("the same detections as the pipeline's detector" if board["same_detections"]
+                else "**other detections than the pipeline's detector**")  # fmt: skip
+        out.append(f"- tflm firmware on the emulated {board['board']}, listening to {board['seconds']:.0f} s of "
+                   f"stream: {integer(int(board['instructions_per_run']))} instructions per run (new frames, "
+                   f"invoke, decision) = {board['latency_ms_per_run']:.1f} ms (estimate), {board['duty']:.0%} busy; "
+                   f"{len(board['detections'])} detections, {same}")  # fmt: skip
+        if board.get("frontend_ratio"):
+            out.append(f"- on that core, the front end's {integer(int(board['frontend_window_instructions']))} "
+                       f"instructions for a whole window against {integer(int(board['incremental_instructions']))} "
+                       f"per run for the new frames and the decision: {board['frontend_ratio']:.1f}x less")  # fmt: skip
+    fe = cost.get("frontend")
+    if fe:
+        out.append(f"- front end (counted operations): {integer(fe['ops_per_new_frame'])} per "
+                   f"{fe['frame_stride_ms']:g} ms frame computed once (incremental), against "
+                   f"{integer(fe['ops_per_window'])} to recompute all {fe['frames']} frames of a window: "
+                   f"{fe['ratio_per_frame']:.0f}x less per frame stride, "
+                   f"{fe['ratio_per_run']:.1f}x less per run")  # fmt: skip
+    return out + [""]
 
 
 def _field_tests(field: dict[str, Any] | None) -> list[str]:

@@ -327,27 +327,26 @@ def synthetic_stream_of(recipe: Recipe, data: FeatureSet, split: str, cfg: Strea
 
 def listened(recipe: Recipe, data: FeatureSet, split: str, cfg: StreamingConfig) -> tuple[Any, Any]:
     """A split's stream and the model's input for each of its windows at the recipe's stride."""
+    from pipeline.detection import hop_samples
     from pipeline.streaming import window_features
 
     stream = synthetic_stream_of(recipe, data, split, cfg)
-    hop = int(round(cfg.stride_ms * recipe.data.features.sample_rate / 1000))
-    return stream, window_features(stream.audio, recipe.data.features, hop)
+    return stream, window_features(stream.audio, recipe.data.features, hop_samples(cfg, recipe.data.features))
 
 
-def streams_for(recipe: Recipe, data: FeatureSet, cfg: StreamingConfig) -> tuple[list, list]:
-    """(calibration, judged) streams: synthetic validation streams choose the thresholds; synthetic test streams
-    and one stream per field set are judged."""
+def judged_streams(recipe: Recipe, data: FeatureSet, cfg: StreamingConfig) -> list:
+    """The streams a run is judged on: the synthetic test split's and one per field set (the validation split's
+    chooses the thresholds)."""
     from pipeline.streams import field_stream
 
     features = recipe.data.features
     args = (data.labels, cfg, features.sample_rate, features.clip_samples, recipe.seed)
-    calibration = [synthetic_stream_of(recipe, data, "val", cfg)]
     judged = [synthetic_stream_of(recipe, data, "test", cfg)]
     for test in recipe.data.field_tests:
         root = recipe.resolve_path(test.path)
         if root.is_dir():
             judged.append(field_stream(test.name, root, *args))
-    return calibration, judged
+    return judged
 
 
 def run_streaming(
@@ -378,7 +377,8 @@ def run_streaming(
     )  # fmt: skip
 
     def build(tmp: Path, meta: dict) -> None:
-        calibration, judged = streams_for(recipe, data, recipe.streaming)
+        calibration = [synthetic_stream_of(recipe, data, "val", recipe.streaming)]
+        judged = judged_streams(recipe, data, recipe.streaming)
         for s in calibration + judged:
             reporter.log(f"stream {s.name}: {s.hours * 60:.1f} min, {len(s.events)} keywords, "
                          f"{s.negative_seconds / 60:.1f} keyword-free min")  # fmt: skip
@@ -661,12 +661,11 @@ def evaluate_streams(
     chosen = {row["model"]: row for row in old.get("models", [])}
     reuse = chosen if all(m.name in chosen for m in models) else None
     reporter.scope = "streaming"
+    calibration = [] if reuse else [synthetic_stream_of(recipe, data, "val", cfg)]
     if wav is not None:
-        calibration = [] if reuse else streams_for(recipe, data, cfg)[0]
         judged = [read_stream(wav, labels, data.labels, recipe.data.features.sample_rate)]
     else:
-        calibration, judged = streams_for(recipe, data, cfg)
-        calibration = [] if reuse else calibration
+        judged = judged_streams(recipe, data, cfg)
     new = evaluate(models, calibration, judged, data.labels, cfg, recipe.data.features, reporter.log,
                    reporter.progress, chosen_before=reuse)  # fmt: skip
     if reuse:  # keep the streams judged before; these replace streams of the same name

@@ -129,7 +129,8 @@ def compose(
             audio[start : start + n] += noise * np.float32(rng.uniform(*background_gain))
     np.clip(audio, -1.0, 32767 / 32768, out=audio)
     return Stream(name, audio, sample_rate, np.array(events, np.float64).reshape(-1, 3),
-                  (len(audio) - negative_start) / sample_rate, used, np.array(others, np.float64).reshape(-1, 2))  # fmt: skip
+                  (len(audio) - negative_start) / sample_rate, used,
+                  np.array(others, np.float64).reshape(-1, 2))  # fmt: skip
 
 
 def synthetic_stream(root: Path, split: str, labels: list[str], cfg, sample_rate: int, clip_samples: int,
@@ -148,7 +149,8 @@ def synthetic_stream(root: Path, split: str, labels: list[str], cfg, sample_rate
     audio = load_clips(root, keyword_clips + fillers, clip_samples, [], seed)
     keywords = [(audio[i], c.label) for i, c in enumerate(keyword_clips)]
     return compose(f"synthetic-{split}", keywords, list(audio[len(keyword_clips) :]), load_backgrounds(root),
-                   sample_rate, seed, cfg.gap_s, cfg.filler_share, cfg.background_gain, cfg.negative_minutes * 60)  # fmt: skip
+                   sample_rate, seed, cfg.gap_s, cfg.filler_share, cfg.background_gain,
+                   cfg.negative_minutes * 60)  # fmt: skip
 
 
 def field_stream(name: str, root: Path, labels: list[str], cfg, sample_rate: int, clip_samples: int,
@@ -165,7 +167,7 @@ def field_stream(name: str, root: Path, labels: list[str], cfg, sample_rate: int
     fillers = list(clips.audio[clips.y == labels.index(UNKNOWN)])
     noise = [np.concatenate(list(clips.audio[clips.y == labels.index(SILENCE)]))] if np.any(clips.y == 0) else []
     share = min(1.0, cfg.filler_share)
-    filler_seconds = sum(spoken_span(f, sample_rate)[1] - spoken_span(f, sample_rate)[0] for f in fillers)
+    filler_seconds = sum(b - a for a, b in (spoken_span(f, sample_rate) for f in fillers))
     mean_gap = sum(cfg.gap_s) / 2
     # the keyword-free stretch uses each filler left after the gaps about once: never more audio than they make
     left = max(0, len(fillers) - share * len(keywords))
@@ -175,10 +177,10 @@ def field_stream(name: str, root: Path, labels: list[str], cfg, sample_rate: int
 
 
 def cut_windows(stream: Stream, count: int, clip_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Up to `count` clips (float32 [n, clip_samples], labels, start samples) cut from a stream at random times, labelled as a
-    streaming detector must answer them: a keyword heard whole keeps its label; a keyword less than half heard, or
-    another word, is `_unknown_`; noise alone is `_silence_`. Windows holding more than half of a keyword but not
-    all of it, or two whole keywords, are ambiguous and not used."""
+    """Up to `count` clips (float32 [n, clip_samples], labels, start samples) cut from a stream at random times,
+    labelled as a streaming detector must answer them: a keyword heard whole keeps its label; a keyword less than
+    half heard, or another word, is `_unknown_`; noise alone is `_silence_`. Windows holding more than half of a
+    keyword but not all of it, or two whole keywords, are ambiguous and not used."""
     rng = np.random.default_rng([seed, 41])
     rate = stream.sample_rate
     events = stream.events
