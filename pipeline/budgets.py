@@ -15,10 +15,14 @@ if TYPE_CHECKING:
 
 
 class BudgetsConfig(Strict):
-    min_accuracy: float | None = Field(None, ge=0, le=1)
-    flash_kb: float | None = Field(None, gt=0)
-    ram_kb: float | None = Field(None, gt=0)
-    latency_ms: float | None = Field(None, gt=0)
+    min_accuracy: float | None = Field(
+        None, ge=0, le=1, description="lowest test accuracy allowed, share 0-1 (null: no floor)"
+    )
+    flash_kb: float | None = Field(None, gt=0, description="most flash allowed, KB (null: no limit)")
+    ram_kb: float | None = Field(None, gt=0, description="most RAM allowed, KB (null: no limit)")
+    latency_ms: float | None = Field(
+        None, gt=0, description="longest median time of one inference, ms (null: no limit)"
+    )
     allow_estimates: bool = Field(
         False, description="gate on estimated figures too (e.g. a host time standing in for the device's)"
     )

@@ -68,6 +68,10 @@ def validate(recipes: tuple[Path, ...]) -> None:
               help="TFLite's benchmark_model binary for that phone's ABI.")  # fmt: skip
 @click.option("--remeasure", is_flag=True,
               help="Take every target's measurements again (latency, memory, devices); builds stay cached.")  # fmt: skip
+@click.option("--mlflow", "mlflow_uri", default=None, metavar="URI",
+              help="Log the run to MLflow (a server URL, sqlite:///file.db, or a local folder); wins over the "
+                   "recipe's `tracking:`.")  # fmt: skip
+@click.option("--experiment", default=None, help="MLflow experiment (default: the recipe's, else its name).")
 @click.option("-q", "--quiet", is_flag=True, help="Only print the summary.")
 def run(
     recipe_file: Path,
@@ -77,6 +81,8 @@ def run(
     adb_serial: str | None,
     benchmark_model: Path | None,
     remeasure: bool,
+    mlflow_uri: str | None,
+    experiment: str | None,
     quiet: bool,
 ) -> None:
     """Run RECIPE_FILE: stages, targets, report. Finished steps are reused from the cache; measurements are
@@ -136,6 +142,10 @@ def run(
         reporter.close()
 
     _print_summary(result.report, result.run_dir)
+    tracking = recipe.tracking
+    if mlflow_uri or tracking:
+        uri, base = (mlflow_uri, Path.cwd()) if mlflow_uri else (tracking.mlflow, recipe.base_dir)
+        _track(result.run_dir, uri, experiment or (tracking.experiment if tracking else None), base)
     if result.failed_budgets:
         for b in result.failed_budgets:
             click.echo(f"budget violated: {b['message']}", err=True)
@@ -261,10 +271,10 @@ def explain(run_dir: Path, cache: Path | None) -> None:
         click.echo(f"error: {run_dir}: not a run directory (needs report.json and recipe.yaml)", err=True)
         sys.exit(EXIT_INPUT)
     _quiet_tensorflow()
-    from pipeline.progress import Reporter
+    from pipeline.progress import Reporter, new_log_file
     from pipeline.runner import reexplain
 
-    reporter = Reporter()
+    reporter = Reporter(log_file=new_log_file(run_dir / ".logs"))  # library chatter goes there, not here
     try:
         report = reexplain(run_dir, reporter, cache)
     except RecipeError as exc:
@@ -333,10 +343,10 @@ def evaluate(run_dir: Path, data_dir: Path | None, name: str | None, stream: Pat
             fail(str(exc))
     _quiet_tensorflow()
     from pipeline.data import DataError
-    from pipeline.progress import Reporter
+    from pipeline.progress import Reporter, new_log_file
     from pipeline.runner import evaluate_run, evaluate_streams
 
-    reporter = Reporter()
+    reporter = Reporter(log_file=new_log_file(run_dir / ".logs"))  # library chatter goes there, not here
     try:
         if data_dir is not None:
             report = evaluate_run(run_dir, data_dir, name, reporter, cache)
@@ -492,7 +502,10 @@ def list_registry(registry: str) -> None:
               help="Artifact cache the trials share (default runs/.cache); on a cluster, a path every node sees.")  # fmt: skip
 @click.option("--address", default=None,
               help="Ray cluster to run on (default $RAY_ADDRESS; without either, Ray starts here).")  # fmt: skip
-def sweep(sweep_file: Path, out: Path | None, cache: Path | None, address: str | None) -> None:
+@click.option("--mlflow", "mlflow_uri", default=None, metavar="URI",
+              help="Log the sweep to MLflow: a parent run, a child run per trial (default: the base recipe's "
+                   "`tracking:`).")  # fmt: skip
+def sweep(sweep_file: Path, out: Path | None, cache: Path | None, address: str | None, mlflow_uri: str | None) -> None:
     """Run the trials of SWEEP_FILE on Ray Tune; write the Pareto front, its plots and best.yaml."""
     from pipeline.recipe import RecipeError
     from pipeline.sweep import SWEEP_MARKER, load_sweep, run_sweep
@@ -529,7 +542,98 @@ def sweep(sweep_file: Path, out: Path | None, cache: Path | None, address: str |
     if result["best"] is None:
         click.echo("no trial is within the budgets; see pareto.json", err=True)
     click.echo(f"best within budgets: {result['best']} -> {out / 'best.yaml'}; plots {out / 'pareto.png'}")
+    tracking = loaded.recipe(loaded.fixed()).tracking
+    if mlflow_uri or tracking:
+        from pipeline.tracking import TrackingError, log_sweep
+
+        uri, base = (mlflow_uri, Path.cwd()) if mlflow_uri else (tracking.mlflow, loaded.base_dir)
+        try:
+            where = log_sweep(out, result, uri, tracking.experiment if tracking else None, base=base)
+        except TrackingError as exc:
+            click.echo(f"warning: the sweep was not logged to MLflow: {exc}", err=True)
+        else:
+            click.echo(f"logged to MLflow: {where}")
     sys.exit(0 if result["best"] is not None else EXIT_BUDGET)
+
+
+@main.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--mlflow", "mlflow_uri", required=True, metavar="URI",
+              help="MLflow tracking URI: a server URL, sqlite:///file.db, file:///dir, or a local folder.")  # fmt: skip
+@click.option("--experiment", default=None, help="MLflow experiment (default: each run's recipe name).")
+def track(run_dirs: tuple[Path, ...], mlflow_uri: str, experiment: str | None) -> None:
+    """Log finished runs to MLflow after the fact (a run logged before is not logged twice)."""
+    missing = [d for d in run_dirs if not (d / "report.json").is_file()]
+    if missing:
+        click.echo(f"error: {', '.join(map(str, missing))}: not a finished run (no report.json)", err=True)
+        sys.exit(EXIT_INPUT)
+    failed = [d for d in run_dirs if not _track(d.resolve(), mlflow_uri, experiment, Path.cwd())]
+    sys.exit(EXIT_FAILED if failed else 0)
+
+
+def _track(run_dir: Path, uri: str, experiment: str | None, base: Path | None) -> bool:
+    """Log one run; a tracking server that is down is a warning, since the run itself is complete."""
+    from pipeline.tracking import TrackingError, log_run
+
+    try:
+        _, where = log_run(run_dir, uri, experiment, base=base)
+    except TrackingError as exc:
+        click.echo(f"warning: {run_dir} was not logged to MLflow: {exc}. The run is complete; log it later with "
+                   f"`pipeline track {run_dir} --mlflow {uri}`", err=True)  # fmt: skip
+        return False
+    click.echo(f"logged to MLflow: {where}")
+    return True
+
+
+@main.command()
+@click.argument("kind", type=click.Choice(["recipe", "sweep", "devices"]), default="recipe")
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=None, help="Write here instead of stdout.")
+@click.option("--reference", is_flag=True, help="The recipe reference in Markdown instead of the JSON Schema.")
+def schema(kind: str, out: Path | None, reference: bool) -> None:
+    """Write the JSON Schema of KIND files (installed stage and target plugins included), for editors: point a
+    YAML language server at it with `# yaml-language-server: $schema=FILE` as a recipe's first line."""
+    from pipeline.json_schema import dumps, json_schema
+    from pipeline.json_schema import reference as recipe_reference
+
+    if reference and kind != "recipe":
+        click.echo("error: --reference: only for recipes", err=True)
+        sys.exit(EXIT_INPUT)
+    text = recipe_reference() if reference else dumps(json_schema(kind))
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    from pipeline.store import write_atomic
+
+    write_atomic(out, text)
+    click.echo(f"wrote {out}", err=True)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--keywords", required=True, help="Comma-separated words to spot, e.g. yes,no,stop.")
+@click.option("--board", default="cortex-m4f-256k", show_default=True, help="The tflm target's board.")
+@click.option("--targets", "target_list", default="tflm,android,openvino", show_default=True,
+              help="Comma-separated targets: tflm, android, openvino, ethos_u.")  # fmt: skip
+@click.option("--out", type=click.Path(path_type=Path), default=Path("."), show_default=True,
+              help="Folder to write NAME.yaml (and recipe.schema.json beside it) into.")  # fmt: skip
+@click.option("--force", is_flag=True, help="Replace an existing NAME.yaml.")
+def init(name: str, keywords: str, board: str, target_list: str, out: Path, force: bool) -> None:
+    """Write NAME.yaml: a new, commented recipe shaped like the flagship, valid before it is written."""
+    from pipeline.json_schema import dumps, json_schema
+    from pipeline.starter import StarterError, starter_recipe, write_starter
+
+    words = [w.strip() for w in keywords.split(",") if w.strip()]
+    wanted = [t.strip() for t in target_list.split(",") if t.strip()]
+    try:
+        text = starter_recipe(name, words, board, wanted, "recipe.schema.json")
+        recipe_file, schema_file = write_starter(out / f"{name}.yaml", text, dumps(json_schema("recipe")), force)
+    except StarterError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_INPUT)
+    except FileExistsError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_INPUT)
+    click.echo(f"wrote {recipe_file} (and {schema_file.name} beside it); run it with: pipeline run {recipe_file}")
 
 
 def _step_failed(what: str) -> None:

@@ -140,8 +140,11 @@ def plot_pies(out: Path, test_x: np.ndarray, test_y: np.ndarray, labels: list[st
                       interpolation="nearest")  # fmt: skip
             ax.set_xticks([])
             ax.set_yticks([])
+            ax.set_xlabel("time (frames) →", fontsize=6)
+            ax.set_ylabel("coefficient →", fontsize=6)
             ax.set_title(f"{title}" + (f": '{said}'" if said else f" ('{labels[test_y[clip]]}')"), fontsize=7)
-    fig.suptitle(f"clips {dep_name} hears differently from {ref_name} while the twin {twin_name} agrees", fontsize=8)
+    fig.suptitle(f"clips {dep_name} hears differently from {ref_name}, where the retrained control "
+                 f"'{twin_name}' answers as {ref_name} does", fontsize=8)  # fmt: skip
     return _save(fig, out / "exemplars.png")
 
 

@@ -40,30 +40,45 @@ TFLM_BUNDLE = Path("export") / "tflm"
 
 
 class SerialDevice(Strict):
-    kind: Literal["serial"]
-    name: str
-    port: str
-    baud: int = Field(115200, gt=0)
-    board: str | None = None
-    timeout: float = Field(5.0, gt=0)
+    kind: Literal["serial"] = Field(description="serial: a board running the benchmark firmware on a serial port")
+    name: str = Field(description="the device's name in hil.json and the JUnit report")
+    port: str = Field(description="the serial port, e.g. /dev/ttyACM0; a missing port skips the device")
+    baud: int = Field(115200, gt=0, description="serial line speed, bits per second")
+    board: str | None = Field(
+        None,
+        description="the board whose clock and CPI turn counted instructions into ms (null: cortex-m4f-256k)",
+    )
+    timeout: float = Field(
+        5.0, gt=0, description="seconds to wait for each reply (an infer reply gets 0.5 s more per invoke asked for)"
+    )
 
 
 class SoftSerialDevice(Strict):
-    kind: Literal["soft-serial"]
-    name: str
-    board: str | None = None
-    timeout: float = Field(5.0, gt=0)
+    kind: Literal["soft-serial"] = Field(
+        description="soft-serial: the TFLM interpreter on a pty, speaking the board protocol"
+    )
+    name: str = Field(description="the device's name in hil.json and the JUnit report")
+    board: str | None = Field(None, description="not used: the software device reports timings, not instruction counts")
+    timeout: float = Field(
+        5.0, gt=0, description="seconds to wait for each reply (an infer reply gets 0.5 s more per invoke asked for)"
+    )
 
 
 class QemuDevice(Strict):
     """The run's bundle built as firmware for `board` and run on QEMU's model of it, its UART on a pty: the same
     protocol and code path as a board on a serial port, with instruction counts instead of a stopwatch."""
 
-    kind: Literal["qemu"]
-    name: str
-    board: str = "cortex-m4f-256k"
-    kernels: Literal["cmsis_nn", "reference"] = "cmsis_nn"
-    timeout: float = Field(30.0, gt=0)
+    kind: Literal["qemu"] = Field(description="qemu: the run's bundle as firmware on QEMU's model of the board")
+    name: str = Field(description="the device's name in hil.json and the JUnit report")
+    board: str = Field(
+        "cortex-m4f-256k", description="an emulated board of targets/tflm/boards.py the firmware is built for"
+    )
+    kernels: Literal["cmsis_nn", "reference"] = Field(
+        "cmsis_nn", description="the firmware's TFLM kernels: cmsis_nn or reference"
+    )
+    timeout: float = Field(
+        30.0, gt=0, description="seconds to wait for each reply (an infer reply gets 0.5 s more per invoke asked for)"
+    )
 
     @field_validator("board")
     @classmethod
@@ -77,23 +92,27 @@ class QemuDevice(Strict):
 
 
 class AdbDevice(Strict):
-    kind: Literal["adb"]
-    name: str
-    serial: str
-    benchmark_model: Path
-    threads: int = Field(1, ge=1)
+    kind: Literal["adb"] = Field(description="adb: a phone over adb, running the run's Android variants")
+    name: str = Field(description="the device's name in hil.json and the JUnit report")
+    serial: str = Field(description="the phone's adb serial (`adb devices`); not attached: the device is skipped")
+    benchmark_model: Path = Field(
+        description="TFLite's benchmark_model binary for the phone's ABI, relative to the inventory's folder"
+    )
+    threads: int = Field(1, ge=1, description="threads benchmark_model runs each variant with")
 
 
 class HostDevice(Strict):
-    kind: Literal["host"]
-    name: str
+    kind: Literal["host"] = Field(description="host: the TFLM interpreter on this machine, no serial link")
+    name: str = Field(description="the device's name in hil.json and the JUnit report")
 
 
 Device = Annotated[SerialDevice | SoftSerialDevice | QemuDevice | AdbDevice | HostDevice, Field(discriminator="kind")]
 
 
 class Inventory(Strict):
-    devices: list[Device] = Field(min_length=1)
+    devices: list[Device] = Field(
+        min_length=1, description="devices to measure on; an unreachable one is skipped, with the reason"
+    )
 
 
 def load_inventory(path: str | Path) -> Inventory:

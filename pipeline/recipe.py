@@ -93,15 +93,26 @@ class FeaturesConfig(Strict):
     log-mel frames of the pinned speech embedding's own front end (openWakeWord's `melspectrogram`), the input of
     `model.arch: speech_embedding`; the clip is padded with silence on both sides to `windows` embedding steps."""
 
-    kind: Literal["mfcc", "speech_mel"] = "mfcc"
-    sample_rate: Literal[16000] = 16000
-    clip_ms: int = Field(1000, gt=0, le=60_000)
-    window_ms: float = Field(30.0, gt=0)
-    stride_ms: float = Field(20.0, gt=0)
-    coefficients: int = Field(10, ge=1, le=40)
-    mel_bins: int = Field(40, ge=1, le=128)
-    lower_hz: float = Field(20.0, ge=0)
-    upper_hz: float = Field(4000.0, gt=0)
+    kind: Literal["mfcc", "speech_mel"] = Field(
+        "mfcc",
+        description="input features: mfcc (also the bundle's C front end) or speech_mel (the embedding's log-mel)",
+    )
+    sample_rate: Literal[16000] = Field(16000, description="audio sample rate, Hz; only 16000")
+    clip_ms: int = Field(
+        1000, gt=0, le=60_000, description="length of one clip, ms; shorter audio is padded, longer cut"
+    )
+    window_ms: float = Field(30.0, gt=0, description="mfcc: analysis window of one frame, ms")
+    stride_ms: float = Field(20.0, gt=0, description="mfcc: hop from one frame to the next, ms")
+    coefficients: int = Field(
+        10, ge=1, le=40, description="mfcc: cepstral coefficients kept per frame (at most mel_bins)"
+    )
+    mel_bins: int = Field(
+        40, ge=1, le=128, description="mfcc: mel filterbank channels the coefficients are computed from"
+    )
+    lower_hz: float = Field(20.0, ge=0, description="mfcc: lowest frequency of the mel filterbank, Hz")
+    upper_hz: float = Field(
+        4000.0, gt=0, description="mfcc: highest frequency of the mel filterbank, Hz (at most half the rate)"
+    )
     windows: int = Field(
         9, ge=1, le=64, description="speech_mel: embedding steps (76 frames, 80 ms apart) the padded clip spans"
     )
@@ -203,17 +214,25 @@ class SyntheticConfig(Strict):
     is by voice variant."""
 
     train_voices: int = Field(1500, ge=1, le=100_000, description="voice draws for training; each says every word once")
-    val_voices: int = Field(150, ge=1, le=100_000)
-    test_voices: int = Field(250, ge=1, le=100_000)
+    val_voices: int = Field(150, ge=1, le=100_000, description="voice draws for validation; each says every word once")
+    test_voices: int = Field(250, ge=1, le=100_000, description="voice draws for test; each says every word once")
     val_variants: int = Field(10, ge=1, le=1000, description="espeak variants held out for validation only")
     test_variants: int = Field(20, ge=1, le=1000, description="espeak variants held out for test only")
     unknown_per_voice: int = Field(1, ge=0, le=100, description="non-keywords each voice draw says")
-    unknown_words: list[Word] = Field(default_factory=lambda: list(DEFAULT_UNKNOWN_WORDS), min_length=1)
-    accents: list[str] = Field(default_factory=lambda: list(DEFAULT_ACCENTS), min_length=1)
-    rate_wpm: Range = (120.0, 220.0)
-    pitch: Range = (20.0, 80.0)
-    snr_db: Range = (5.0, 30.0)
-    # Off by default: on the development set none of these helped (README: "Synthetic speech that transfers").
+    unknown_words: list[Word] = Field(
+        default_factory=lambda: list(DEFAULT_UNKNOWN_WORDS),
+        min_length=1,
+        description="non-keywords the voices draw from for the _unknown_ class (keywords listed here are skipped)",
+    )
+    accents: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_ACCENTS),
+        min_length=1,
+        description="espeak-ng languages each espeak-ng draw picks one of, e.g. en-us, en-gb-scotland",
+    )
+    rate_wpm: Range = Field((120.0, 220.0), description="espeak-ng speaking rate, words per minute, drawn per voice")
+    pitch: Range = Field((20.0, 80.0), description="espeak-ng pitch (0-99, 50 is the voice's own), drawn per voice")
+    snr_db: Range = Field((5.0, 30.0), description="speech-to-background-noise ratio of each clip, dB, drawn per word")
+    # Off by default: on the development set none of these helped (docs/real-speech.md, "Synthetic speech that transfers").
     formant_scale: Range = Field(
         (1.0, 1.0), description="vocal-tract-length factor drawn per voice for its formants, e.g. [0.85, 1.18]"
     )
@@ -226,7 +245,10 @@ class SyntheticConfig(Strict):
         0.0, ge=0, le=1, description="share of training voice draws spoken by flite (Debian) instead of espeak-ng"
     )
     flite_voices: list[Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]{1,32}$")]] = Field(
-        default_factory=lambda: ["kal16", "awb", "rms", "slt"], min_length=1, max_length=32
+        default_factory=lambda: ["kal16", "awb", "rms", "slt"],
+        min_length=1,
+        max_length=32,
+        description="flite voices each flite draw picks one of (each must be installed)",
     )
     flite_speed: Range = Field(
         (0.9, 1.1), description="speed perturbation of flite draws (resampling moves tempo, pitch, formants)"
@@ -284,7 +306,11 @@ class SyntheticConfig(Strict):
 class FieldTestConfig(Strict):
     """Real recordings to judge every model on, beside the synthetic test split (never trained on)."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        max_length=64,
+        description="the set's name in the report and in sweep objectives (field.<name>.<model>)",
+    )
     path: Path = Field(description="a folder in the Speech Commands layout, relative to the recipe's folder")
     optional: bool = Field(False, description="true: a missing folder is skipped with a warning, not an error")
 
@@ -296,24 +322,52 @@ SPEECH_COMMANDS_V2_SHA256 = "af14739ee7dc311471de98f5f9d2c9191b18aedfe957f4a6ff7
 class DownloadConfig(Strict):
     """Where to fetch the data set from when `data.path` does not exist (`download: true`: Speech Commands v2)."""
 
-    url: str = Field(SPEECH_COMMANDS_V2_URL, pattern=r"^(https?|file)://", max_length=2048)
-    sha256: str = Field(SPEECH_COMMANDS_V2_SHA256, pattern=r"^[0-9a-fA-F]{64}$")
+    url: str = Field(
+        SPEECH_COMMANDS_V2_URL,
+        pattern=r"^(https?|file)://",
+        max_length=2048,
+        description="the .tar.gz archive to fetch, an http(s):// or file:// URL (default: Speech Commands v2)",
+    )
+    sha256: str = Field(
+        SPEECH_COMMANDS_V2_SHA256,
+        pattern=r"^[0-9a-fA-F]{64}$",
+        description="the archive's expected SHA-256; on a mismatch the download is removed and the run stops",
+    )
 
 
 class DataConfig(Strict):
-    source: Literal["speech_commands"] = "speech_commands"
+    source: Literal["speech_commands"] = Field(
+        "speech_commands", description="data set layout; only speech_commands (a folder per word, split lists)"
+    )
     path: Path | None = Field(
         None, description="real Speech Commands v2 folder, relative to the recipe's folder; used when it exists"
     )
     fallback: Literal["synthetic", "none", "error"] = Field(
         "synthetic", description="when data.path does not exist: synthetic data, or none (an error; 'error' is kept)"
     )
-    keywords: list[Word] = Field(min_length=1)
-    silence_fraction: float = Field(0.1, ge=0, le=1)
-    unknown_fraction: float = Field(0.1, ge=0, le=1)
-    synthetic: SyntheticConfig = SyntheticConfig()
-    features: FeaturesConfig = FeaturesConfig()
-    field_tests: list[FieldTestConfig] = Field(default_factory=list, max_length=32)
+    keywords: list[Word] = Field(
+        min_length=1, description="words the model learns to spot; _silence_ and _unknown_ are added as classes"
+    )
+    silence_fraction: float = Field(
+        0.1, ge=0, le=1, description="_silence_ clips (background noise) per split, as a share 0-1 of its keyword clips"
+    )
+    unknown_fraction: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="non-keyword clips per split, as a share 0-1 of its keyword clips (as many as exist)",
+    )
+    synthetic: SyntheticConfig = Field(
+        SyntheticConfig(), description="the offline voice generator, used when the real data is missing (fallback)"
+    )
+    features: FeaturesConfig = Field(
+        FeaturesConfig(), description="the model's input features, computed from each clip"
+    )
+    field_tests: list[FieldTestConfig] = Field(
+        default_factory=list,
+        max_length=32,
+        description="real recordings every model is also judged on, never trained on",
+    )
     download: bool | DownloadConfig | None = Field(
         None, description="true: fetch Speech Commands v2 into data.path when it does not exist (checksummed)"
     )
@@ -423,17 +477,26 @@ class ExplainBudgets(Strict):
 class ExplainConfig(Strict):
     """Agreement and attribution drift of every compressed model against the trained float model."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="false: skip the explain step")
     samples: int = Field(240, ge=1, le=100_000, description="test clips explained (spread over the classes)")
     patch: tuple[int, int] = Field((7, 2), description="occlusion patch: frames x coefficients")
-    ig_steps: int = Field(32, ge=2, le=1024)
-    top_fraction: float = Field(0.1, gt=0, le=1)
-    pictures_per_class: int = Field(2, ge=0, le=100)
+    ig_steps: int = Field(
+        32, ge=2, le=1024, description="integrated-gradients steps from the training mean (float Keras models only)"
+    )
+    top_fraction: float = Field(
+        0.1, gt=0, le=1, description="share 0-1 of a saliency map's cells counted as its top cells (for their IoU)"
+    )
+    pictures_per_class: int = Field(
+        2, ge=0, le=100, description="test clips per class whose saliency maps are drawn (0: no pictures)"
+    )
     control: bool = Field(
         True, description="train an unpruned twin with another seed: every drift is also measured for a retrain"
     )
     bootstrap: int = Field(1000, ge=100, le=100_000, description="resamples over clips for the 95 % intervals")
-    budgets: ExplainBudgets = ExplainBudgets()
+    budgets: ExplainBudgets = Field(
+        ExplainBudgets(),
+        description="limits on the deployed models' drift (a null limit is not checked); a violation fails the run",
+    )
 
     @model_validator(mode="after")
     def _noise_budgets_need_the_control(self) -> ExplainConfig:
@@ -479,16 +542,42 @@ class StreamingConfig(Strict):
         return value
 
 
+class TrackingConfig(Strict):
+    """Where runs are logged in MLflow (`pipeline.tracking`); `--mlflow` on the command line wins."""
+
+    mlflow: str = Field(min_length=1, max_length=2048, description="MLflow tracking URI (http://host:5000, "
+                        "sqlite:///f.db, file:///dir) or a local folder, relative to the recipe's folder")  # fmt: skip
+    experiment: str | None = Field(None, min_length=1, max_length=200,
+                                   description="MLflow experiment to log into; null: the recipe's name")  # fmt: skip
+
+
 class Recipe(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
-    seed: int = Field(0, ge=0, lt=2**32)
-    data: DataConfig
-    model: ModelConfig = ModelConfig()
-    stages: list[StageEntry] = Field(min_length=1)
-    targets: list[TargetEntry] = Field(default_factory=list)
-    budgets: BudgetsConfig = BudgetsConfig()
-    explain: ExplainConfig = ExplainConfig()
-    streaming: StreamingConfig | None = None
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        max_length=64,
+        description="the recipe's name; its runs go to runs/<name>/ and it names the firmware bundle",
+    )
+    seed: int = Field(
+        0, ge=0, lt=2**32, description="seed of every random choice: voices, splits, training, sampled clips"
+    )
+    data: DataConfig = Field(description="where the clips come from, the keywords and the input features")
+    model: ModelConfig = Field(ModelConfig(), description="the architecture the first stage trains")
+    stages: list[StageEntry] = Field(
+        min_length=1, description="the chain in order, e.g. train, prune, finetune, quantize, export"
+    )
+    targets: list[TargetEntry] = Field(
+        default_factory=list, description="runtimes the exported model is built for and measured on; needs export"
+    )
+    budgets: BudgetsConfig = Field(
+        BudgetsConfig(), description="limits on every target (its own budgets override them); a violation fails the run"
+    )
+    explain: ExplainConfig = Field(
+        ExplainConfig(), description="agreement and attribution drift of every compressed model against the trained one"
+    )
+    streaming: StreamingConfig | None = Field(
+        None, description="continuous listening: detector thresholds and false accepts per hour (null: clips only)"
+    )
+    tracking: TrackingConfig | None = Field(None, description="log every run to MLflow (null: no tracking)")
 
     # The folder relative paths in the recipe are resolved against: the recipe file's folder (`load_recipe`),
     # None for text without a file (the current directory). Not part of the content: `fingerprint` ignores it.
@@ -593,8 +682,9 @@ class Recipe(Strict):
         return next((s.config for s in self.stages if s.name == name), None)
 
     def fingerprint(self) -> str:
-        """Hash of the validated content: comments, key order and the recipe's folder do not change it."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        """Hash of the validated content: comments, key order, the recipe's folder and where runs are logged do not
+        change it."""
+        blob = json.dumps(self.model_dump(mode="json", exclude={"tracking"}), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
 
 

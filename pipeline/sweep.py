@@ -50,10 +50,12 @@ TARGET_FIGURES = {"accuracy": "min_accuracy", "flash_kb": "flash_kb", "ram_kb": 
 class RangeSpec(Strict):
     """A numeric axis: integers when low, high (and step) are integers; `step` makes it a grid."""
 
-    low: float
-    high: float
-    step: float | None = Field(None, gt=0)
-    log: bool = False
+    low: float = Field(description="lowest value of the axis")
+    high: float = Field(description="highest value of the axis (included)")
+    step: float | None = Field(
+        None, gt=0, description="spacing of the values (a grid needs one); null: any value in range (random, optuna)"
+    )
+    log: bool = Field(False, description="random and optuna: draw on a log scale (needs low > 0)")
 
     @model_validator(mode="after")
     def _ordered(self) -> RangeSpec:
@@ -76,9 +78,11 @@ class RangeSpec(Strict):
 
 
 class SearchConfig(Strict):
-    method: Literal["grid", "random", "optuna"] = "grid"
+    method: Literal["grid", "random", "optuna"] = Field(
+        "grid", description="grid (every combination), random, or optuna (multi-objective, Ray Tune's OptunaSearch)"
+    )
     samples: int = Field(8, ge=1, le=10_000, description="trials for random and optuna (grid: every combination)")
-    seed: int = Field(0, ge=0, lt=2**32)
+    seed: int = Field(0, ge=0, lt=2**32, description="seed of the random and optuna searches")
 
 
 class ResourcesConfig(Strict):
@@ -87,14 +91,23 @@ class ResourcesConfig(Strict):
 
 
 class SweepConfig(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        max_length=64,
+        description="names the default output folder (runs/sweeps/<name>) and Ray Tune's experiment",
+    )
     recipe: Path = Field(description="the base recipe, relative to the sweep file")
     set: dict[str, Any] = Field(default_factory=dict, description="recipe keys every trial overrides the same way")
-    space: dict[str, list[Any] | RangeSpec] = Field(min_length=1)
-    objectives: dict[str, Literal["max", "min"]] = Field(min_length=1)
+    space: dict[str, list[Any] | RangeSpec] = Field(
+        min_length=1, description="axes: a dotted recipe key (stages.prune.target) and its values or a range"
+    )
+    objectives: dict[str, Literal["max", "min"]] = Field(
+        min_length=1,
+        description="figures trials are judged on, max or min: tflm.accuracy, <stage>.accuracy, field.<set>.<model>",
+    )
     budgets: dict[str, BudgetsConfig] = Field(default_factory=dict, description="per target, over the recipe's own")
-    search: SearchConfig = SearchConfig()
-    resources: ResourcesConfig = ResourcesConfig()
+    search: SearchConfig = Field(SearchConfig(), description="how trials are chosen")
+    resources: ResourcesConfig = Field(ResourcesConfig(), description="CPUs per trial and how many trials run at once")
 
     @field_validator("space")
     @classmethod

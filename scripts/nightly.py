@@ -99,6 +99,24 @@ def compare(
     return rows
 
 
+def log_night(run_dir: Path, uri: str, experiment: str | None, night: str, current: dict, rows: list[dict]) -> None:
+    """One MLflow run per night (a re-checked run is a new night): the run's report and bundles, the night's
+    figures under `nightly/`, and which of them regressed; the experiment's charts are then the history."""
+    from pipeline.tracking import TrackingError, log_run
+
+    recipe = json.loads((run_dir / "report.json").read_text())["recipe"]
+    regressed = ",".join(r["figure"] for r in rows if r["regression"])
+    try:
+        _, where = log_run(run_dir, uri, experiment or f"{recipe}-nightly", identity=f"night {night}",
+                           tags={"pipeline.night": night, "pipeline.regressions": regressed or "none",
+                                 "mlflow.runName": f"{recipe} night {night}"},
+                           extra_metrics={f"nightly/{k}": v for k, v in current.items()})  # fmt: skip
+    except TrackingError as exc:
+        click.echo(f"warning: the night was not logged to MLflow: {exc}", err=True)
+    else:
+        click.echo(f"logged to MLflow: {where}")
+
+
 @click.command()
 @click.argument("recipe", type=click.Path(exists=True, path_type=Path), required=False)
 @click.option("--inventory", type=click.Path(exists=True, path_type=Path), required=True)
@@ -113,8 +131,11 @@ def compare(
 @click.option("--memory-tolerance", default=0.05, show_default=True, help="Allowed relative RAM/arena/flash growth.")
 @click.option("--instructions-tolerance", default=0.02, show_default=True,
               help="Allowed relative growth of an emulated core's instructions per invoke.")  # fmt: skip
+@click.option("--mlflow", "mlflow_uri", default=None, metavar="URI",
+              help="Also log every night to MLflow (a server URL, sqlite:///file.db or a local folder).")  # fmt: skip
+@click.option("--experiment", default=None, help="MLflow experiment (default: <recipe>-nightly).")
 def main(recipe, inventory, history, run_dir, runs_dir, latency_tolerance, latency_floor_ms, accuracy_tolerance,
-         memory_tolerance, instructions_tolerance):  # fmt: skip
+         memory_tolerance, instructions_tolerance, mlflow_uri, experiment):  # fmt: skip
     pipeline = [sys.executable, "-m", "pipeline"]
     if run_dir is None:
         if recipe is None:
@@ -131,9 +152,11 @@ def main(recipe, inventory, history, run_dir, runs_dir, latency_tolerance, laten
                   "accuracy": accuracy_tolerance, "outputs_match": 0.0,
                   "instructions": instructions_tolerance}  # fmt: skip
     rows = compare(past[-1]["figures"], current, tolerances, {"latency_ms": latency_floor_ms}) if past else []
-    past.append({"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "run": str(run_dir),
-                 "figures": current})  # fmt: skip
+    night = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    past.append({"date": night, "run": str(run_dir), "figures": current})
     write_json(history, past)
+    if mlflow_uri:
+        log_night(run_dir, mlflow_uri, experiment, night, current, rows)
 
     console = Console()
     if not rows:

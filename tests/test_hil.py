@@ -118,7 +118,8 @@ def test_nightly_names_an_injected_regression(bundle, tmp_path):
     history = tmp_path / "history.json"
     nightly = [sys.executable, str(ROOT / "scripts" / "nightly.py"), "--run-dir", str(run_dir),
                "--inventory", str(inventory), "--history", str(history),
-               "--latency-tolerance", "100"]  # fmt: skip  # a 0.2 ms host latency swings >10% on a busy CI machine
+               "--latency-tolerance", "100",  # a 0.2 ms host latency swings >10% on a busy CI machine
+               "--mlflow", str(tmp_path / "mlruns")]  # fmt: skip
     first = subprocess.run(nightly, capture_output=True, text=True, cwd=ROOT)
     assert first.returncode == 0, first.stdout + first.stderr
     past = json.loads(history.read_text())
@@ -128,6 +129,15 @@ def test_nightly_names_an_injected_regression(bundle, tmp_path):
     assert second.returncode == 1
     assert "regressions: tflm.ram_bytes\n" in second.stdout  # that one, and only that one
     assert len(json.loads(history.read_text())) == 2
+    # Both nights are MLflow runs of the same run folder, the second tagged with its regression.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    recipe = json.loads((run_dir / "report.json").read_text())["recipe"]
+    nights = client.search_runs([client.get_experiment_by_name(f"{recipe}-nightly").experiment_id],
+                                order_by=["attributes.start_time ASC"])  # fmt: skip
+    assert [r.data.tags["pipeline.regressions"] for r in nights] == ["none", "tflm.ram_bytes"]
+    assert nights[1].data.metrics["nightly/tflm.ram_bytes"] == past[0]["figures"]["tflm.ram_bytes"] * 2
 
 
 def test_nightly_latency_regression_needs_the_relative_and_the_absolute_step():

@@ -22,7 +22,8 @@ def swept(tiny_run, tmp_path_factory):
     where = tmp_path_factory.mktemp("sweep")
     out = where / "out"
     trains_before = sorted(p.name for p in (runs / ".cache").glob("stage-train-*"))
-    done = run_cli("sweep", str(SWEEP), "--out", str(out), "--cache", str(runs / ".cache"), cwd=where)
+    done = run_cli("sweep", str(SWEEP), "--out", str(out), "--cache", str(runs / ".cache"), "--mlflow", "mlruns",
+                   cwd=where)  # fmt: skip
     return runs, out, done, trains_before
 
 
@@ -56,6 +57,25 @@ def test_a_grid_sweep_writes_every_trial_the_front_and_a_runnable_best_recipe(sw
         assert report["stages"][0]["name"] == "train" and report["stages"][0]["cached"]
     assert sorted(p.name for p in (runs / ".cache").glob("stage-train-*")) == trains_before
     assert "4/4 done, 0 running, 0 failed" in done.stderr
+
+
+def test_a_sweep_is_one_mlflow_run_with_a_child_run_per_trial(swept):
+    from mlflow.tracking import MlflowClient
+
+    _, out, done, _ = swept
+    client = MlflowClient(f"sqlite:///{out.parent / 'mlruns' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("tiny_sweep")
+    runs = client.search_runs([experiment.experiment_id])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    result = json.loads((out / "pareto.json").read_text())
+    assert sorted(r.data.tags["pipeline.trial"] for r in children) == sorted(t["name"] for t in result["trials"])
+    for child in children:  # each child carries its point of the space and its own run's figures
+        trial = next(t for t in result["trials"] if t["name"] == child.data.tags["pipeline.trial"])
+        assert json.loads(child.data.tags["trial.stages.prune.target"]) == trial["config"]["stages.prune.target"]
+        assert child.data.metrics["target/tflm/accuracy"] == pytest.approx(trial["figures"]["tflm.accuracy"])
+    assert parent.data.tags["pipeline.best_trial"] == result["best"] and "logged to MLflow" in done.stdout
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"pareto.json", "pareto.png", "best.yaml"}
 
 
 def test_rerunning_a_finished_sweep_redoes_no_trial(swept):

@@ -236,7 +236,7 @@ def test_ablation_ladder_recipes_are_valid_and_cumulative(tmp_path):
     # a model-level setting, pinned too: rungs 1-14 train the plain model, whatever the flagship uses
     normalized = ["cepstral_mean", "cepstral_mean_variance"] + ["cepstral_mean"] * 3  # rungs 15-19
     assert [r.model.normalize for r in loaded] == ["none"] * 14 + normalized
-    flagship_train = next(s.config for s in recipe.stages if s.name == "train")  # the README: rung 19 is it
+    flagship_train = next(s.config for s in recipe.stages if s.name == "train")  # docs/real-speech.md: rung 19 is it
     assert trains[18].model_dump(exclude={"epochs"}) == flagship_train.model_dump(exclude={"epochs"})
     assert loaded[18].model == recipe.model and synth[18] == recipe.data.synthetic
     assert loaded[14].model == recipe.model and synth[14] == recipe.data.synthetic

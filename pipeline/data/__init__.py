@@ -94,8 +94,8 @@ def resolve_source(
                             f"'{data.fallback}'")  # fmt: skip
         if warn is not None:
             warn(
-                f"data.path '{data.path}' does not exist (looked for {root}): training on the offline synthetic "
-                "set instead. Set `data.fallback: none` to make this an error."
+                f"data.path '{data.path}' does not exist (looked for {root}): using the offline synthetic set "
+                "instead. Set `data.fallback: none` to make this an error."
             )
 
     from pipeline.data import flite, kokoro, piper, synthetic

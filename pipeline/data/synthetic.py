@@ -4,7 +4,7 @@ To sound less like one synthesiser, every voice draw speaks through its own espe
 variant with its formants jittered, and optionally scaled by a vocal-tract-length factor (shorter tracts, higher
 formants). Optionally each spoken word then passes a room (an impulse response from a bank that pyroomacoustics
 simulates once per data set) and a microphone (audiomentations' parametric EQ and band limits) before it is placed
-in noise at its level. Which of these help on real speech is measured, not assumed (README).
+in noise at its level. Which of these help on real speech is measured, not assumed (docs/real-speech.md).
 
 With `flite_share`, that share of the *training* draws is spoken by one of Debian's flite voices instead (another
 synthesis method: statistical-parametric and diphone), at its own pitch and tempo, speed-perturbed by resampling.

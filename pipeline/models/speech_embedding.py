@@ -29,11 +29,13 @@ class HeadConfig(Strict):
     spans them all, i.e. a dense layer on the whole clip's embedding), each BatchNorm + ReLU + dropout, then the
     classifier. Written as convolutions so NNCF's filter pruning can narrow them."""
 
-    units: int = Field(128, ge=8, le=4096)
-    layers: int = Field(1, ge=1, le=4)
+    units: int = Field(128, ge=8, le=4096, description="filters of each head conv (its width)")
+    layers: int = Field(1, ge=1, le=4, description="head convs before the classifier")
     kernel: int | None = Field(None, ge=1, le=64, description="time steps each conv spans (default: all of them)")
-    dropout: float = Field(0.3, ge=0, lt=1)
-    pooling: Literal["flatten", "average"] = "flatten"
+    dropout: float = Field(0.3, ge=0, lt=1, description="dropout after each head conv, 0-1")
+    pooling: Literal["flatten", "average"] = Field(
+        "flatten", description="what reaches the classifier: flatten (every time step) or average (their mean)"
+    )
 
 
 @cache

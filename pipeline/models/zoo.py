@@ -21,19 +21,29 @@ DS_CNN_KEYS = {"filters", "blocks", "first_kernel", "first_stride", "dropout", "
 
 
 class ModelConfig(Strict):
-    arch: Literal["ds_cnn", "speech_embedding"] = "ds_cnn"
-    filters: int = Field(64, ge=1, le=1024)
-    blocks: int = Field(4, ge=0, le=16)
-    first_kernel: tuple[int, int] = (10, 4)
-    first_stride: tuple[int, int] = (2, 2)
-    dropout: float = Field(0.2, ge=0, lt=1)
+    arch: Literal["ds_cnn", "speech_embedding"] = Field(
+        "ds_cnn",
+        description="ds_cnn (a DS-CNN for microcontrollers) or speech_embedding (a head on a frozen embedding)",
+    )
+    filters: int = Field(64, ge=1, le=1024, description="ds_cnn: width of the first conv and of every pointwise conv")
+    blocks: int = Field(4, ge=0, le=16, description="ds_cnn: depthwise-separable blocks after the first conv")
+    first_kernel: tuple[int, int] = Field((10, 4), description="ds_cnn: the first conv's kernel, frames x coefficients")
+    first_stride: tuple[int, int] = Field((2, 2), description="ds_cnn: the first conv's stride, frames x coefficients")
+    dropout: float = Field(
+        0.2,
+        ge=0,
+        lt=1,
+        description="ds_cnn: dropout after the first conv, 0-1; before the classifier min(0.4, 2x this)",
+    )
     # "cepstral_mean": subtract each clip's mean over time from every feature coefficient first (CMN), so a
     # microphone's or a room's fixed colouring, which adds a constant to each cepstral coefficient, is gone before
     # the first conv. Part of the graph (average pool + broadcast subtract), so the firmware front end is unchanged.
     # "cepstral_mean_variance": also divide by each coefficient's standard deviation over time (CMVN), so how far
     # a voice's cepstrum swings, not only where it sits, is the same in every clip (TFLite AVERAGE_POOL_2D, SUB,
     # MUL, ADD, RSQRT: int8 builtins too, every one on the Ethos-U NPU).
-    normalize: Literal["none", "cepstral_mean", "cepstral_mean_variance"] = "none"
+    normalize: Literal["none", "cepstral_mean", "cepstral_mean_variance"] = Field(
+        "none", description="ds_cnn: per-clip normalisation inside the graph: none, cepstral_mean (CMN) or CMVN"
+    )
     head: HeadConfig = Field(default_factory=HeadConfig, description="speech_embedding: the trained layers")
 
     @model_validator(mode="after")

@@ -39,17 +39,23 @@ class Config(Strict):
     TFLite's official `benchmark_model` over adb."""
 
     variants: list[Literal["fp32", "fp16", "dynamic_int8", "int8"]] = Field(
-        default_factory=lambda: ["fp32", "fp16", "dynamic_int8", "int8"], min_length=1
+        default_factory=lambda: ["fp32", "fp16", "dynamic_int8", "int8"],
+        min_length=1,
+        description="the .tflite variants built and measured; int8 is the exported model",
     )
-    threads: list[int] = Field(default_factory=lambda: [1, 4], min_length=1)
-    xnnpack: bool = True
-    latency_runs: int = Field(100, ge=10, le=100_000)
-    warmup_runs: int = Field(10, ge=0, le=100_000)
+    threads: list[int] = Field(
+        default_factory=lambda: [1, 4], min_length=1, description="thread counts each variant is timed with"
+    )
+    xnnpack: bool = Field(True, description="run with LiteRT's XNNPACK delegate (false: the builtin kernels)")
+    latency_runs: int = Field(100, ge=10, le=100_000, description="timed invokes per variant and thread count")
+    warmup_runs: int = Field(10, ge=0, le=100_000, description="untimed invokes before the timed ones")
     adb_serial: str | None = Field(None, description="a phone's adb serial: also measure there")
     benchmark_model: Path | None = Field(
         None, description="TFLite's benchmark_model binary for the phone's ABI, relative to the recipe's folder"
     )
-    budgets: BudgetsConfig = BudgetsConfig()
+    budgets: BudgetsConfig = Field(
+        BudgetsConfig(), description="this target's budgets; each key set here overrides the recipe's top-level one"
+    )
 
     _unique_variants = field_validator("variants", "threads")(unique_items)
 

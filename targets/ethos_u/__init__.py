@@ -83,7 +83,9 @@ def config_sections(path: Path) -> tuple[list[str], list[str]]:
 class Config(Strict):
     """The `ethos_u` target's recipe entry."""
 
-    accelerator: Literal[ACCELERATORS] = "ethos-u55-128"  # type: ignore[valid-type]
+    accelerator: Literal[ACCELERATORS] = Field(  # type: ignore[valid-type]
+        "ethos-u55-128", description="the NPU and its MACs per cycle, e.g. ethos-u55-128 (Vela's --accelerator-config)"
+    )
     system_config: str | None = Field(None, description="a System_Config section of the Vela .ini (default per family)")
     memory_mode: str | None = Field(
         None, description="a Memory_Mode section: Shared_Sram, Sram_Only, Dedicated_Sram, ..."
@@ -91,12 +93,16 @@ class Config(Strict):
     config_file: Path | None = Field(
         None, description="your own Vela .ini, relative to the recipe's folder (default: Vela's Arm/vela.ini)"
     )
-    optimise: Literal["Performance", "Size"] = "Performance"
+    optimise: Literal["Performance", "Size"] = Field(
+        "Performance", description="what Vela optimises for: Performance (speed) or Size (memory)"
+    )
     cpu_arena_allowance: int = Field(
         2048, ge=0, le=1 << 20,
         description="bytes added to the compiled graph's live tensors for TFLM's own structures in the CPU arena",
     )  # fmt: skip
-    budgets: BudgetsConfig = BudgetsConfig()
+    budgets: BudgetsConfig = Field(
+        BudgetsConfig(), description="this target's budgets; each key set here overrides the recipe's top-level one"
+    )
 
     @model_validator(mode="after")
     def _known_sections(self) -> Config:

@@ -37,27 +37,37 @@ OPENVINO_DEVICES = ("CPU", "GPU", "NPU", "AUTO")
 class OpenvinoInt8Config(Strict):
     """NNCF post-training quantization of the OpenVINO model (`nncf.quantize`)."""
 
-    preset: Literal["performance", "mixed"] = "performance"
+    preset: Literal["performance", "mixed"] = Field(
+        "performance", description="NNCF preset: performance (symmetric activations) or mixed (asymmetric activations)"
+    )
     subset_size: int = Field(300, ge=1, le=100_000, description="calibration clips from the training split")
-    fast_bias_correction: bool = True
+    fast_bias_correction: bool = Field(True, description="NNCF's fast bias correction (false: the slower full one)")
     # Per-tensor activation ranges. NNCF's own default, `mean_minmax`, averages each calibration clip's extremes, so
     # inputs beyond the average clip saturate: on real speech the flagship lost 5–10 points with it against the
     # float IR. `minmax` spans every calibration clip, as TFLite's converter does, and loses under 1.
-    activation_ranges: Literal["minmax", "mean_minmax"] = "minmax"
+    activation_ranges: Literal["minmax", "mean_minmax"] = Field(
+        "minmax", description="minmax: ranges span every calibration clip; mean_minmax: average of each clip's extremes"
+    )
 
 
 class Config(Strict):
     """The `openvino` target's recipe entry."""
 
-    device: str = "CPU"
-    precisions: list[Literal["fp32", "fp16", "int8"]] = Field(default_factory=lambda: ["fp32", "int8"], min_length=1)
-    int8: OpenvinoInt8Config = OpenvinoInt8Config()
+    device: str = Field("CPU", description="OpenVINO device measured on: CPU, GPU, NPU or AUTO")
+    precisions: list[Literal["fp32", "fp16", "int8"]] = Field(
+        default_factory=lambda: ["fp32", "int8"],
+        min_length=1,
+        description="IR variants built and measured: fp32, fp16 (FP16 weights), int8 (NNCF post-training)",
+    )
+    int8: OpenvinoInt8Config = Field(OpenvinoInt8Config(), description="the int8 variant's NNCF quantization")
     threads: int = Field(1, ge=1, le=MAX_THREADS, description="INFERENCE_NUM_THREADS for the latency measurement")
     streams: int = Field(1, ge=1, le=MAX_THREADS, description="NUM_STREAMS for the latency measurement")
-    latency_runs: int = Field(200, ge=10, le=100_000)
-    warmup_runs: int = Field(20, ge=0, le=100_000)
+    latency_runs: int = Field(200, ge=10, le=100_000, description="timed synchronous inferences per precision")
+    warmup_runs: int = Field(20, ge=0, le=100_000, description="untimed inferences before the timed ones")
     throughput_seconds: float = Field(2.0, gt=0, le=3600, description="how long the THROUGHPUT-hint run lasts")
-    budgets: BudgetsConfig = BudgetsConfig()
+    budgets: BudgetsConfig = Field(
+        BudgetsConfig(), description="this target's budgets; each key set here overrides the recipe's top-level one"
+    )
 
     _unique_precisions = field_validator("precisions")(unique_items)
 

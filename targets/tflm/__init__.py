@@ -71,8 +71,8 @@ class Config(Strict):
     """The `tflm` target's recipe entry."""
 
     board: str | None = Field(None, description="a board from targets/tflm/boards.py; RAM/flash are shown as its share")
-    latency_runs: int = Field(100, ge=50, le=100_000)
-    warmup_runs: int = Field(10, ge=0, le=100_000)
+    latency_runs: int = Field(100, ge=50, le=100_000, description="timed invokes on the host TFLM interpreter")
+    warmup_runs: int = Field(10, ge=0, le=100_000, description="untimed invokes before the timed ones")
     arena_headroom: float = Field(0.0, ge=0, le=4, description="extra share added to the measured arena in the bundle")
     memory_plan: bool = Field(
         True, description="plan the arena offline and ship the planned model when TFLM then needs less (verified)"
@@ -99,7 +99,9 @@ class Config(Strict):
         None,
         description="folder of the pinned TFLM / CMSIS-NN archives (default: $EDGE_PIPELINE_TFLM_SOURCES, then setup's cache)",
     )
-    budgets: BudgetsConfig = BudgetsConfig()
+    budgets: BudgetsConfig = Field(
+        BudgetsConfig(), description="this target's budgets; each key set here overrides the recipe's top-level one"
+    )
 
     @field_validator("board")
     @classmethod

@@ -30,7 +30,7 @@ class DistillConfig(Strict):
         description="or a finished run's folder (e.g. runs/kws_phone/latest, relative to the recipe): its last Keras "
         "model teaches, fed its own features of the very same clips (another architecture, other features)",
     )
-    temperature: float = Field(4.0, gt=0, le=100)
+    temperature: float = Field(4.0, gt=0, le=100, description="softens teacher and student outputs; higher is softer")
     alpha: float = Field(0.5, ge=0, le=1, description="weight of the hard-label loss; 1 - alpha goes to the teacher")
     teachers: int = Field(
         1, ge=1, le=8,
@@ -71,9 +71,11 @@ class FinetuneConfig(TrainConfig):
     """Training again, on the (physically pruned) model the previous stage produced."""
 
     consumes: ClassVar[str | None] = "keras"
-    epochs: int = Field(10, ge=1, le=10_000)
-    lr: float = Field(5e-4, gt=0, le=10)
-    distill: DistillConfig | None = None
+    epochs: int = Field(10, ge=1, le=10_000, description="passes over the training split (at most, with patience)")
+    lr: float = Field(5e-4, gt=0, le=10, description="Adam learning rate (the starting rate with lr_schedule cosine)")
+    distill: DistillConfig | None = Field(
+        None, description="also learn from a teacher's softened outputs (null: from the labels only)"
+    )
 
     def outside_inputs(self, recipe: Recipe) -> dict[str, Any] | None:
         """A `teacher_run`'s model bytes: another run of the teacher's recipe retrains this stage."""

@@ -30,7 +30,9 @@ class PruneConfig(StageConfig):
 
     consumes: ClassVar[str | None] = "keras"
     produces: ClassVar[str] = "keras"
-    method: Literal["filter", "magnitude"] = "filter"
+    method: Literal["filter", "magnitude"] = Field(
+        "filter", description="filter: remove whole filters (rebuilt narrower); magnitude: zero single weights"
+    )
     target: float = Field(0.5, gt=0, lt=1, description="share of filters (filter) or weights (magnitude) removed")
     init: float = Field(0.0, ge=0, lt=1, description="level applied when pruning starts")
     schedule: str | None = Field(
@@ -41,13 +43,15 @@ class PruneConfig(StageConfig):
     warmup_epochs: int = Field(
         0, ge=0, le=10_000, description="epochs trained before any pruning (NNCF num_init_steps)"
     )
-    importance: Literal["L1", "L2", "geometric_median"] = "L2"
-    prune_first_conv: bool = True
-    prune_downsample_convs: bool = True
+    importance: Literal["L1", "L2", "geometric_median"] = Field(
+        "L2", description="filter: how filters are ranked for removal: L1 or L2 norm, or geometric_median"
+    )
+    prune_first_conv: bool = Field(True, description="filter: the model's first conv may be pruned too")
+    prune_downsample_convs: bool = Field(True, description="filter: convs with a stride above 1 may be pruned too")
     ignore: list[str] = Field(default_factory=list, description="layer names NNCF must leave whole")
     epochs: int = Field(6, ge=1, le=10_000, description="epochs trained under the compression scheduler")
-    batch_size: int = Field(100, ge=1, le=100_000)
-    lr: float = Field(5e-4, gt=0, le=10)
+    batch_size: int = Field(100, ge=1, le=100_000, description="clips per training step")
+    lr: float = Field(5e-4, gt=0, le=10, description="Adam learning rate while pruning")
 
     @model_validator(mode="after")
     def _consistent(self) -> PruneConfig:

@@ -18,8 +18,10 @@ MODEL = "model.tflite"
 class QuantizeConfig(StageConfig):
     consumes: ClassVar[str | None] = "keras"
     produces: ClassVar[str] = "tflite"
-    mode: Literal["int8"] = "int8"
-    calibration_samples: int = Field(500, ge=1, le=100_000)
+    mode: Literal["int8"] = Field("int8", description="only int8: full integer, int8 input and output")
+    calibration_samples: int = Field(
+        500, ge=1, le=100_000, description="training clips the activation ranges are calibrated on"
+    )
 
 
 Config = QuantizeConfig

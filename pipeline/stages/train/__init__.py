@@ -53,9 +53,9 @@ class AugmentConfig(Strict):
 class TrainConfig(StageConfig):
     consumes: ClassVar[str | None] = None
     produces: ClassVar[str] = "keras"
-    epochs: int = Field(20, ge=1, le=10_000)
-    batch_size: int = Field(100, ge=1, le=100_000)
-    lr: float = Field(1e-3, gt=0, le=10)
+    epochs: int = Field(20, ge=1, le=10_000, description="passes over the training split (at most, with patience)")
+    batch_size: int = Field(100, ge=1, le=100_000, description="clips per training step")
+    lr: float = Field(1e-3, gt=0, le=10, description="Adam learning rate (the starting rate with lr_schedule cosine)")
     patience: int = Field(4, ge=0, le=10_000, description="early-stopping patience on validation accuracy; 0 disables")
     lr_schedule: Literal["constant", "cosine"] = Field(
         "constant", description="cosine: lr decays to 0 over `epochs` (set the epochs you mean to spend)"
