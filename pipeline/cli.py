@@ -105,8 +105,8 @@ def run(
 
     _quiet_tensorflow()
     from pipeline.data import DataError
-    from pipeline.progress import Reporter, new_log_file
-    from pipeline.runner import OutputError, check_out, run_recipe
+    from pipeline.engine.progress import Reporter, new_log_file
+    from pipeline.engine.runner import OutputError, check_out, run_recipe
 
     if out is not None:
         try:
@@ -142,10 +142,9 @@ def run(
         reporter.close()
 
     _print_summary(result.report, result.run_dir)
-    tracking = recipe.tracking
-    if mlflow_uri or tracking:
-        uri, base = (mlflow_uri, Path.cwd()) if mlflow_uri else (tracking.mlflow, recipe.base_dir)
-        _track(result.run_dir, uri, experiment or (tracking.experiment if tracking else None), base)
+    where = _tracking_for(recipe, mlflow_uri, experiment)
+    if where is not None:
+        _track(result.run_dir.resolve(), *where)
     if result.failed_budgets:
         for b in result.failed_budgets:
             click.echo(f"budget violated: {b['message']}", err=True)
@@ -190,7 +189,7 @@ def profile(
     if board is not None and board not in BOARDS:
         click.echo(f"error: --board: unknown board '{board}'{suggest(board, BOARDS)}", err=True)
         sys.exit(EXIT_INPUT)
-    from pipeline.store import replace_dir
+    from pipeline.engine.store import replace_dir
     from pipeline.tflite_model import ModelFormatError
     from targets.tflm import ModelNotSupportedError, TflmError
     from targets.tflm import profile as profile_tflm
@@ -271,8 +270,8 @@ def explain(run_dir: Path, cache: Path | None) -> None:
         click.echo(f"error: {run_dir}: not a run directory (needs report.json and recipe.yaml)", err=True)
         sys.exit(EXIT_INPUT)
     _quiet_tensorflow()
-    from pipeline.progress import Reporter, new_log_file
-    from pipeline.runner import reexplain
+    from pipeline.engine.progress import Reporter, new_log_file
+    from pipeline.engine.runner import reexplain
 
     reporter = Reporter(log_file=new_log_file(run_dir / ".logs"))  # library chatter goes there, not here
     try:
@@ -343,8 +342,8 @@ def evaluate(run_dir: Path, data_dir: Path | None, name: str | None, stream: Pat
             fail(str(exc))
     _quiet_tensorflow()
     from pipeline.data import DataError
-    from pipeline.progress import Reporter, new_log_file
-    from pipeline.runner import evaluate_run, evaluate_streams
+    from pipeline.engine.progress import Reporter, new_log_file
+    from pipeline.engine.runner import evaluate_run, evaluate_streams
 
     reporter = Reporter(log_file=new_log_file(run_dir / ".logs"))  # library chatter goes there, not here
     try:
@@ -379,7 +378,9 @@ def evaluate(run_dir: Path, data_dir: Path | None, name: str | None, stream: Pat
 
 @main.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--inventory", type=click.Path(path_type=Path), required=True, help="Devices YAML (see pipeline/hil.py).")
+@click.option(
+    "--inventory", type=click.Path(path_type=Path), required=True, help="Devices YAML (see pipeline/connect/hil.py)."
+)
 @click.option("--runs", type=click.IntRange(min=1), default=100, show_default=True, help="Timed inferences per device.")
 @click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True)
 @click.option(
@@ -387,7 +388,7 @@ def evaluate(run_dir: Path, data_dir: Path | None, name: str | None, stream: Pat
 )
 def hil(run_dir: Path, inventory: Path, runs: int, warmup: int, out: Path | None) -> None:
     """Measure RUN_DIR's exports on every reachable device; unreachable ones are skipped, not failed."""
-    from pipeline.hil import load_inventory, run_hil, write_results
+    from pipeline.connect.hil import load_inventory, run_hil, write_results
     from pipeline.recipe import RecipeError
 
     try:
@@ -424,8 +425,8 @@ _REGISTRY = click.option(
 @click.option("--target", default="tflm", show_default=True, help="Which of the run's bundles (export/<target>).")
 def publish(run_dir: Path, registry: str, target: str) -> None:
     """Publish RUN_DIR's bundle as the next version of its recipe's name (a no-op when already there)."""
-    from pipeline.registry import RegistryError
-    from pipeline.registry import publish as publish_run
+    from pipeline.connect.registry import RegistryError
+    from pipeline.connect.registry import publish as publish_run
 
     if not (run_dir / "report.json").is_file():
         click.echo(f"error: {run_dir}: not a run directory (no report.json)", err=True)
@@ -446,8 +447,8 @@ def publish(run_dir: Path, registry: str, target: str) -> None:
 @click.option("--into", type=click.Path(path_type=Path), required=True, help="Folder in your firmware tree.")
 def pull(spec: str, registry: str, into: Path) -> None:
     """Fetch a bundle, verify every checksum, and only then put it at --into."""
-    from pipeline.registry import RegistryError
-    from pipeline.registry import pull as pull_version
+    from pipeline.connect.registry import RegistryError
+    from pipeline.connect.registry import pull as pull_version
 
     try:
         version = pull_version(spec, registry, into)
@@ -474,8 +475,8 @@ def _echo_identity(identity: dict | None) -> None:
 @_REGISTRY
 def list_registry(registry: str) -> None:
     """Every published version with its figures."""
-    from pipeline.markdown import size_text
-    from pipeline.registry import RegistryError, list_versions
+    from pipeline.analysis.markdown import size_text
+    from pipeline.connect.registry import RegistryError, list_versions
 
     try:
         names = list_versions(registry)
@@ -505,10 +506,12 @@ def list_registry(registry: str) -> None:
 @click.option("--mlflow", "mlflow_uri", default=None, metavar="URI",
               help="Log the sweep to MLflow: a parent run, a child run per trial (default: the base recipe's "
                    "`tracking:`).")  # fmt: skip
-def sweep(sweep_file: Path, out: Path | None, cache: Path | None, address: str | None, mlflow_uri: str | None) -> None:
+@click.option("--experiment", default=None, help="MLflow experiment (default: the recipe's, else the sweep's name).")
+def sweep(sweep_file: Path, out: Path | None, cache: Path | None, address: str | None, mlflow_uri: str | None,
+          experiment: str | None) -> None:  # fmt: skip
     """Run the trials of SWEEP_FILE on Ray Tune; write the Pareto front, its plots and best.yaml."""
+    from pipeline.engine.sweep import SWEEP_MARKER, load_sweep, run_sweep
     from pipeline.recipe import RecipeError
-    from pipeline.sweep import SWEEP_MARKER, load_sweep, run_sweep
 
     try:
         loaded = load_sweep(sweep_file)
@@ -542,16 +545,18 @@ def sweep(sweep_file: Path, out: Path | None, cache: Path | None, address: str |
     if result["best"] is None:
         click.echo("no trial is within the budgets; see pareto.json", err=True)
     click.echo(f"best within budgets: {result['best']} -> {out / 'best.yaml'}; plots {out / 'pareto.png'}")
-    tracking = loaded.recipe(loaded.fixed()).tracking
-    if mlflow_uri or tracking:
-        from pipeline.tracking import TrackingError, log_sweep
+    tracking = _tracking_for(loaded.recipe(loaded.fixed()), mlflow_uri, experiment)
+    if tracking is not None:
+        from pipeline.connect.tracking import TrackingError, log_sweep
 
-        uri, base = (mlflow_uri, Path.cwd()) if mlflow_uri else (tracking.mlflow, loaded.base_dir)
+        uri, chosen, base = tracking
         try:
-            where = log_sweep(out, result, uri, tracking.experiment if tracking else None, base=base)
+            where, failed = log_sweep(out, result, uri, chosen, base=base)
         except TrackingError as exc:
-            click.echo(f"warning: the sweep was not logged to MLflow: {exc}", err=True)
-        else:
+            failed, where = [str(exc)], None
+        for reason in failed:
+            click.echo(f"warning: not logged to MLflow: {reason}; run the same command again to complete it", err=True)
+        if where:
             click.echo(f"logged to MLflow: {where}")
     sys.exit(0 if result["best"] is not None else EXIT_BUDGET)
 
@@ -571,15 +576,29 @@ def track(run_dirs: tuple[Path, ...], mlflow_uri: str, experiment: str | None) -
     sys.exit(EXIT_FAILED if failed else 0)
 
 
+def _tracking_for(recipe: object, mlflow_uri: str | None, experiment: str | None) -> tuple | None:
+    """(URI, experiment, the folder a relative URI is taken from), or None for no tracking: the command line's
+    URI (relative to here) wins over the recipe's `tracking:` (relative to the recipe's folder)."""
+    tracking = getattr(recipe, "tracking", None)
+    if mlflow_uri:
+        return mlflow_uri, experiment or (tracking.experiment if tracking else None), Path.cwd()
+    if tracking:
+        return tracking.mlflow, experiment or tracking.experiment, recipe.base_dir
+    return None
+
+
 def _track(run_dir: Path, uri: str, experiment: str | None, base: Path | None) -> bool:
     """Log one run; a tracking server that is down is a warning, since the run itself is complete."""
-    from pipeline.tracking import TrackingError, log_run
+    from pipeline.connect.tracking import TrackingError, log_run
 
     try:
         _, where = log_run(run_dir, uri, experiment, base=base)
     except TrackingError as exc:
+        plain = "://" not in uri and not uri.startswith(("sqlite:", "databricks", "postgresql:", "mysql:", "file:"))
+        shown = str(((base or Path.cwd()) / Path(uri).expanduser()).resolve()) if plain else uri
+        again = f"pipeline track {run_dir} --mlflow {shown}"
         click.echo(f"warning: {run_dir} was not logged to MLflow: {exc}. The run is complete; log it later with "
-                   f"`pipeline track {run_dir} --mlflow {uri}`", err=True)  # fmt: skip
+                   f"`{again}{f' --experiment {experiment}' if experiment else ''}`", err=True)  # fmt: skip
         return False
     click.echo(f"logged to MLflow: {where}")
     return True
@@ -602,7 +621,7 @@ def schema(kind: str, out: Path | None, reference: bool) -> None:
     if out is None:
         click.echo(text, nl=False)
         return
-    from pipeline.store import write_atomic
+    from pipeline.engine.store import write_atomic
 
     write_atomic(out, text)
     click.echo(f"wrote {out}", err=True)
@@ -648,7 +667,7 @@ def _print_summary(report: dict, run_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from pipeline.markdown import size_text
+    from pipeline.analysis.markdown import size_text
     from pipeline.measurement import figure
 
     console = Console()

@@ -24,11 +24,11 @@ def _model(kind: str) -> tuple[type[BaseModel], str]:
 
         return Recipe, "edge-pipeline recipe: stages, targets and their settings (`pipeline run RECIPE`)"
     if kind == "sweep":
-        from pipeline.sweep import SweepConfig
+        from pipeline.engine.sweep import SweepConfig
 
         return SweepConfig, "edge-pipeline sweep: a base recipe, a search space and objectives (`pipeline sweep`)"
     if kind == "devices":
-        from pipeline.hil import Inventory
+        from pipeline.connect.hil import Inventory
 
         return Inventory, "edge-pipeline device inventory for hardware in the loop (`pipeline hil --inventory`)"
     raise ValueError(f"unknown schema kind {kind!r}; expected one of: {', '.join(KINDS)}")

@@ -43,8 +43,8 @@ if TYPE_CHECKING:
     import numpy as np
 
     from pipeline.data import FeatureSet
+    from pipeline.engine.store import Artifact
     from pipeline.recipe import Recipe
-    from pipeline.store import Artifact
 
 
 @dataclass

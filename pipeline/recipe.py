@@ -232,7 +232,8 @@ class SyntheticConfig(Strict):
     rate_wpm: Range = Field((120.0, 220.0), description="espeak-ng speaking rate, words per minute, drawn per voice")
     pitch: Range = Field((20.0, 80.0), description="espeak-ng pitch (0-99, 50 is the voice's own), drawn per voice")
     snr_db: Range = Field((5.0, 30.0), description="speech-to-background-noise ratio of each clip, dB, drawn per word")
-    # Off by default: on the development set none of these helped (docs/real-speech.md, "Synthetic speech that transfers").
+    # Off by default: on the development set none of these helped
+    # (docs/real-speech.md, "Synthetic speech that transfers").
     formant_scale: Range = Field(
         (1.0, 1.0), description="vocal-tract-length factor drawn per voice for its formants, e.g. [0.85, 1.18]"
     )
@@ -543,7 +544,7 @@ class StreamingConfig(Strict):
 
 
 class TrackingConfig(Strict):
-    """Where runs are logged in MLflow (`pipeline.tracking`); `--mlflow` on the command line wins."""
+    """Where runs are logged in MLflow (`pipeline.connect.tracking`); `--mlflow` on the command line wins."""
 
     mlflow: str = Field(min_length=1, max_length=2048, description="MLflow tracking URI (http://host:5000, "
                         "sqlite:///f.db, file:///dir) or a local folder, relative to the recipe's folder")  # fmt: skip

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 TARGETS = ("tflm", "android", "openvino", "ethos_u")
@@ -16,7 +18,7 @@ seed: 0                             # every random choice (voices, splits, train
 
 data:
   source: speech_commands
-  path: data/speech_commands_v2     # a folder in the Speech Commands layout (relative to this file), used when it exists
+  path: data/speech_commands_v2     # Speech Commands layout, relative to this file; used when it exists ...
   fallback: synthetic               # ... else offline synthetic voices (espeak-ng), disjoint between the splits
   keywords: [{keywords}]   # + _silence_ and _unknown_
   synthetic: {{train_voices: 1500, val_voices: 150, test_voices: 250}}   # voice draws; each says every keyword
@@ -65,6 +67,15 @@ budgets:
 """
 
 
+NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"  # the recipe's own rule for `name`, checked before it is written in
+
+
+def _flow_scalar(word: str) -> str:
+    """A keyword as YAML: bare when it reads back as itself (yes, no, on, off do under YAML 1.2), else quoted."""
+    bare = re.fullmatch(r"[A-Za-z][A-Za-z0-9_'-]*", word) and word.lower() not in ("null", "true", "false")
+    return word if bare else json.dumps(word)
+
+
 class StarterError(ValueError):
     """An option `pipeline init` cannot turn into a valid recipe."""
 
@@ -81,8 +92,10 @@ def starter_recipe(name: str, keywords: list[str], board: str, targets: list[str
         raise StarterError("--targets: name at least one target")
     if "tflm" in targets and board not in BOARDS:
         raise StarterError(f"--board: unknown board '{board}'; expected one of: {', '.join(sorted(BOARDS))}")
+    if not re.fullmatch(NAME, name):
+        raise StarterError(f"NAME: '{name}' must be letters, digits, '.', '_' or '-', starting with a letter or digit")
     text = HEADER.format(
-        name=name, schema=schema, file=f"{name}.yaml", keywords=", ".join(keywords),
+        name=name, schema=schema, file=f"{name}.yaml", keywords=", ".join(map(_flow_scalar, keywords)),
         keywords_text=", ".join(f"'{k}'" for k in keywords),
     )  # fmt: skip
     emulated = "tflm" in targets and BOARDS[board].buildable and BOARDS[board].qemu_machine
@@ -109,7 +122,7 @@ def _said_as_option(path: tuple, message: str) -> str:
 
 def write_starter(out: Path, text: str, schema_text: str, force: bool) -> tuple[Path, Path]:
     """Write the recipe and, beside it, the schema its first line names; refuses to replace a recipe."""
-    from pipeline.store import write_atomic
+    from pipeline.engine.store import write_atomic
 
     if out.exists() and not force:
         raise FileExistsError(f"{out} exists; pass --force to replace it")

@@ -23,9 +23,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from pipeline.analysis.evaluation import quantize_input  # noqa: E402
 from pipeline.data.features import mfcc  # noqa: E402
 from pipeline.data.field import load_field_clips  # noqa: E402
-from pipeline.evaluation import quantize_input  # noqa: E402
 from pipeline.recipe import load_recipe  # noqa: E402
 from pipeline.runtimes.tflm import tflm_outputs  # noqa: E402
 from targets.tflm.frontend import check_harness, to_pcm16  # noqa: E402

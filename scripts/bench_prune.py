@@ -33,9 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from pipeline.progress import Reporter  # noqa: E402
+from pipeline.engine.progress import Reporter  # noqa: E402
+from pipeline.engine.runner import RunResult, run_recipe  # noqa: E402
 from pipeline.recipe import Recipe, load_recipe  # noqa: E402
-from pipeline.runner import RunResult, run_recipe  # noqa: E402
 
 GOALS = {"latency": 0.6, "bytes": 0.6, "arena": 0.8, "accuracy_points": 1.5}
 

@@ -58,9 +58,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from bench_prune import _chain, _entries, as_trained, pruned_chain, write_chain  # noqa: E402
 
 from pipeline.data import field_speaker  # noqa: E402
-from pipeline.progress import Reporter  # noqa: E402
+from pipeline.engine.progress import Reporter  # noqa: E402
+from pipeline.engine.runner import RunResult, run_recipe  # noqa: E402
 from pipeline.recipe import DEFAULT_UNKNOWN_WORDS, Recipe, load_recipe  # noqa: E402
-from pipeline.runner import RunResult, run_recipe  # noqa: E402
 
 # Each rung: (label, data.synthetic settings, train settings). Every setting a rung reads is pinned here, so the
 # ladder means the same whichever levers the recipe itself turns on (the flagship's flite share, say).

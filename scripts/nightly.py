@@ -28,8 +28,8 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from pipeline.engine.store import write_json  # noqa: E402
 from pipeline.recipe import load_recipe  # noqa: E402
-from pipeline.store import write_json  # noqa: E402
 
 # figure suffix -> (direction, kind of tolerance); "up" means larger is worse
 RULES = {
@@ -47,7 +47,8 @@ def figures(run_dir: Path) -> dict[str, float]:
     report = json.loads((run_dir / "report.json").read_text())
     out: dict[str, float] = {}
     for t in report["targets"]:
-        out[f"{t['name']}.accuracy"] = t["accuracy"]
+        if t["accuracy"] is not None:  # a target measured without a runtime here (ethos_u: Vela) has none
+            out[f"{t['name']}.accuracy"] = t["accuracy"]
         out[f"{t['name']}.latency_ms"] = t["latency_ms"]["median"]
         if "host_latency_ms" in t:  # the host interpreter's time, kept beside a board's figure as the cross-check
             out[f"{t['name']}.host_latency_ms"] = t["host_latency_ms"]["median"]
@@ -102,7 +103,7 @@ def compare(
 def log_night(run_dir: Path, uri: str, experiment: str | None, night: str, current: dict, rows: list[dict]) -> None:
     """One MLflow run per night (a re-checked run is a new night): the run's report and bundles, the night's
     figures under `nightly/`, and which of them regressed; the experiment's charts are then the history."""
-    from pipeline.tracking import TrackingError, log_run
+    from pipeline.connect.tracking import TrackingError, log_run
 
     recipe = json.loads((run_dir / "report.json").read_text())["recipe"]
     regressed = ",".join(r["figure"] for r in rows if r["regression"])

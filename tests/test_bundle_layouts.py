@@ -16,7 +16,7 @@ import subprocess
 import pytest
 import yaml
 
-from pipeline.registry import publish
+from pipeline.connect.registry import publish
 from pipeline.tflite_model import read_model
 from targets.tflm.bundle import write_c_array
 from targets.tflm.metadata import embed, identity, read_identity

@@ -12,9 +12,9 @@ import yaml
 from pipeline.data import DataError, prepare
 from pipeline.data.download import DownloadError, fetch_dataset
 from pipeline.data.synthetic import write_wav
-from pipeline.progress import Reporter
+from pipeline.engine.progress import Reporter
+from pipeline.engine.store import Store
 from pipeline.recipe import RecipeLoader, load_recipe
-from pipeline.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 WORDS = ["yes", "no", "up", "down", "cat"]

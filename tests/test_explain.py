@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from pipeline.explain import (
+from pipeline.analysis.explain import (
     beyond_noise,
     bootstrap_ci,
     compare_maps,

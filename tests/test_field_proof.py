@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.fingerprint import fingerprint, import_closure
+from pipeline.engine.fingerprint import fingerprint, import_closure
 from tests.conftest import ROOT, TINY, run_cli
 
 
@@ -80,7 +80,7 @@ def test_cache_keys_follow_the_import_closure_and_child_processes():
         modules
     )
     assert "pipeline.runtimes.tflm_child" in modules  # started as `python -m`, found through run_module(...)
-    assert "targets.openvino" not in modules and "pipeline.report" not in modules
+    assert "targets.openvino" not in modules and "pipeline.analysis.report" not in modules
     assert "tflite_micro" in external
     assert "openvino" in import_closure("targets.openvino")[1]
     assert "targets.openvino.child" in import_closure("targets.openvino")[0]
@@ -94,10 +94,10 @@ def test_a_new_runtime_version_rebuilds_the_steps_that_use_it(tiny_run, tmp_path
     explain rebuild; training and OpenVINO do not."""
     from importlib import metadata
 
-    import pipeline.fingerprint as fp
-    from pipeline.progress import Reporter
+    import pipeline.engine.fingerprint as fp
+    from pipeline.engine.progress import Reporter
+    from pipeline.engine.runner import run_recipe
     from pipeline.recipe import load_recipe
-    from pipeline.runner import run_recipe
 
     real = metadata.version
     monkeypatch.setattr(fp.metadata, "version", lambda d: "9.9.9" if d.replace("-", "_") == "tflite_micro" else real(d))

@@ -89,8 +89,8 @@ def test_a_clip_recorded_again_under_its_name_is_read_again(tmp_path):
     import os
 
     from pipeline.data import prepare_field_set
+    from pipeline.engine.store import Store
     from pipeline.recipe import FeaturesConfig
-    from pipeline.store import Store
 
     root, store, cfg = tmp_path / "field", Store(tmp_path / "cache"), FeaturesConfig()
     clip = root / "yes" / "a_nohash_0.wav"
@@ -116,7 +116,9 @@ def test_evaluate_judges_every_model_of_a_run(tiny_run, field_folder, tmp_path):
                    "--cache", str(runs / ".cache"))  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     # It trains nothing and says nothing about training; what libraries print goes to the run's log.
-    assert "training" not in done.stderr and "WARNING" not in done.stderr and "tensorflow" not in done.stderr, done.stderr
+    assert "training" not in done.stderr and "WARNING" not in done.stderr and "tensorflow" not in done.stderr, (
+        done.stderr
+    )
     assert list((run_dir / ".logs").glob("*.log"))
     report = json.loads((run_dir / "report.json").read_text())
     field = report["field_tests"]

@@ -9,9 +9,9 @@ import subprocess
 import numpy as np
 import pytest
 
+from pipeline.analysis.evaluation import quantize_input
 from pipeline.data.features import mfcc
 from pipeline.data.synthetic import read_wav
-from pipeline.evaluation import quantize_input
 from pipeline.recipe import load_recipe
 from pipeline.runtimes.tflm import tflm_outputs
 from targets.tflm.frontend import check_harness, to_pcm16

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.hil import SoftDevice, load_inventory, run_hil
+from pipeline.connect.hil import SoftDevice, load_inventory, run_hil
 from pipeline.recipe import RecipeError
 from pipeline.runtimes.tflm import tflm_outputs
 from targets.serial_dut import DutError, DutTimeout, SerialDut
@@ -161,7 +161,7 @@ def test_inventory_devices_reproduce_tflm_outputs(bundle):
     if path:
         inventory = load_inventory(Path(path))
     else:
-        from pipeline.hil import Inventory
+        from pipeline.connect.hil import Inventory
 
         inventory = Inventory.model_validate({"devices": [
             {"name": "m4-qemu", "kind": "qemu", "board": "cortex-m4f-256k"},

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from pipeline import budgets as budget_checks
-from pipeline.fingerprint import import_closure
+from pipeline.engine.fingerprint import import_closure
 from pipeline.measurement import Measurement, figure, figures
 from pipeline.recipe import RecipeLoader, parse_recipe
 from tests.conftest import ROOT, TINY
@@ -239,8 +239,8 @@ def test_measurements_round_trip_and_fill_the_flat_fields():
 def test_imports_flow_one_way():
     """recipe -> plugins, never back: no target imports the recipe, runner, report or explain, and the recipe's
     import closure names no target (plugins are found at run time, so a target's code never keys training)."""
-    above = {"pipeline.recipe", "pipeline.runner", "pipeline.report", "pipeline.explain", "pipeline.field",
-             "pipeline.cli", "pipeline.data"}  # fmt: skip
+    above = {"pipeline.recipe", "pipeline.engine.runner", "pipeline.analysis.report", "pipeline.analysis.explain",
+             "pipeline.analysis.field", "pipeline.cli", "pipeline.data"}  # fmt: skip
     for name in ("tflm", "android", "openvino"):
         modules, _ = import_closure(f"targets.{name}")
         assert not above & set(modules), (name, above & set(modules))
@@ -249,6 +249,24 @@ def test_imports_flow_one_way():
     assert not {"tflite_micro", "openvino", "ai_edge_litert", "ethosu"} & set(recipe_runtimes)
     train_modules, _ = import_closure("pipeline.stages.train")
     assert not any(m.startswith("targets") for m in train_modules)
+
+
+def test_no_module_imports_its_way_back_to_itself():
+    """No import circles, function-level imports included (annotation-only ones are never run). A module that
+    imports its own package is not a circle: that is how a stage's work module reads its schema."""
+    from pipeline.engine.fingerprint import _direct_imports
+
+    modules = [".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+               for top in ("pipeline", "targets") for p in (ROOT / top).rglob("*.py")]  # fmt: skip
+    graph = {m: {d for d in _direct_imports(m)[0] if d != m and not m.startswith(d + ".")} for m in modules}
+    for start in modules:
+        seen, todo = set(), list(graph[start])
+        while todo:
+            module = todo.pop()
+            assert module != start, f"{start} imports its way back to itself"
+            if module not in seen and module in graph:
+                seen.add(module)
+                todo.extend(graph[module])
 
 
 def _tiny_with_targets(targets: list[dict]) -> str:

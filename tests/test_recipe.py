@@ -29,7 +29,7 @@ def problems(text: str) -> list[str]:
 
 
 def test_shipped_recipes_and_inventory_are_valid():
-    from pipeline.hil import load_inventory
+    from pipeline.connect.hil import load_inventory
 
     recipe = load_recipe(ROOT / "recipes" / "kws_mcu.yaml")
     assert [s.name for s in recipe.stages] == ["train", "prune", "finetune", "quantize", "export"]

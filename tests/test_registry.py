@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from pipeline.registry import RegistryError, list_versions, publish, pull
+from pipeline.connect.registry import RegistryError, list_versions, publish, pull
 from targets.tflm.bundle import verify_manifest, write_manifest
 
 
@@ -81,7 +81,7 @@ def _another_model(run_dir, tmp_path):
 
 def test_a_publisher_with_a_stale_view_takes_the_next_number(run_dir, tmp_path, monkeypatch):
     """The race made deterministic: the second publisher reads the numbers before the first one claimed 1."""
-    import pipeline.registry as registry
+    import pipeline.connect.registry as registry
 
     url = str(tmp_path / "registry")
     assert publish(run_dir, url)["version"] == 1
@@ -94,7 +94,9 @@ def test_concurrent_publishes_land_with_distinct_versions(run_dir, tmp_path):
     """Two processes publish two different models at once: both land, numbered 1 and 2."""
     other = _another_model(run_dir, tmp_path)
     registry = tmp_path / "registry"
-    code = "import sys; from pipeline.registry import publish; print(publish(sys.argv[1], sys.argv[2])['version'])"
+    code = (
+        "import sys; from pipeline.connect.registry import publish; print(publish(sys.argv[1], sys.argv[2])['version'])"
+    )
     procs = [subprocess.Popen([sys.executable, "-c", code, str(d), str(registry)], stdout=subprocess.PIPE, text=True,
                               env=os.environ) for d in (run_dir, other)]  # fmt: skip
     numbers = sorted(int(p.communicate(timeout=120)[0].strip()) for p in procs)

@@ -4,14 +4,17 @@ that validate recipes, kept in step with them, complete, and agreeing with the l
 from __future__ import annotations
 
 import json
+import typing
 from pathlib import Path
 
 import jsonschema
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from pipeline.json_schema import KINDS, dumps, json_schema, key_paths, reference
-from pipeline.recipe import RecipeError, RecipeLoader, load_recipe, parse_recipe
+from pipeline.recipe import Recipe, RecipeError, RecipeLoader, load_recipe, parse_recipe
+from pipeline.schema import NamedEntry
 from tests.conftest import ROOT, TINY, run_cli
 
 DOCS = ROOT / "docs"
@@ -34,12 +37,17 @@ def test_the_reference_is_generated_and_covers_every_key_with_a_meaning():
     assert (DOCS / "recipe-reference.md").read_text() == text, (
         "out of date: run `pipeline schema --reference -o docs/recipe-reference.md`"
     )
-    paths = key_paths(json_schema("recipe"))
-    rows = {line.split("|")[1].strip(" `") for line in text.splitlines() if line.startswith("| `")}
-    headings = {line[3:].strip("`") for line in text.splitlines() if line.startswith("## ")}
+    paths = list(_model_paths(Recipe))  # walked from the pydantic models, not from the schema the reference reads
+    assert sorted(paths) == sorted(key_paths(json_schema("recipe")))
+    sections: dict[str, set[str]] = {}
+    for line in text.splitlines():
+        if line.startswith("## "):
+            heading = sections.setdefault(line[3:].strip("`").replace("Top level", ""), set())
+        elif line.startswith("| `"):
+            heading.add(line.split("|")[1].strip(" `"))
     for path in paths:
         parent, _, key = path.rpartition(".")
-        assert (parent or "Top level") in headings and key in rows, path
+        assert key in sections.get(parent, ()), path
     # Every key has a one-line meaning (the last cell of its row is not empty).
     empty = [line for line in text.splitlines() if line.startswith("| `") and line.rstrip().endswith("|  |")]
     assert not empty, empty
@@ -47,6 +55,31 @@ def test_the_reference_is_generated_and_covers_every_key_with_a_meaning():
     for path in ("stages[].prune.target", "targets[].tflm.board", "targets[].openvino.int8.preset", "tracking.mlflow",
                  "streaming.target_fa_per_hour", "data.synthetic.train_voices"):  # fmt: skip
         assert path in paths
+
+
+def _model_paths(model: type[BaseModel], prefix: str = ""):
+    """Every key path of a pydantic model, e.g. `stages[].train.epochs`, from its fields' annotations."""
+    for name, field in model.model_fields.items():
+        path = f"{prefix}.{name}" if prefix else name
+        yield path
+        for inner, inner_path in _models_in(field.annotation, path):
+            yield from _model_paths(inner, inner_path)
+
+
+def _models_in(annotation, path: str):
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, NamedEntry):  # one key per plugin, each its schema
+        for name, field in annotation.model_fields.items():
+            yield from _models_in(field.annotation, f"{path}.{name}")
+    elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield annotation, path
+    elif origin is list:
+        yield from _models_in(args[0], f"{path}[]")
+    elif origin is dict:
+        yield from _models_in(args[1], f"{path}.<name>")
+    else:
+        for arg in args:  # unions, Annotated
+            yield from _models_in(arg, path)
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
@@ -109,7 +142,10 @@ def test_init_writes_a_valid_commented_recipe_and_its_schema(tmp_path):
     assert recipe.data.keywords == ["open", "close"] and [t.name for t in recipe.targets] == ["tflm", "openvino"]
     assert recipe.targets[0].config.board == "cortex-m33-256k"
     text = written.read_text()
-    assert text.startswith("# yaml-language-server: $schema=recipe.schema.json\n") and sum("# " in line for line in text.splitlines()) > 10
+    assert (
+        text.startswith("# yaml-language-server: $schema=recipe.schema.json\n")
+        and sum("# " in line for line in text.splitlines()) > 10
+    )
     schema = json.loads((written.parent / "recipe.schema.json").read_text())
     assert not list(jsonschema.Draft202012Validator(schema).iter_errors(yaml.load(text, Loader=RecipeLoader)))
     again = run_cli("init", "doorbell", "--keywords", "open", "--out", "recipes", cwd=tmp_path)

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_flagship_recipe_end_to_end(tmp_path):
-    """README command 1's job, from a folder outside the checkout (~12 min on 2 cores with no cache)."""
+    """README command 1's job, from a folder outside the checkout (~19 min on 2 cores with no cache)."""
     done = run_cli("run", str(ROOT / "recipes" / "kws_mcu.yaml"), "--runs-dir", "runs", cwd=tmp_path, timeout=5400)
     assert done.returncode == 0, done.stderr[-4000:]
     report = json.loads((tmp_path / "runs" / "kws_mcu" / "latest" / "report.json").read_text())

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from pipeline.store import HOST, LOCKS, Store, digest, write_atomic
+from pipeline.engine.store import HOST, LOCKS, Store, digest, write_atomic
 
 
 def test_built_entry_is_published_with_meta(tmp_path):
@@ -43,7 +43,7 @@ def test_killed_build_is_cleaned_and_rebuilt(tmp_path):
     """A process killed mid-build leaves only a temp dir, which the next run removes before resuming."""
     script = (
         "import os, sys\n"
-        "from pipeline.store import Store\n"
+        "from pipeline.engine.store import Store\n"
         "def build(tmp, meta):\n"
         "    (tmp / 'half.bin').write_bytes(b'partial')\n"
         "    os._exit(9)\n"
@@ -71,7 +71,7 @@ def test_processes_sharing_a_cache_build_an_entry_once(tmp_path):
     log = tmp_path / "builds.log"
     script = (
         "import sys, time\n"
-        "from pipeline.store import Store\n"
+        "from pipeline.engine.store import Store\n"
         "def build(tmp, meta):\n"
         f"    open({str(log)!r}, 'a').write('built\\n')\n"
         "    time.sleep(1.0)\n"

@@ -11,9 +11,9 @@ import subprocess
 import numpy as np
 import pytest
 
+from pipeline.analysis.streaming import window_features
 from pipeline.detection import Detector, choose_thresholds, detect, judge, smoothed
 from pipeline.recipe import FeaturesConfig, RecipeError, StreamingConfig, parse_recipe
-from pipeline.streaming import window_features
 from pipeline.streams import LabelsError, Stream, compose, read_labels, spoken_span
 from tests.conftest import ROOT, run_cli
 

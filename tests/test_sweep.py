@@ -8,8 +8,8 @@ import textwrap
 
 import pytest
 
+from pipeline.engine.sweep import SweepError, load_sweep, pareto_front
 from pipeline.recipe import load_recipe
-from pipeline.sweep import SweepError, load_sweep, pareto_front
 from tests.conftest import ROOT, run_cli
 
 SWEEP = ROOT / "tests" / "recipes" / "tiny_sweep.yaml"

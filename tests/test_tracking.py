@@ -67,35 +67,61 @@ def test_a_finished_run_is_logged_once_into_a_local_folder(tiny_run, tmp_path):
     assert "Creating initial MLflow database" not in first.stderr + first.stdout
 
 
-def test_a_file_store_uri_still_works(tiny_run, tmp_path):
+def test_a_file_store_uri_still_works(tiny_run, tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    from pipeline.tracking import log_run
+    from pipeline.connect.tracking import log_run
 
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # what `store` would set for the process, undone after
     store = (tmp_path / "mlruns").as_uri()
     log_run(_run_dir(tiny_run), store, "legacy")
     assert (tmp_path / "mlruns").is_dir()
-    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     client = MlflowClient(store)
     _check_logged(client, _only_run(client, "legacy"), _run_dir(tiny_run))
 
 
-def test_a_run_with_mlflow_logs_itself_and_a_dead_server_costs_only_a_warning(tiny_run, tmp_path):
+def test_a_recipe_with_tracking_logs_its_runs_and_a_dead_server_costs_only_a_warning(tiny_run, tmp_path):
     runs = tmp_path / "runs"  # its own runs folder (`latest` moves), the tiny run's cache: nothing is retrained
     runs.mkdir()
     (runs / ".cache").symlink_to(tiny_run[0] / ".cache")
-    done = run_cli("run", str(TINY), "--runs-dir", str(runs), "--mlflow", "tracked", "--experiment", "e1", "-q",
-                   cwd=tmp_path)  # fmt: skip
+    recipes, elsewhere = tmp_path / "recipes", tmp_path / "elsewhere"
+    recipes.mkdir(), elsewhere.mkdir()
+    recipe = recipes / "tiny.yaml"  # its tracking folder is relative to the recipe's folder, not to where it runs
+    recipe.write_text(TINY.read_text() + "tracking: {mlflow: tracked, experiment: e1}\n")
+    done = run_cli("run", str(recipe), "--runs-dir", str(runs), "-q", cwd=elsewhere)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "logged to MLflow" in done.stdout
+    assert "logged to MLflow" in done.stdout and not (elsewhere / "tracked").exists()
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{tmp_path / 'tracked' / 'mlflow.db'}")
+    client = MlflowClient(f"sqlite:///{recipes / 'tracked' / 'mlflow.db'}")
     assert _only_run(client, "e1").data.tags["pipeline.run_id"] == json.loads(
         (runs / "tiny" / "latest" / "report.json").read_text())["run_id"]  # fmt: skip
     port = _free_port()  # nothing listens there
+    started = time.monotonic()
     dead = run_cli("track", str(runs / "tiny" / "latest"), "--mlflow", f"http://127.0.0.1:{port}", cwd=tmp_path)
     assert dead.returncode == 3 and f"127.0.0.1:{port}" in dead.stderr and "pipeline track" in dead.stderr
+    assert time.monotonic() - started < 120  # MLflow's own retries would wait about 4 minutes
+
+
+def test_a_run_that_failed_its_budgets_is_logged_once_and_shown_failed(tiny_run, tmp_path):
+    import shutil
+
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.connect.tracking import log_run
+
+    run_dir = tmp_path / "over-budget"
+    shutil.copytree(_run_dir(tiny_run), run_dir)
+    report = json.loads((run_dir / "report.json").read_text())
+    report["ok"] = False
+    (run_dir / "report.json").write_text(json.dumps(report))
+    first, _ = log_run(run_dir, str(tmp_path / "mlruns"))
+    second, _ = log_run(run_dir, str(tmp_path / "mlruns"))
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    run = _only_run(client, "tiny")
+    assert first == second == run.info.run_id and run.info.status == "FAILED"
+    assert run.data.tags["pipeline.within_budgets"] == "False"
+    assert len(client.get_metric_history(run.info.run_id, "target/tflm/accuracy")) == 1  # not logged twice
 
 
 def test_a_bad_tracking_section_is_a_located_recipe_error(tmp_path):

@@ -115,8 +115,8 @@ def test_weight_average_ends_on_the_average_and_refuses_early_stopping():
 def test_consistent_teachers_score_each_augmented_batch_the_student_sees():
     from types import SimpleNamespace
 
-    from pipeline.augment import training_dataset
     from pipeline.stages.train import AugmentConfig
+    from pipeline.stages.train.augment import training_dataset
 
     rng = np.random.default_rng(3)
     x = rng.normal(size=(8, 12, 4)).astype(np.float32)

@@ -99,7 +99,7 @@ def test_silly_synthesis_ranges_are_rejected(tmp_path):
 def test_spec_augment_shifts_and_masks_with_the_mean_and_is_reproducible():
     import tensorflow as tf
 
-    from pipeline.augment import augment
+    from pipeline.stages.train.augment import augment
 
     frames, coefficients = 49, 10
     x = np.tile(np.arange(frames, dtype=np.float32)[None, :, None, None], (64, 1, coefficients, 1)) + 100
@@ -124,7 +124,7 @@ def test_spec_augment_shifts_and_masks_with_the_mean_and_is_reproducible():
 def test_mel_masks_hold_bands_of_mel_channels_still_and_leave_the_rest():
     import tensorflow as tf
 
-    from pipeline.augment import MelSpace, augment, hold_mel_channels, mel_to_cepstrum, training_dataset
+    from pipeline.stages.train.augment import MelSpace, augment, hold_mel_channels, mel_to_cepstrum, training_dataset
 
     rng = np.random.default_rng(0)
     dct = mel_to_cepstrum(40, 10)
@@ -157,7 +157,7 @@ def test_mel_masks_hold_bands_of_mel_channels_still_and_leave_the_rest():
 def test_mel_warp_stretches_each_clips_spectrum_along_frequency():
     import tensorflow as tf
 
-    from pipeline.augment import MelSpace, augment, training_dataset, warp_mel_channels
+    from pipeline.stages.train.augment import MelSpace, augment, training_dataset, warp_mel_channels
 
     features = FeaturesConfig()
     mel = MelSpace(features, 10)

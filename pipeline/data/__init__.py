@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.synthetic import SPLITS
-from pipeline.fingerprint import fingerprint
+from pipeline.engine.fingerprint import fingerprint
+from pipeline.engine.store import Artifact, Store, digest
 from pipeline.recipe import Recipe
-from pipeline.store import Artifact, Store, digest
 
 
 class DataError(RuntimeError):

@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.analysis.evaluation import quantize_input
 from pipeline.c_output import captured_c_output
-from pipeline.evaluation import quantize_input
 from pipeline.runtimes import Predictor
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.child import describe_exit, run_module
-from pipeline.evaluation import quantize_input
+from pipeline.analysis.evaluation import quantize_input
+from pipeline.engine.child import describe_exit, run_module
 from pipeline.runtimes import Predictor
 from pipeline.tflite_model import random_inputs, read_model
 

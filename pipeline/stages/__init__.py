@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pipeline.data import FeatureSet
+    from pipeline.engine.store import Artifact
     from pipeline.recipe import FeaturesConfig, Recipe
-    from pipeline.store import Artifact
 
 
 @dataclass

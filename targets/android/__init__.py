@@ -20,16 +20,16 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
+from pipeline.analysis.evaluation import summarize
+from pipeline.analysis.markdown import pct, size_text, table
 from pipeline.budgets import BudgetsConfig
 from pipeline.c_output import captured_c_output
-from pipeline.evaluation import summarize
-from pipeline.markdown import pct, size_text, table
+from pipeline.engine.store import PREDICTIONS, write_json
 from pipeline.measurement import Measurement, figures, latency_summary
 from pipeline.plugins import TargetContext
 from pipeline.runtimes import ModelRef, top1
 from pipeline.runtimes.litert import io_details, litert_feed, litert_interpreter, litert_predictor
 from pipeline.schema import MAX_THREADS, Strict, unique_items
-from pipeline.store import PREDICTIONS, write_json
 from pipeline.tflite_model import live_tensor_lower_bound, read_model
 from targets.android.adb import Adb, AdbError, BenchmarkParseError, benchmark_on_phone
 

@@ -26,14 +26,14 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from pipeline.analysis.markdown import integer, size_text, table
 from pipeline.budgets import BudgetsConfig
-from pipeline.child import run_module
-from pipeline.markdown import integer, size_text, table
+from pipeline.engine.child import run_module
+from pipeline.engine.store import write_json
 from pipeline.measurement import Measurement, figures
 from pipeline.plugins import TargetContext
 from pipeline.runtimes.tflm import align
 from pipeline.schema import Strict, suggest
-from pipeline.store import write_json
 from pipeline.tflite_model import live_tensor_lower_bound, read_model
 from targets.tflm.bundle import (
     c_comment,
@@ -248,7 +248,7 @@ def compile(cfg: Config, ctx: TargetContext) -> None:  # noqa: A001 - the interf
 
 
 def write_bundle(ctx: TargetContext, graph: Any, model: bytes, result: dict[str, Any]) -> None:
-    from pipeline.versions import versions
+    from pipeline.engine.versions import versions
 
     name = ctx.recipe.name
     write_c_array(model, ctx.out, name)

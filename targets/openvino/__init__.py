@@ -20,16 +20,16 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
+from pipeline.analysis.evaluation import summarize
+from pipeline.analysis.markdown import mb, pct, size_text, table
 from pipeline.budgets import BudgetsConfig
-from pipeline.child import describe_exit, run_module
-from pipeline.evaluation import summarize
-from pipeline.markdown import mb, pct, size_text, table
+from pipeline.engine.child import describe_exit, run_module
+from pipeline.engine.store import PREDICTIONS, write_json
 from pipeline.measurement import Measurement, figures, latency_summary
 from pipeline.plugins import TargetContext
 from pipeline.runtimes import ModelRef, top1
 from pipeline.runtimes.openvino import openvino_predictor
 from pipeline.schema import MAX_THREADS, Strict, suggest, unique_items
-from pipeline.store import PREDICTIONS, write_json
 
 OPENVINO_DEVICES = ("CPU", "GPU", "NPU", "AUTO")
 

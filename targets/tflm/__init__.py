@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
+from pipeline.analysis.evaluation import quantize_input, summarize
+from pipeline.analysis.markdown import pct
 from pipeline.budgets import BudgetsConfig
-from pipeline.evaluation import quantize_input, summarize
-from pipeline.markdown import pct
+from pipeline.engine.store import PREDICTIONS, write_atomic, write_json
 from pipeline.measurement import Measurement, figures, latency_summary
 from pipeline.plugins import TargetContext
 from pipeline.runtimes import ModelRef
@@ -46,7 +47,6 @@ from pipeline.runtimes.tflm import (
     tflm_predictor,
 )
 from pipeline.schema import Strict, suggest
-from pipeline.store import PREDICTIONS, write_atomic, write_json
 from pipeline.tflite_model import Graph, hybrid_ops, live_tensor_lower_bound, macs, random_inputs, read_model
 from targets.tflm import layouts, memory_plan
 from targets.tflm import metadata as identity_metadata
@@ -395,7 +395,7 @@ def compile(cfg: Config, ctx: TargetContext) -> None:  # noqa: A001 - the interf
 
 
 def measure(cfg: Config, ctx: TargetContext) -> dict[str, Any]:
-    from pipeline.versions import versions
+    from pipeline.engine.versions import versions
 
     info = json.loads(ctx.export.file("model_info.json").read_text())
     inp = info["input"]
@@ -585,7 +585,7 @@ def profile(
 ) -> dict[str, Any]:  # fmt: skip
     """Bundle and TFLM measurements for any .tflite; inputs are seeded random values (no data set, no accuracy).
     With an emulated `board`, the bundle also runs as firmware on it (`run_on_board`) on the same inputs."""
-    from pipeline.versions import versions
+    from pipeline.engine.versions import versions
 
     model = Path(model_path).read_bytes()
     out.mkdir(parents=True, exist_ok=True)

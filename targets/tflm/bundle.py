@@ -12,8 +12,8 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
+from pipeline.engine.store import sha256_file, write_json
 from pipeline.runtimes.tflm import ALIGN, UnsupportedOpError
-from pipeline.store import sha256_file, write_json
 from pipeline.tflite_model import Graph, Tensor
 
 MANIFEST = "manifest.json"

@@ -1,4 +1,4 @@
-"""The streaming detector in portable C: 16-bit PCM in as it arrives, keywords out, as `pipeline.streaming` decides.
+"""The streaming detector in portable C: 16-bit PCM in as it arrives, keywords out, as `pipeline.detection` decides.
 
 `detector.h` / `detector.c` (C99, no heap, the state is one struct the caller owns):
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline.store import Store, digest, sha256_file
+from pipeline.engine.store import Store, digest, sha256_file
 from targets.tflm import sources
 from targets.tflm.boards import Board
 from targets.tflm.bundle import c_identifier

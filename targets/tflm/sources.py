@@ -26,7 +26,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.store import write_atomic
+from pipeline.engine.store import write_atomic
 
 ENV = "EDGE_PIPELINE_TFLM_SOURCES"
 SETUP_HINT = "run scripts/setup.sh (it fetches them), or name a folder of the archives in tflm.sources or $" + ENV

@@ -6,9 +6,9 @@ import shutil
 import zlib
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from pipeline.engine.store import PREDICTIONS, sha256_file, write_json
 from pipeline.runtimes.litert import io_details
 from pipeline.schema import StageConfig
-from pipeline.store import PREDICTIONS, sha256_file, write_json
 
 if TYPE_CHECKING:
     from pipeline.stages import StageContext

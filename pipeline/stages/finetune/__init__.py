@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, model_validator
 
-from pipeline.markdown import pct
+from pipeline.analysis.markdown import pct
 from pipeline.schema import Strict
 from pipeline.stages.train import TrainConfig
 

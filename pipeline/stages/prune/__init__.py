@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from pipeline.markdown import integer, pct, ratio, table
+from pipeline.analysis.markdown import integer, pct, ratio, table
 from pipeline.schema import StageConfig, suggest
 
 if TYPE_CHECKING:

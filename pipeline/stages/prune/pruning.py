@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from pipeline.analysis.evaluation import keras_predict, summarize
 from pipeline.c_output import captured_c_output
-from pipeline.evaluation import keras_predict, summarize
+from pipeline.engine.store import PREDICTIONS, write_json
 from pipeline.models import build_model, model_cost
 from pipeline.models.speech_embedding import head, join
 from pipeline.models.zoo import ModelConfig
@@ -30,7 +31,6 @@ from pipeline.stages import StageContext
 from pipeline.stages.prune import FILTERS, PruneConfig
 from pipeline.stages.train import MODEL
 from pipeline.stages.train.training import fit, seed_everything, trainable_part
-from pipeline.store import PREDICTIONS, write_json
 
 TOLERANCE = 1e-4
 FROZEN_NOTE = (

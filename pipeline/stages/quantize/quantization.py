@@ -7,14 +7,14 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from pipeline.analysis.evaluation import summarize
 from pipeline.c_output import captured_c_output
-from pipeline.evaluation import summarize
+from pipeline.engine.store import PREDICTIONS
 from pipeline.models import model_cost
 from pipeline.runtimes import top1
 from pipeline.runtimes.litert import litert_predictor
 from pipeline.stages import StageContext
 from pipeline.stages.quantize import MODEL, QuantizeConfig
-from pipeline.store import PREDICTIONS
 
 
 def quantize(cfg: QuantizeConfig, ctx: StageContext) -> dict[str, Any]:

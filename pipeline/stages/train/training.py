@@ -9,12 +9,12 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from pipeline.evaluation import keras_predict, summarize
+from pipeline.analysis.evaluation import keras_predict, summarize
+from pipeline.engine.store import PREDICTIONS
 from pipeline.models import build_model, model_cost
 from pipeline.models.speech_embedding import split_frozen
 from pipeline.stages import StageContext
 from pipeline.stages.train import MODEL, AugmentConfig, TrainConfig
-from pipeline.store import PREDICTIONS
 
 
 def train(cfg: TrainConfig, ctx: StageContext) -> dict[str, Any]:
@@ -123,7 +123,7 @@ def fit(
     train_y, val_y = targets or (data.train.y, data.val.y)
     train_x, val_x = inputs or (data.train.x[..., None], data.val.x[..., None])
     if augment is not None:
-        from pipeline.augment import training_dataset
+        from pipeline.stages.train.augment import training_dataset
 
         features = ctx.recipe.data.features
         train = {"x": training_dataset(data.train.x, train_y, batch_size, augment, ctx.recipe.seed, relabel, features)}

@@ -1,9 +1,10 @@
 """Run a module in a fresh interpreter (`python -m MODULE ...`): the project's own, or a tool's (`ethosu.vela`).
 
-Children run where the caller runs (the user's working directory), so every path handed to them is made
-absolute here: a relative path means the same file in both processes. The module is found through the installed
-package, never through the checkout. Modules started this way are part of the calling step's fingerprint (`pipeline.fingerprint` looks for
-`run_module("...")` calls): a project module's source, a third-party tool's installed version.
+Children run where the caller runs (the user's working directory), so every path handed to them is made absolute
+here: a relative path means the same file in both processes. The module is found through the installed package, never
+through the checkout. Modules started this way are part of the calling step's fingerprint
+(`pipeline.engine.fingerprint` looks for `run_module("...")` calls): a project module's source, a third-party tool's
+installed version.
 """
 
 from __future__ import annotations

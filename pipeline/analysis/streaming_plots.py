@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipeline.explain_plots import _pyplot, _save
+from pipeline.analysis.explain_plots import _pyplot, _save
 
 
 def plot_det(result: dict[str, Any], path: Path) -> str:

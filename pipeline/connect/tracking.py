@@ -13,12 +13,14 @@ import os
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import yaml
 
 from pipeline.recipe import RecipeLoader
 
 IDENTITY_TAG = "pipeline.identity"  # how a run already logged is found again (the pipeline's run id, or a night)
+COMPLETE_TAG = "pipeline.logged"  # set once everything is logged: a run without it is completed, not duplicated
 ARTIFACTS = ("report.md", "report.json", "recipe.yaml", "run.log", "hil.json")
 UNIT_SUFFIX = {"B": "bytes", "ms": "ms"}
 
@@ -34,6 +36,12 @@ def store(uri: str, base: Path | None = None) -> tuple[str, str | None]:
     if uri.startswith("file:"):
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         return uri, None
+    if uri.startswith(("http://", "https://")):
+        # MLflow retries a refused connection 7 times with growing waits (about 4 minutes): a server that is down
+        # should cost a run seconds, not minutes. The user's own settings win.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
     if "://" in uri or uri.startswith(("sqlite:", "databricks", "postgresql:", "mysql:")):
         return uri, None
     folder = Path(uri).expanduser()
@@ -52,9 +60,7 @@ def metrics(report: dict[str, Any]) -> tuple[list[tuple[str, float, int]], dict[
     tags: dict[str, str] = {}
 
     def put(name: str, value: Any, step: int = 0) -> None:
-        if isinstance(value, bool):
-            value = float(value)
-        if isinstance(value, int | float) and math.isfinite(value):
+        if _finite(value):
             out.append((_metric_name(name), float(value), step))
 
     for stage in report.get("stages", []):
@@ -137,18 +143,23 @@ def log_run(
     report_file = run_dir / "report.json"
     if not report_file.is_file():
         raise TrackingError(f"{run_dir}: no report.json: not a finished run")
-    report = json.loads(report_file.read_text())
+    try:
+        report = json.loads(report_file.read_text())
+        missing = [key for key in ("recipe", "run_id") if not isinstance(report.get(key), str)]
+    except (ValueError, AttributeError):
+        report, missing = {}, ["a JSON object"]
+    if missing:
+        raise TrackingError(f"{report_file}: not a report of this tool (no {', '.join(missing)})")
     recipe_file = run_dir / "recipe.yaml"
     recipe = yaml.load(recipe_file.read_text(), Loader=RecipeLoader) if recipe_file.is_file() else {}
-    experiment = experiment or report["recipe"]
+    tracking = recipe.get("tracking") if isinstance(recipe, dict) else None
+    experiment = experiment or (tracking or {}).get("experiment") or report["recipe"]
     tracking_uri, artifact_root = store(uri, base)
     try:
         return _log(run_dir, report, recipe, tracking_uri, artifact_root, experiment, parent, tags or {},
                     extra_metrics or {}, identity or report["run_id"])  # fmt: skip
-    except TrackingError:
-        raise
     except Exception as exc:  # MLflow's own errors (connection refused, HTTP 4xx/5xx) come in many classes
-        raise TrackingError(f"MLflow at {tracking_uri}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+        raise _mlflow_error(tracking_uri, exc) from exc
 
 
 def _experiment(tracking_uri: str, artifact_root: str | None, experiment: str) -> tuple[Any, str]:
@@ -163,20 +174,31 @@ def _experiment(tracking_uri: str, artifact_root: str | None, experiment: str) -
     found = client.get_experiment_by_name(experiment)
     if found is not None:
         return client, found.experiment_id
-    location = f"{artifact_root}/{experiment}" if artifact_root else None
+    location = f"{artifact_root}/{quote(experiment, safe='')}" if artifact_root else None
     return client, client.create_experiment(experiment, artifact_location=location)
 
 
-def _log(run_dir, report, recipe, tracking_uri, artifact_root, experiment, parent, tags, extra_metrics, identity):  # noqa: ANN001, ANN202
+def _log(  # noqa: PLR0913 - every argument is one of log_run's, already checked
+    run_dir: Path,
+    report: dict[str, Any],
+    recipe: dict[str, Any],
+    tracking_uri: str,
+    artifact_root: str | None,
+    experiment: str,
+    parent: str | None,
+    tags: dict[str, str],
+    extra_metrics: dict[str, float],
+    identity: str,
+) -> tuple[str, str]:
     from mlflow.entities import Metric, Param, RunTag
 
     client, experiment_id = _experiment(tracking_uri, artifact_root, experiment)
     run_id = report["run_id"]
-    existing = client.search_runs([experiment_id], filter_string=f"tags.`{IDENTITY_TAG}` = '{identity}'", max_results=1)
-    if existing and existing[0].info.status == "FINISHED":
+    existing = _tagged(client, experiment_id, IDENTITY_TAG, identity)
+    if existing and existing[0].data.tags.get(COMPLETE_TAG) == "true":
         return existing[0].info.run_id, _where(tracking_uri, experiment_id, existing[0].info.run_id)
-    run_tags = {IDENTITY_TAG: identity, "pipeline.run_id": run_id, "pipeline.recipe": report["recipe"], "pipeline.run_dir": str(run_dir),
-                "pipeline.recipe_fingerprint": report.get("recipe_fingerprint", ""),
+    run_tags = {IDENTITY_TAG: identity, "pipeline.run_id": run_id, "pipeline.recipe": report["recipe"],
+                "pipeline.run_dir": str(run_dir), "pipeline.recipe_fingerprint": report.get("recipe_fingerprint", ""),
                 "pipeline.within_budgets": str(report.get("ok")), **tags}  # fmt: skip
     for name, version in (report.get("versions") or {}).items():
         run_tags[f"version.{name}"] = str(version)
@@ -189,7 +211,7 @@ def _log(run_dir, report, recipe, tracking_uri, artifact_root, experiment, paren
         name = run_tags.pop("mlflow.runName", f"{report['recipe']} {run_id}")
         mlflow_run = client.create_run(experiment_id, start_time=start, tags=run_tags, run_name=name).info.run_id
     values, figure_tags = metrics(report)
-    values += [(_metric_name(k), float(v), 0) for k, v in extra_metrics.items()]
+    values += [(_metric_name(k), float(v), 0) for k, v in extra_metrics.items() if _finite(v)]
     now = int(time.time() * 1000)
     batch_metrics = [Metric(name, value, now, step) for name, value, step in values]
     batch_params = [Param(k, v) for k, v in params(recipe).items()]
@@ -202,32 +224,35 @@ def _log(run_dir, report, recipe, tracking_uri, artifact_root, experiment, paren
         if (run_dir / name).is_file():
             client.log_artifact(mlflow_run, str(run_dir / name))
     for png in sorted(run_dir.rglob("*.png")):
-        client.log_artifact(mlflow_run, str(png), artifact_path=str(png.parent.relative_to(run_dir)))
+        if png.relative_to(run_dir).parts[0] != "export":  # the export folder goes whole, below
+            client.log_artifact(mlflow_run, str(png), artifact_path=str(png.parent.relative_to(run_dir)))
     if (run_dir / "export").is_dir():
         client.log_artifacts(mlflow_run, str(run_dir / "export"), artifact_path="export")
     wall = report.get("wall_seconds")
     end = _start_ms(report) + int(wall * 1000) if wall and identity == run_id else None  # the run's, not the logging's
+    # A run whose budgets failed is complete but shows red in MLflow's lists, as it fails its recipe.
     client.set_terminated(mlflow_run, "FINISHED" if report.get("ok") else "FAILED", end_time=end)
+    client.set_tag(mlflow_run, COMPLETE_TAG, "true")  # last: a run without it is completed by the next attempt
     return mlflow_run, _where(tracking_uri, experiment_id, mlflow_run)
 
 
 def log_sweep(out: Path, result: dict[str, Any], uri: str, experiment: str | None = None, *,
-              base: Path | None = None) -> str:  # fmt: skip
+              base: Path | None = None) -> tuple[str, list[str]]:  # fmt: skip
     """Log a finished sweep: a parent run (objectives, the Pareto front's files, best.yaml) and, under it, one child
-    run per finished trial, tagged with its point of the search space. Returns where to look."""
+    run per finished trial, tagged with its point of the search space. Returns (where to look, the trials that
+    could not be logged, with why); logging it again completes what is missing."""
     experiment = experiment or result["sweep"]
     tracking_uri, artifact_root = store(uri, base)
     try:
         client, experiment_id = _experiment(tracking_uri, artifact_root, experiment)
         marker = str(out.resolve())
-        found = client.search_runs([experiment_id], filter_string=f"tags.`pipeline.sweep_dir` = '{marker}'",
-                                   max_results=1)  # fmt: skip
-        if found:
-            parent = found[0].info.run_id
-        else:
+        found = _tagged(client, experiment_id, "pipeline.sweep_dir", marker)
+        parent = found[0].info.run_id if found else None
+        if parent is None:
             tags = {"pipeline.sweep": result["sweep"], "pipeline.sweep_dir": marker,
-                    "pipeline.best_trial": str(result["best"])}  # fmt: skip
+                    "pipeline.best_trial": result["best"] or "none within budgets"}  # fmt: skip
             parent = client.create_run(experiment_id, tags=tags, run_name=f"sweep {result['sweep']}").info.run_id
+        if not found or found[0].data.tags.get(COMPLETE_TAG) != "true":
             client.log_param(parent, "objectives", json.dumps(result["objectives"]))
             client.log_param(parent, "method", result["method"])
             client.log_metric(parent, "trials", len(result["trials"]))
@@ -236,15 +261,45 @@ def log_sweep(out: Path, result: dict[str, Any], uri: str, experiment: str | Non
                 if (out / name).is_file():
                     client.log_artifact(parent, str(out / name))
     except Exception as exc:
-        raise TrackingError(f"MLflow at {tracking_uri}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+        raise _mlflow_error(tracking_uri, exc) from exc
+    failed: list[str] = []
     for trial in result["trials"]:
         if trial["state"] != "done" or not trial.get("run_dir"):
-            continue
+            continue  # a failed trial has no run to log; pareto.json, logged above, keeps its reason
         tags = {"pipeline.trial": trial["name"], "pipeline.pareto": str(trial.get("pareto", False))}
         tags |= {f"trial.{key}": json.dumps(value) for key, value in trial["config"].items()}
-        log_run(Path(trial["run_dir"]), uri, experiment, base=base, parent=parent, tags=tags)
-    client.set_terminated(parent)
-    return _where(tracking_uri, experiment_id, parent)
+        try:
+            log_run(Path(trial["run_dir"]), uri, experiment, base=base, parent=parent, tags=tags)
+        except TrackingError as exc:  # the other trials still go in; a second `pipeline sweep` retries this one
+            failed.append(f"{trial['name']}: {exc}")
+    try:
+        if not failed:
+            client.set_terminated(parent)
+            client.set_tag(parent, COMPLETE_TAG, "true")
+    except Exception as exc:
+        raise _mlflow_error(tracking_uri, exc) from exc
+    return _where(tracking_uri, experiment_id, parent), failed
+
+
+def _tagged(client: Any, experiment_id: str, tag: str, value: str) -> list[Any]:
+    """Runs of the experiment whose `tag` is `value`; MLflow's filter strings take either quote, so the one the
+    value does not contain is used (a folder may be called o'brien)."""
+    mark = '"' if "'" in value else "'"
+    if mark in value:
+        raise TrackingError(f"cannot search MLflow for a {tag} holding both kinds of quote: {value}")
+    return client.search_runs([experiment_id], filter_string=f"tags.`{tag}` = {mark}{value}{mark}", max_results=1)
+
+
+def _mlflow_error(tracking_uri: str, exc: BaseException) -> TrackingError:
+    if isinstance(exc, TrackingError):
+        return exc
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return TrackingError(f"MLflow at {tracking_uri}: {type(exc).__name__}{': ' + first if first else ''}")
+
+
+def _finite(value: Any) -> bool:
+    """A number MLflow can hold (booleans count, as 0 and 1); None and NaN are figures a run does not have."""
+    return isinstance(value, int | float) and math.isfinite(value)
 
 
 def _metric_name(name: str) -> str:

@@ -1,8 +1,8 @@
 """The runner: recipe -> data -> stages -> artifacts -> targets -> report, one way.
 
-Each step's output is a content-addressed store entry (see `pipeline.store`): an unchanged re-run finds every
+Each step's output is a content-addressed store entry (see `pipeline.engine.store`): an unchanged re-run finds every
 entry and re-computes nothing; a changed stage config changes that stage's key and so every key after it. Keys
-cover the code each step runs and the runtime versions it uses (`pipeline.fingerprint`).
+cover the code each step runs and the runtime versions it uses (`pipeline.engine.fingerprint`).
 
 A target is two entries: what it compiles (cached like a stage) and what it measures. Measurements of a machine
 are not a pure function of their inputs: `remeasure=True` (`pipeline run --remeasure`, nightly) re-takes them,
@@ -24,17 +24,17 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import budgets as budget_checks
+from pipeline.analysis.report import render_markdown
 from pipeline.data import FeatureSet, FieldSet, prepare, prepare_field_set, prepare_field_sets, synthetic_test_set
 from pipeline.data.field import listing_key
-from pipeline.fingerprint import fingerprint
+from pipeline.engine.fingerprint import fingerprint
+from pipeline.engine.progress import Reporter
+from pipeline.engine.store import META, Artifact, Store, digest, replace_dir, write_atomic, write_json
+from pipeline.engine.versions import versions
 from pipeline.plugins import TargetContext, find_models, stage, target
-from pipeline.progress import Reporter
 from pipeline.recipe import FeaturesConfig, Recipe, StreamingConfig
-from pipeline.report import render_markdown
 from pipeline.runtimes import ModelRef
 from pipeline.stages import StageContext
-from pipeline.store import META, Artifact, Store, digest, replace_dir, write_atomic, write_json
-from pipeline.versions import versions
 
 DEFAULT_RUNS = Path("runs")
 RUN_MARKER = ".edge-pipeline-run"  # in every run folder: --out may replace a folder only when it holds this
@@ -279,9 +279,9 @@ def run_target(
     return compiled, measured
 
 
-EXPLAIN_CODE = "pipeline.explain"
-FIELD_CODE = "pipeline.field"
-STREAMING_CODE = ("pipeline.streaming", "pipeline.streaming_plots", "pipeline.streams")
+EXPLAIN_CODE = "pipeline.analysis.explain"
+FIELD_CODE = "pipeline.analysis.field"
+STREAMING_CODE = ("pipeline.analysis.streaming", "pipeline.analysis.streaming_plots", "pipeline.streams")
 
 
 def run_field_tests(
@@ -296,7 +296,7 @@ def run_field_tests(
     """Every model of the run on the synthetic test split and on each field set, through its own runtime."""
     if not field_sets:
         return None
-    from pipeline.field import evaluate
+    from pipeline.analysis.field import evaluate
 
     reporter.scope = "field"
     sets = [synthetic_test_set(data), *field_sets]
@@ -327,8 +327,8 @@ def synthetic_stream_of(recipe: Recipe, data: FeatureSet, split: str, cfg: Strea
 
 def listened(recipe: Recipe, data: FeatureSet, split: str, cfg: StreamingConfig) -> tuple[Any, Any]:
     """A split's stream and the model's input for each of its windows at the recipe's stride."""
+    from pipeline.analysis.streaming import window_features
     from pipeline.detection import hop_samples
-    from pipeline.streaming import window_features
 
     stream = synthetic_stream_of(recipe, data, split, cfg)
     return stream, window_features(stream.audio, recipe.data.features, hop_samples(cfg, recipe.data.features))
@@ -358,11 +358,11 @@ def run_streaming(
     reporter: Reporter,
 ) -> Artifact | None:
     """Every target's model listening to streams on its own runtime: thresholds, misses, false accepts per hour
-    and DET curves (`pipeline.streaming`), cached like any step."""
+    and DET curves (`pipeline.analysis.streaming`), cached like any step."""
     if recipe.streaming is None or not targets:
         return None
-    from pipeline.streaming import cost, evaluate
-    from pipeline.streaming_plots import plot_det
+    from pipeline.analysis.streaming import cost, evaluate
+    from pipeline.analysis.streaming_plots import plot_det
 
     reporter.scope = "streaming"
     key = digest(
@@ -412,7 +412,7 @@ def run_explain(
     not their measurements, so `--remeasure` does not redo it), on the control twin, and on the data."""
     if not recipe.explain.enabled or not stages or not stages[0][1].file("model.keras").exists():
         return None
-    from pipeline.explain import explain
+    from pipeline.analysis.explain import explain
 
     twin = control_twin(recipe, data, store, reporter)
     reporter.scope = "explain"
@@ -586,7 +586,7 @@ def _open_run(
 def reexplain(run_dir: Path, reporter: Reporter, cache: Path | None = None) -> dict[str, Any]:
     """Recompute the explain section of a finished run from its own files (no retraining), then swap in the new
     `explain/` folder and rewrite report.json/report.md."""
-    from pipeline.explain import explain
+    from pipeline.analysis.explain import explain
 
     report, recipe, store, data, stage_dirs, target_dirs = _open_run(run_dir, reporter, cache)
     removed = _pruned_filters(stage_dirs)
@@ -616,7 +616,7 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Judge every model of a finished run on another folder of recordings (no retraining); the set joins the
     run's field tests in report.json/report.md."""
-    from pipeline.field import evaluate
+    from pipeline.analysis.field import evaluate
 
     report, recipe, store, data, stage_dirs, target_dirs = _open_run(run_dir, reporter, cache)
     field_set = prepare_field_set(name, data_dir, data.labels, recipe.data.features, store, reporter.progress)
@@ -643,9 +643,9 @@ def evaluate_streams(
     the recipe's streams (synthetic test and field sets) when none is given. Thresholds come from the run's
     streaming section when it has them, else they are chosen now on the synthetic validation stream (the
     recipe's `streaming` settings, or the defaults). The streams join the run's streaming section."""
+    from pipeline.analysis.streaming import cost, evaluate
+    from pipeline.analysis.streaming_plots import plot_det
     from pipeline.data import DataError
-    from pipeline.streaming import cost, evaluate
-    from pipeline.streaming_plots import plot_det
     from pipeline.streams import read_stream
 
     report, recipe, store, data, _, target_dirs = _open_run(run_dir, reporter, cache)

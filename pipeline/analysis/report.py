@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.markdown import integer, pct, size_text, table
+from pipeline.analysis.markdown import integer, pct, size_text, table
 from pipeline.measurement import FIGURES, figure
 from pipeline.plugins import stages, targets
 
@@ -197,7 +197,7 @@ def _stream_cost(cost: dict[str, Any] | None) -> list[str]:
 def _field_tests(field: dict[str, Any] | None) -> list[str]:
     if not field:
         return []
-    from pipeline.field import worst_confusions
+    from pipeline.analysis.field import worst_confusions
 
     real = [fs for fs in field["sets"] if fs["name"] != "synthetic"]
     out = ["## Field tests: synthetic voices vs real people", ""]

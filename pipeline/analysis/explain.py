@@ -187,7 +187,7 @@ def explain(models: list[ModelRef], data: Any, cfg: ExplainConfig, seed: int, ou
             field_sets: list[Any] = ()) -> dict[str, Any]:  # fmt: skip
     """Compute the section; writes maps.npz and the pictures into `out`, returns the JSON-able result. `twin`, the
     control (role "control"), is explained like any model and every other model is also judged against it."""
-    from pipeline.explain_plots import plot_drift, plot_global, plot_maps, plot_pies, plot_removed
+    from pipeline.analysis.explain_plots import plot_drift, plot_global, plot_maps, plot_pies, plot_removed
 
     models = [*models, twin] if twin is not None else list(models)
 

@@ -20,7 +20,7 @@ def _pyplot() -> Any:
 def _save(fig: Any, path: Path) -> str:
     import io
 
-    from pipeline.store import write_atomic
+    from pipeline.engine.store import write_atomic
 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")

@@ -1,10 +1,10 @@
 """What a step's output is a function of, beyond its config and inputs: the code it runs and the runtimes it uses.
 
-The project modules come from the static import closure of the step's root modules (every `import` and
-`from ... import`, including those inside functions, plus the modules started as child processes through
-`pipeline.child.run_module("pipeline.runtimes.tflm_child", ...)`), so no hand-kept list can miss one. The runtimes are the installed versions of
-every third-party distribution that closure imports (TensorFlow, NNCF, OpenVINO, tflite-micro, LiteRT, ...):
-upgrading one rebuilds exactly the steps that use it.
+The project modules come from the static import closure of the step's root modules (every `import` and `from ...
+import`, including those inside functions, plus the modules started as child processes through
+`pipeline.engine.child.run_module("pipeline.runtimes.tflm_child", ...)`), so no hand-kept list can miss one. The
+runtimes are the installed versions of every third-party distribution that closure imports (TensorFlow, NNCF,
+OpenVINO, tflite-micro, LiteRT, ...): upgrading one rebuilds exactly the steps that use it.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """Content-addressed artifact store and atomic writes.
 
-Every step's output lives in ``<cache>/<kind>-<key>/`` where the key hashes what the output is a pure function
-of (its config, its inputs' keys, the code that makes it and the runtimes it uses: `pipeline.fingerprint`). An entry is built in a temporary directory and
-renamed into place only when complete, so a crash leaves no half artifact and a re-run resumes from the last
-finished entry. Processes sharing a cache (sweep trials, machines on a shared path) build each entry once: a
-POSIX lock per entry (`fcntl.lockf`, which NFS honours) makes the second builder wait and then reuse the first's.
+Every step's output lives in ``<cache>/<kind>-<key>/`` where the key hashes what the output is a pure function of
+(its config, its inputs' keys, the code that makes it and the runtimes it uses: `pipeline.engine.fingerprint`). An
+entry is built in a temporary directory and renamed into place only when complete, so a crash leaves no half artifact
+and a re-run resumes from the last finished entry. Processes sharing a cache (sweep trials, machines on a shared
+path) build each entry once: a POSIX lock per entry (`fcntl.lockf`, which NFS honours) makes the second builder wait
+and then reuse the first's.
 """
 
 from __future__ import annotations

@@ -31,10 +31,10 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
+from pipeline.engine.store import write_atomic, write_json
 from pipeline.measurement import latency_summary
 from pipeline.recipe import parse_document, read_text
 from pipeline.schema import Strict
-from pipeline.store import write_atomic, write_json
 
 TFLM_BUNDLE = Path("export") / "tflm"
 

@@ -338,9 +338,9 @@ def _trial(
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from ray import tune
 
-    from pipeline.progress import Reporter
-    from pipeline.runner import run_recipe
-    from pipeline.store import write_atomic
+    from pipeline.engine.progress import Reporter
+    from pipeline.engine.runner import run_recipe
+    from pipeline.engine.store import write_atomic
 
     try:  # keep TensorFlow to this trial's share of the cores (a reused worker may have set it already)
         import tensorflow as tf
@@ -519,7 +519,7 @@ def _reason(error: BaseException) -> str:
 
 
 def write_results(sweep: Sweep, out: Path, trials: list[dict[str, Any]], concurrent: int) -> dict[str, Any]:
-    from pipeline.store import write_atomic, write_json
+    from pipeline.engine.store import write_atomic, write_json
 
     cfg = sweep.config
     trials.sort(key=lambda t: t["name"])

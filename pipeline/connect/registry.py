@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pipeline.store import replace_dir, write_json
+from pipeline.engine.store import replace_dir, write_json
 
 INDEX = "index.json"
 VERSION = "version.json"
