@@ -589,14 +589,12 @@ def _tracking_for(recipe: object, mlflow_uri: str | None, experiment: str | None
 
 def _track(run_dir: Path, uri: str, experiment: str | None, base: Path | None) -> bool:
     """Log one run; a tracking server that is down is a warning, since the run itself is complete."""
-    from pipeline.connect.tracking import TrackingError, log_run
+    from pipeline.connect.tracking import TrackingError, local_folder, log_run
 
     try:
         _, where = log_run(run_dir, uri, experiment, base=base)
     except TrackingError as exc:
-        plain = "://" not in uri and not uri.startswith(("sqlite:", "databricks", "postgresql:", "mysql:", "file:"))
-        shown = str(((base or Path.cwd()) / Path(uri).expanduser()).resolve()) if plain else uri
-        again = f"pipeline track {run_dir} --mlflow {shown}"
+        again = f"pipeline track {run_dir} --mlflow {local_folder(uri, base) or uri}"
         click.echo(f"warning: {run_dir} was not logged to MLflow: {exc}. The run is complete; log it later with "
                    f"`{again}{f' --experiment {experiment}' if experiment else ''}`", err=True)  # fmt: skip
         return False

@@ -206,8 +206,8 @@ BOUNDS = (("minimum", "≥ {}"), ("exclusiveMinimum", "> {}"), ("maximum", "≤ 
 def _bounds(prop: dict[str, Any], defs: dict[str, Any]) -> str:
     found: list[str] = []
     for node in [prop, *(prop.get("anyOf") or []), *([prop["items"]] if isinstance(prop.get("items"), dict) else [])]:
-        node = _resolve(node, defs) if "$ref" not in prop else node
-        if "properties" in node:
+        node = _resolve(node, defs)
+        if "properties" in node:  # a mapping: its own keys' bounds are in its own table
             continue
         found += [fmt.format(_number(node[key])) for key, fmt in BOUNDS if key in node]
     return _cell(", ".join(dict.fromkeys(found)))

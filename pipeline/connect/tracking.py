@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 import yaml
 
+from pipeline.measurement import Measurement
 from pipeline.recipe import RecipeLoader
 
 IDENTITY_TAG = "pipeline.identity"  # how a run already logged is found again (the pipeline's run id, or a night)
@@ -27,6 +28,16 @@ UNIT_SUFFIX = {"B": "bytes", "ms": "ms"}
 
 class TrackingError(Exception):
     """MLflow could not be reached or refused a run: the pipeline's own outputs are complete regardless."""
+
+
+MLFLOW_SCHEMES = ("file:", "sqlite:", "databricks", "postgresql:", "mysql:")  # URIs MLflow reads, beside `://` ones
+
+
+def local_folder(uri: str, base: Path | None = None) -> Path | None:
+    """The folder a plain-folder URI names, made absolute (relative ones from `base`), or None for MLflow URIs."""
+    if "://" in uri or uri.startswith(MLFLOW_SCHEMES):
+        return None
+    return ((base or Path.cwd()) / Path(uri).expanduser()).resolve()
 
 
 def store(uri: str, base: Path | None = None) -> tuple[str, str | None]:
@@ -42,12 +53,9 @@ def store(uri: str, base: Path | None = None) -> tuple[str, str | None]:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
-    if "://" in uri or uri.startswith(("sqlite:", "databricks", "postgresql:", "mysql:")):
+    folder = local_folder(uri, base)
+    if folder is None:
         return uri, None
-    folder = Path(uri).expanduser()
-    if not folder.is_absolute():
-        folder = (base or Path.cwd()) / folder
-    folder = folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{folder / 'mlflow.db'}", (folder / "artifacts").as_uri()
 
@@ -74,10 +82,11 @@ def metrics(report: dict[str, Any]) -> tuple[list[tuple[str, float, int]], dict[
                 put(f"{prefix}/history/{key}", value, epoch)
     for target in report.get("targets", []):
         prefix = f"target/{target['name']}"
-        for figure, m in (target.get("figures") or {}).items():
-            name = f"{prefix}/{figure}_{UNIT_SUFFIX.get(m['unit'], m['unit'])}"
-            put(name, m["value"])
-            tags[_metric_name(name)] = f"{'measured' if m['measured'] else 'estimate'}: {m['method']}"[:5000]
+        for figure, data in (target.get("figures") or {}).items():
+            m = Measurement.from_dict(data)
+            name = f"{prefix}/{figure}_{UNIT_SUFFIX.get(m.unit, m.unit)}"
+            put(name, m.value)
+            tags[_metric_name(name)] = f"{m.label}: {m.method}"[:5000]
         for key in ("accuracy", "agreement_with_export", "seconds"):
             put(f"{prefix}/{key}", target.get(key))
         put(f"{prefix}/host_latency_ms", (target.get("host_latency_ms") or {}).get("median"))
