@@ -196,6 +196,11 @@ def _safe_word(word: str) -> str:
 
 
 Word = Annotated[str, AfterValidator(_safe_word)]
+# The generator's noises (pipeline.data.synthetic.BACKGROUNDS, which a test keeps equal); the steady ones are the default.
+Background = Literal[
+    "white_noise", "pink_noise", "brown_noise", "mains_hum", "fan", "clatter", "running_water", "machine"
+]
+STEADY_BACKGROUNDS = ("white_noise", "pink_noise", "brown_noise", "mains_hum", "fan")
 
 
 # Ranges a synthesis setting must stay inside: (low, high, unit in messages).
@@ -232,6 +237,12 @@ class SyntheticConfig(Strict):
     rate_wpm: Range = Field((120.0, 220.0), description="espeak-ng speaking rate, words per minute, drawn per voice")
     pitch: Range = Field((20.0, 80.0), description="espeak-ng pitch (0-99, 50 is the voice's own), drawn per voice")
     snr_db: Range = Field((5.0, 30.0), description="speech-to-background-noise ratio of each clip, dB, drawn per word")
+    backgrounds: list[Background] = Field(
+        default_factory=lambda: list(STEADY_BACKGROUNDS),
+        min_length=1,
+        description="generated noises under the words and as _silence_: white_noise, pink_noise, brown_noise, "
+        "mains_hum, fan (steady), clatter, running_water, machine (changing within a second)",
+    )
     # Off by default: on the development set none of these helped
     # (docs/real-speech.md, "Synthetic speech that transfers").
     formant_scale: Range = Field(
@@ -301,7 +312,9 @@ class SyntheticConfig(Strict):
             raise ValueError(f"{info.field_name} must lie within [{low}, {high}]{unit}, got {list(value)}")
         return value
 
-    _unique_words = field_validator("unknown_words", "flite_voices", "kokoro_voices", "piper_voices")(unique_items)
+    _unique_words = field_validator("unknown_words", "flite_voices", "kokoro_voices", "piper_voices", "backgrounds")(
+        unique_items
+    )
 
 
 class FieldTestConfig(Strict):
@@ -625,11 +638,20 @@ class Recipe(Strict):
         if self.model.arch == "speech_embedding" and kind != "speech_mel":
             raise located(("model", "arch"), "speech_embedding reads the melspectrogram model's frames: set "
                           "`data.features: {kind: speech_mel}`")  # fmt: skip
-        if self.model.arch == "speech_embedding":
-            for i, entry in enumerate(self.stages):
-                if getattr(entry.config, "augment", None) is not None:
-                    raise located(("stages", i, entry.name, "augment"), "not with model.arch speech_embedding: its "
-                                  "frozen embedding is computed once per clip, so features cannot change per step")  # fmt: skip
+        for i, entry in enumerate(self.stages):
+            augment = getattr(entry.config, "augment", None)
+            if augment is None:
+                continue
+            where = ("stages", i, entry.name, "augment")
+            if kind == "speech_mel" and (augment.mel_masks or augment.warps):
+                key = "mel_masks" if augment.mel_masks else "mel_warp"
+                raise located((*where, key), "speech_mel features are the mel channels themselves: mask them with "
+                              "`coefficient_masks` (mel_masks and mel_warp reach mel channels through MFCC's DCT)")  # fmt: skip
+            distill = getattr(entry.config, "distill", None)
+            if self.model.arch == "speech_embedding" and distill is not None and distill.consistent:
+                raise located(("stages", i, entry.name, "distill", "consistent"), "not with model.arch "
+                              "speech_embedding: its augmented copies are embedded once, before training, so the "
+                              "teachers score the clean clips")  # fmt: skip
         return self
 
     @model_validator(mode="after")

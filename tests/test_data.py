@@ -2,17 +2,24 @@
 
 import csv
 import hashlib
+import typing
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pipeline.data import speech_commands, synthetic
-from pipeline.recipe import FeaturesConfig, SyntheticConfig
+from pipeline.recipe import Background, FeaturesConfig, SyntheticConfig
 
 KEYWORDS = ["yes", "no", "left"]
 CFG = SyntheticConfig(
-    train_voices=6, val_voices=2, test_voices=3, val_variants=3, test_variants=4, unknown_words=["cat", "dog"]
+    train_voices=6,
+    val_voices=2,
+    test_voices=3,
+    val_variants=3,
+    test_variants=4,
+    unknown_words=["cat", "dog"],
+    backgrounds=["white_noise", "clatter"],  # a steady and a changing noise: the set uses these, no others
 )
 
 
@@ -63,12 +70,33 @@ def test_splits_are_voice_disjoint(generated):
 def test_layout_is_speech_commands(generated):
     root, _ = generated
     assert sorted(p.name for p in (root / "_background_noise_").glob("*.wav")) == sorted(
-        f"{b}.wav" for b in synthetic.BACKGROUNDS
+        ["clatter.wav", "white_noise.wav"]
     )
     clip = next((root / "yes").glob("*_nohash_*.wav"))
     audio, rate = synthetic.read_wav(clip)
     assert rate == 16000 and audio.shape == (16000,)
     assert 0.01 < np.abs(audio).max() <= 1.0
+
+
+def test_the_recipe_names_the_generators_noises_and_defaults_to_the_steady_ones():
+    assert typing.get_args(Background) == synthetic.BACKGROUNDS
+    assert tuple(SyntheticConfig().backgrounds) == synthetic.BACKGROUNDS[:5]
+
+
+def test_changing_noises_change_within_a_second_and_steady_ones_do_not():
+    from scipy import signal
+
+    high_pass = signal.butter(4, 1000, "highpass", fs=16000, output="sos")  # brown noise's bass wanders anyway
+    spread = {}
+    for kind in synthetic.BACKGROUNDS:
+        x = synthetic.make_background(kind, 3, 16000)
+        assert x.shape == (60 * 16000,) and x.dtype == np.float32 and np.isclose(np.abs(x).max(), 0.5)
+        frames = signal.sosfilt(high_pass, x[: 10 * 16000].astype(np.float64)).reshape(-1, 320)  # 20 ms over 10 s
+        energy = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
+        spread[kind] = np.percentile(energy, 95) - np.percentile(energy, 5)
+    # the fan swells slowly (0.7 Hz) and sits between the two
+    assert all(spread[k] < 3 for k in ("white_noise", "pink_noise", "brown_noise", "mains_hum")), spread
+    assert all(spread[k] > 7 for k in ("clatter", "running_water", "machine")), spread
 
 
 def test_loader_builds_twelve_class_style_splits(generated):

@@ -73,14 +73,20 @@ stages:
     assert f"{where}: " in str(info.value) and message in str(info.value)
 
 
-def test_feature_augmentation_and_ds_cnn_keys_are_refused_by_name():
-    base = "name: p\ndata:\n  keywords: [yes]\n  features: {kind: speech_mel}\n"
-    with pytest.raises(RecipeError, match=r"r.yaml:7: stages\[0\].train.augment: not with model.arch speech_"):
+def test_augmentation_the_embedding_cannot_take_and_ds_cnn_keys_are_refused_by_name():
+    base = "name: p\ndata:\n  keywords: [yes]\n  features: {kind: speech_mel}\nmodel: {arch: speech_embedding}\n"
+    parse_recipe(base + "stages:\n  - train: {augment: {time_shift_frames: 8, time_masks: 1, copies: 2}}\n", "r.yaml")
+    with pytest.raises(RecipeError, match=r"r.yaml:7: stages\[0\].train.augment.mel_masks: speech_mel features are"):
+        parse_recipe(base + "stages:\n  - train: {augment: {mel_masks: 1}}\n", "r.yaml")
+    with pytest.raises(RecipeError, match=r"stages\[1\].finetune.distill.consistent: not with model.arch speech_"):
         parse_recipe(
-            base + "model: {arch: speech_embedding}\nstages:\n  - train: {augment: {time_masks: 1}}\n", "r.yaml"
+            base + "stages:\n  - train: {}\n  - finetune: {augment: {time_shift_frames: 4}, "
+            "distill: {teacher: train, consistent: true}}\n",
+            "r.yaml",
         )
     with pytest.raises(RecipeError, match="filters: ds_cnn settings"):
-        parse_recipe(base + "model: {arch: speech_embedding, filters: 8}\nstages:\n  - train: {}\n", "r.yaml")
+        parse_recipe(base.replace("speech_embedding}", "speech_embedding, filters: 8}") + "stages:\n  - train: {}\n",
+                     "r.yaml")  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -121,6 +121,24 @@ def test_spec_augment_shifts_and_masks_with_the_mean_and_is_reproducible():
     assert np.array_equal(masked, again) and not np.array_equal(masked, other)
 
 
+def test_augmented_copies_for_a_frozen_embedding_are_shifted_reproducible_and_distinct():
+    from pipeline.stages.train.augment import augmented_copies
+
+    frames = 40
+    x = np.tile(np.arange(frames, dtype=np.float32)[None, :, None], (50, 1, 8)) + 100
+    cfg = AugmentConfig(time_shift_frames=4, copies=3)
+    copies = list(augmented_copies(x, cfg, seed=1, batch_size=16))  # several batches: each draws its own seeds
+    assert len(copies) == 3 and all(c.shape == x.shape for c in copies)
+    for c in copies:
+        offsets = c[:, 20, 0] - x[:, 20, 0]
+        assert set(np.unique(offsets)) <= set(range(-4, 5)) and len(np.unique(offsets)) > 3
+        assert np.all(np.diff(c[..., 0], axis=1) >= 0)  # order kept, edges repeat
+    assert not np.array_equal(copies[0], copies[1]) and not np.array_equal(copies[0][:16], copies[0][16:32])
+    again = list(augmented_copies(x, cfg, seed=1, batch_size=16))
+    assert all(np.array_equal(a, b) for a, b in zip(copies, again, strict=True))
+    assert not np.array_equal(next(augmented_copies(x, cfg, seed=2, batch_size=16)), copies[0])
+
+
 def test_mel_masks_hold_bands_of_mel_channels_still_and_leave_the_rest():
     import tensorflow as tf
 

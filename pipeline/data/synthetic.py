@@ -44,7 +44,9 @@ if TYPE_CHECKING:  # annotations only: the generated set must not depend on the 
 SPLITS = ("train", "val", "test")  # every data set's splits, in this order
 BACKGROUND_SECONDS = 60
 SHARDS = 32  # fixed: changing it changes the audio (see the module docstring)
-BACKGROUNDS = ("white_noise", "pink_noise", "brown_noise", "mains_hum", "fan")
+# Steady noises first (the default), then noise that changes within a second, as kitchens and gyms do: appended, so
+# the steady kinds keep their seeds. `pipeline.recipe.Background` names the same (a test keeps them equal).
+BACKGROUNDS = ("white_noise", "pink_noise", "brown_noise", "mains_hum", "fan", "clatter", "running_water", "machine")
 IMPULSE_RESPONSES = "_impulse_responses_"  # a leading underscore: not a word folder
 IMPULSE_RESPONSE_COUNT = 120  # at most
 
@@ -268,6 +270,12 @@ def _shaped_noise(rng: np.random.Generator, n: int, sample_rate: int, exponent: 
     return np.fft.irfft(spectrum / freqs ** (exponent / 2), n)
 
 
+def _band_pass(x: np.ndarray, low_hz: float, high_hz: float, sample_rate: int) -> np.ndarray:
+    from scipy import signal
+
+    return signal.sosfilt(signal.butter(2, [low_hz, high_hz], "bandpass", fs=sample_rate, output="sos"), x)
+
+
 def make_background(kind: str, seed: int, sample_rate: int) -> np.ndarray:
     n = BACKGROUND_SECONDS * sample_rate
     rng = np.random.default_rng([seed, BACKGROUNDS.index(kind), 99])
@@ -282,6 +290,32 @@ def make_background(kind: str, seed: int, sample_rate: int) -> np.ndarray:
         mains = rng.choice([50.0, 60.0])
         x = sum(np.sin(2 * np.pi * mains * k * t + rng.uniform(0, 2 * np.pi)) / k for k in range(1, 8))
         x = x + 0.3 * rng.standard_normal(n)
+    elif kind == "clatter":  # dishes, keys, knocks: decaying bursts of band noise, 0.5-12 per second
+        x = 0.02 * rng.standard_normal(n)
+        for block in range(0, n, 2 * sample_rate):
+            rate = rng.uniform(0.5, 12)
+            for at in block + rng.integers(0, 2 * sample_rate, rng.poisson(2 * rate)):
+                length = int(sample_rate * rng.uniform(0.01, 0.15))
+                burst = rng.standard_normal(length) * np.exp(
+                    -np.arange(length) / (sample_rate * rng.uniform(0.003, 0.04))
+                )
+                low = rng.uniform(200, 3000)
+                burst = _band_pass(burst, low, min(low * rng.uniform(1.5, 4), 0.45 * sample_rate), sample_rate)
+                end = min(n, at + length)
+                x[at:end] += burst[: end - at] * rng.uniform(0.2, 1)
+    elif kind == "running_water":  # a tap: band noise whose level flutters at 5-30 Hz
+        x = _band_pass(rng.standard_normal(n), rng.uniform(300, 1500), rng.uniform(3000, 7500), sample_rate)
+        flutter = np.cumsum(rng.uniform(5, 30, n)) / sample_rate
+        x = x * (1 + 0.5 * np.sin(2 * np.pi * flutter))
+    elif kind == "machine":  # an exercise bike, a motor: a thump 2-12 times a second on band noise, with harmonics
+        thump = (
+            0.5
+            + 0.5
+            * np.sin(2 * np.pi * np.cumsum(rng.uniform(2, 12) * (1 + 0.1 * np.sin(2 * np.pi * 0.05 * t))) / sample_rate)
+        ) ** rng.uniform(1, 6)
+        x = _band_pass(rng.standard_normal(n), 80, rng.uniform(1000, 6000), sample_rate) * thump
+        base = rng.uniform(40, 120)
+        x = x + 0.3 * sum(np.sin(2 * np.pi * k * base * t) / k for k in range(1, 5))
     elif kind == "fan":
         band = np.fft.rfft(rng.standard_normal(n))
         freqs = np.fft.rfftfreq(n, 1 / sample_rate)
@@ -366,7 +400,7 @@ def _init_worker(
         clip_samples=clip_samples,
         cfg=cfg,
         microphone=microphone_chain(Path(root), cfg),
-        backgrounds=[read_wav(Path(root) / "_background_noise_" / f"{b}.wav")[0] for b in BACKGROUNDS],
+        backgrounds=[read_wav(Path(root) / "_background_noise_" / f"{b}.wav")[0] for b in cfg.backgrounds],
     )
     if kokoro:
         from pipeline.data.kokoro import Speaker
@@ -510,7 +544,7 @@ def generate(
     all_variants = [v for v in variants() if " " not in v]
     voices = plan_voices(cfg, keywords, seed, all_variants)
     (root / "_background_noise_").mkdir(parents=True)
-    for b in BACKGROUNDS:
+    for b in cfg.backgrounds:
         write_wav(root / "_background_noise_" / f"{b}.wav", make_background(b, seed, sample_rate), sample_rate)
     if cfg.reverb_probability:
         (root / IMPULSE_RESPONSES).mkdir()

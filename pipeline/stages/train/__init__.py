@@ -19,7 +19,9 @@ MODEL = "model.keras"
 
 
 class AugmentConfig(Strict):
-    """Time shift and SpecAugment on the training batches' features (never on val/test)."""
+    """Time shift and SpecAugment on the training batches' features (never on val/test). A model on a frozen
+    embedding (`speech_embedding`) embeds `copies` augmented copies of every training clip once, before training,
+    instead of drawing new ones every epoch: the embedding is what costs, and it never learns."""
 
     time_shift_frames: int = Field(0, ge=0, le=100, description="shift each clip by up to this many frames")
     time_masks: int = Field(0, ge=0, le=10, description="SpecAugment: bands of frames masked per clip")
@@ -34,6 +36,14 @@ class AugmentConfig(Strict):
         (1.0, 1.0),
         description="vocal tract length perturbation: each clip's spectrum stretched along frequency by a factor "
         "drawn from this range (f -> factor * f), e.g. [0.9, 1.1]",
+    )
+
+    copies: int = Field(
+        3,
+        ge=1,
+        le=32,
+        description="models on a frozen embedding: augmented copies of each training clip, each embedded once (an "
+        "epoch then passes over the clean clips and every copy); other models draw anew every epoch and ignore it",
     )
 
     _warp_range = field_validator("mel_warp")(ordered)

@@ -14,6 +14,7 @@ zero would be a loud, unnatural value).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -52,6 +53,22 @@ def training_dataset(
     if relabel is not None:
         batches = batches.map(lambda bx, by: (bx, relabel(bx, by)), num_parallel_calls=1, deterministic=True)
     return batches.prefetch(2)
+
+
+def augmented_copies(
+    x: np.ndarray, cfg: AugmentConfig, seed: int, features: FeaturesConfig | None = None, batch_size: int = 1000
+) -> Iterator[np.ndarray]:
+    """`cfg.copies` augmented versions of `x` [n, frames, coefficients], one at a time, each clip's from its own
+    stateless seeds (copy, clip position): for a frozen embedding, which embeds each copy once."""
+    mel = MelSpace(features, x.shape[-1]) if cfg.mel_masks or cfg.warps else None
+    fill = tf.constant(x.reshape(-1, x.shape[-1]).mean(axis=0), tf.float32)
+    for copy in range(cfg.copies):
+        out = np.empty_like(x)
+        for start in range(0, len(x), batch_size):
+            batch = tf.constant(x[start : start + batch_size, ..., None])
+            out[start : start + batch_size] = augment(batch, cfg, fill, tf.constant([seed, copy * len(x) + start]),
+                                                      mel).numpy()[..., 0]  # fmt: skip
+        yield out
 
 
 def mel_to_cepstrum(mel_bins: int, coefficients: int) -> np.ndarray:

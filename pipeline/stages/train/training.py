@@ -33,15 +33,14 @@ def train_and_save(
     model: Any, cfg: TrainConfig, ctx: StageContext, callbacks: list[Any] = (), teacher: Teacher | None = None
 ) -> dict[str, Any]:
     """Fit with early stopping, save, evaluate: shared by `train` and `finetune`."""
+    _, trained, inputs = trainable_part(model, ctx, cfg.augment)
     lr = cfg.lr
-    if cfg.lr_schedule == "cosine":
-        lr = tf.keras.optimizers.schedules.CosineDecay(
-            cfg.lr, cfg.epochs * math.ceil(len(ctx.data.train) / cfg.batch_size)
-        )
+    if cfg.lr_schedule == "cosine":  # over every step: a frozen embedding's augmented copies make an epoch longer
+        examples = len(inputs[0]) if inputs else len(ctx.data.train)
+        lr = tf.keras.optimizers.schedules.CosineDecay(cfg.lr, cfg.epochs * math.ceil(examples / cfg.batch_size))
     loss, targets = hard_label_loss(cfg.label_smoothing), None
     if teacher is not None:
         loss, targets = teacher.loss(cfg.label_smoothing), teacher.targets(ctx.data)
-    _, trained, inputs = trainable_part(model, ctx)
     averaging = {"use_ema": True, "ema_momentum": cfg.weight_average} if cfg.weight_average else {}
     trained.compile(optimizer=tf.keras.optimizers.Adam(lr, **averaging), loss=loss, metrics=[HardLabelAccuracy()])
     callbacks = list(callbacks)
@@ -73,18 +72,34 @@ def train_and_save(
     }
 
 
-def trainable_part(model: Any, ctx: StageContext) -> tuple[Any, Any, tuple[np.ndarray, np.ndarray] | None]:
+def trainable_part(
+    model: Any, ctx: StageContext, augment: AugmentConfig | None = None
+) -> tuple[Any, Any, tuple[np.ndarray, np.ndarray] | None]:
     """(frozen front, the part of `model` that learns, its (train, val) inputs) when a frozen pretrained embedding
-    feeds the rest: the embedding then runs once per clip here instead of once per clip in every epoch. Without
-    one: (None, model, None)."""
+    feeds the rest: the embedding then runs once per clip here instead of once per clip in every epoch. With
+    `augment`, the training inputs are the clean clips' embeddings followed by those of `augment.copies` augmented
+    copies of them (`fit` repeats the targets to match). Without an embedding: (None, model, None)."""
     parts = split_frozen(model)
     if parts is None:
         return None, model, None
     front, rest = parts
     data = ctx.data
-    ctx.log(f"frozen embedding: computing it once for {len(data.train) + len(data.val)} training and validation clips")
-    inputs = tuple(front.predict(s.x[..., None], batch_size=256, verbose=0) for s in (data.train, data.val))
-    return front, rest, inputs
+
+    def embed(x: np.ndarray) -> np.ndarray:
+        return front.predict(x[..., None], batch_size=256, verbose=0)
+
+    copies = augment.copies if augment is not None else 0
+    ctx.log(
+        f"frozen embedding: computing it once for {len(data.train) + len(data.val)} training and validation clips"
+        + (f" and {copies} augmented copies of the training clips" if copies else "")
+    )
+    train = [embed(data.train.x)]
+    if augment is not None:
+        from pipeline.stages.train.augment import augmented_copies
+
+        for copy in augmented_copies(data.train.x, augment, ctx.recipe.seed, ctx.recipe.data.features):
+            train.append(embed(copy))
+    return front, rest, (np.concatenate(train), embed(data.val.x))
 
 
 def recompute_batchnorm(model: Any, x: np.ndarray, batch_size: int) -> None:
@@ -118,11 +133,16 @@ def fit(
 
     `targets` replaces the (train, val) labels, e.g. with the label and a teacher's outputs side by side;
     `relabel(x, y)` gives each augmented training batch's targets from its inputs (consistent teaching);
-    `inputs` replaces the (train, val) features, e.g. with a frozen embedding's outputs (`trainable_part`)."""
+    `inputs` replaces the (train, val) features, e.g. with a frozen embedding's outputs (`trainable_part`; already
+    augmented there, so `augment` then changes nothing per batch)."""
     data = ctx.data
     train_y, val_y = targets or (data.train.y, data.val.y)
     train_x, val_x = inputs or (data.train.x[..., None], data.val.x[..., None])
-    if augment is not None:
+    if len(train_x) > len(data.train):  # the clean clips' inputs, then their augmented copies' (`trainable_part`)
+        passes = len(train_x) // len(data.train)
+        train_y = tuple(np.concatenate([y] * passes) for y in train_y) if isinstance(train_y, tuple) else (
+            np.concatenate([train_y] * passes))  # fmt: skip
+    if augment is not None and inputs is None:
         from pipeline.stages.train.augment import training_dataset
 
         features = ctx.recipe.data.features
