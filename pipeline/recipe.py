@@ -643,12 +643,18 @@ class Recipe(Strict):
             if augment is None:
                 continue
             where = ("stages", i, entry.name, "augment")
-            if kind == "speech_mel" and (augment.mel_masks or augment.warps):
-                key = "mel_masks" if augment.mel_masks else "mel_warp"
-                raise located((*where, key), "speech_mel features are the mel channels themselves: mask them with "
-                              "`coefficient_masks` (mel_masks and mel_warp reach mel channels through MFCC's DCT)")  # fmt: skip
+            if kind == "speech_mel" and augment.mel_masks:
+                raise located((*where, "mel_masks"), "speech_mel features are the mel channels themselves: mask "
+                              "them with `coefficient_masks` (mel_masks reach mel channels through MFCC's DCT)")  # fmt: skip
+            if kind == "speech_mel" and augment.warps:
+                raise located((*where, "mel_warp"), "not with speech_mel features: the warp reaches mel channels "
+                              "through MFCC's DCT, which these features do not have")  # fmt: skip
+            frozen = self.model.arch == "speech_embedding"
+            if frozen and not augment.changes_clips:
+                raise located(where, "changes nothing: its copies would be the clean clips again (set "
+                              "time_shift_frames, time_masks or coefficient_masks)")  # fmt: skip
             distill = getattr(entry.config, "distill", None)
-            if self.model.arch == "speech_embedding" and distill is not None and distill.consistent:
+            if frozen and distill is not None and distill.consistent:
                 raise located(("stages", i, entry.name, "distill", "consistent"), "not with model.arch "
                               "speech_embedding: its augmented copies are embedded once, before training, so the "
                               "teachers score the clean clips")  # fmt: skip

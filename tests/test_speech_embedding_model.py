@@ -84,6 +84,8 @@ def test_augmentation_the_embedding_cannot_take_and_ds_cnn_keys_are_refused_by_n
             "distill: {teacher: train, consistent: true}}\n",
             "r.yaml",
         )
+    with pytest.raises(RecipeError, match=r"r.yaml:7: stages\[0\].train.augment: changes nothing: its copies"):
+        parse_recipe(base + "stages:\n  - train: {augment: {copies: 2}}\n", "r.yaml")
     with pytest.raises(RecipeError, match="filters: ds_cnn settings"):
         parse_recipe(base.replace("speech_embedding}", "speech_embedding, filters: 8}") + "stages:\n  - train: {}\n",
                      "r.yaml")  # fmt: skip

@@ -303,11 +303,11 @@ def make_background(kind: str, seed: int, sample_rate: int) -> np.ndarray:
                 burst = _band_pass(burst, low, min(low * rng.uniform(1.5, 4), 0.45 * sample_rate), sample_rate)
                 end = min(n, at + length)
                 x[at:end] += burst[: end - at] * rng.uniform(0.2, 1)
-    elif kind == "running_water":  # a tap: band noise whose level flutters at 5-30 Hz
+    elif kind == "running_water":  # a tap: band noise whose level flutters about 17 times a second
         x = _band_pass(rng.standard_normal(n), rng.uniform(300, 1500), rng.uniform(3000, 7500), sample_rate)
         flutter = np.cumsum(rng.uniform(5, 30, n)) / sample_rate
         x = x * (1 + 0.5 * np.sin(2 * np.pi * flutter))
-    elif kind == "machine":  # an exercise bike, a motor: a thump 2-12 times a second on band noise, with harmonics
+    elif kind == "machine":  # a bike, a motor: a thump at one rate per seed (2-12 a second) on band noise, harmonics
         thump = (
             0.5
             + 0.5

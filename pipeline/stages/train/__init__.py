@@ -59,6 +59,11 @@ class AugmentConfig(Strict):
     def warps(self) -> bool:
         return self.mel_warp != (1.0, 1.0)
 
+    @property
+    def changes_clips(self) -> bool:
+        masks = (self.time_masks and self.time_mask_frames, self.coefficient_masks and self.coefficient_mask_width)
+        return bool(self.time_shift_frames or any(masks) or (self.mel_masks and self.mel_mask_bins) or self.warps)
+
 
 class TrainConfig(StageConfig):
     consumes: ClassVar[str | None] = None

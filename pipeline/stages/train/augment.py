@@ -58,8 +58,9 @@ def training_dataset(
 def augmented_copies(
     x: np.ndarray, cfg: AugmentConfig, seed: int, features: FeaturesConfig | None = None, batch_size: int = 1000
 ) -> Iterator[np.ndarray]:
-    """`cfg.copies` augmented versions of `x` [n, frames, coefficients], one at a time, each clip's from its own
-    stateless seeds (copy, clip position): for a frozen embedding, which embeds each copy once."""
+    """`cfg.copies` augmented versions of `x` [n, frames, coefficients], one at a time, each batch of `batch_size`
+    clips from its own stateless seeds (copy, batch start): for a frozen embedding, which embeds each copy once. The
+    same `x`, config and seed give the same copies (finetune's are train's, the ones its teacher learnt from)."""
     mel = MelSpace(features, x.shape[-1]) if cfg.mel_masks or cfg.warps else None
     fill = tf.constant(x.reshape(-1, x.shape[-1]).mean(axis=0), tf.float32)
     for copy in range(cfg.copies):
