@@ -200,7 +200,7 @@ Word = Annotated[str, AfterValidator(_safe_word)]
 Background = Literal[
     "white_noise", "pink_noise", "brown_noise", "mains_hum", "fan", "clatter", "running_water", "machine"
 ]
-STEADY_BACKGROUNDS = ("white_noise", "pink_noise", "brown_noise", "mains_hum", "fan")
+STEADY_BACKGROUNDS = typing.get_args(Background)[:5]  # the default; the changing ones follow them
 
 
 # Ranges a synthesis setting must stay inside: (low, high, unit in messages).
