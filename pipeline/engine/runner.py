@@ -124,9 +124,8 @@ def run_recipe(
                 other = recipe.model_copy(update={"data": recipe.data.model_copy(update={"features": features})})
                 return prepare(other, store, reporter.progress, reporter.warn)[0]
 
-            ctx = StageContext(
-                recipe, data, upstream, tmp, reporter.log, reporter.progress, dict(stages), retrain, features_as
-            )
+            ctx = StageContext(recipe, data, upstream, tmp, reporter.log, reporter.progress, dict(stages), retrain,
+                               features_as, cached_arrays(store, data))  # fmt: skip
             meta["stage"] = entry.name
             meta["metrics"] = module.run(entry.config, ctx)
 
@@ -439,6 +438,25 @@ def run_explain(
     return art
 
 
+def cached_arrays(store: Store, data: FeatureSet):
+    """`StageContext.cached` for `data`: arrays a stage computes from the data set, stored under (kind, the data
+    set's key and what else they depend on), so later stages and reruns load them instead of computing them."""
+
+    def cached(kind: str, depends: dict[str, Any], compute) -> dict:
+        import numpy as np
+
+        def build(tmp: Path, meta: dict) -> None:
+            arrays = compute()
+            for name, array in arrays.items():
+                np.save(tmp / f"{name}.npy", array)
+            meta["arrays"] = sorted(arrays)
+
+        art = store.get_or_build(kind, digest({"data": data.key, **depends}), build)
+        return {name: np.load(art.file(f"{name}.npy")) for name in art.meta["arrays"]}
+
+    return cached
+
+
 RETRAIN_SEED_OFFSET = 1000003  # k-th retraining of the first stage: the recipe's seed + k x this (mod 2^32)
 
 
@@ -455,7 +473,8 @@ def retrain_first_stage(
 
     def build(tmp: Path, meta: dict) -> None:
         reporter.log(f"training {what} (seed {retrained.seed})")
-        ctx = StageContext(retrained, data, None, tmp, reporter.log, reporter.progress, {})
+        ctx = StageContext(retrained, data, None, tmp, reporter.log, reporter.progress, {},
+                           cached=cached_arrays(store, data))  # fmt: skip
         meta["stage"] = entry.name
         meta["metrics"] = module.run(entry.config, ctx)
 

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from pipeline.data import FeatureSet
     from pipeline.engine.store import Artifact
     from pipeline.recipe import FeaturesConfig, Recipe
@@ -35,3 +37,6 @@ class StageContext:
     retrain: Callable[[int], Artifact] | None = None
     # The same data set's features under other settings (same clips, same order), e.g. for another run's teacher.
     features_as: Callable[[FeaturesConfig], FeatureSet] | None = None
+    # Arrays computed from this data set, kept in the runner's cache: (kind, what else they depend on, how to compute
+    # them) -> the arrays, computed once for every stage and rerun that asks (e.g. a frozen embedding's outputs).
+    cached: Callable[[str, dict, Callable[[], dict[str, np.ndarray]]], dict[str, np.ndarray]] | None = None

@@ -61,15 +61,23 @@ def augmented_copies(
     """`cfg.copies` augmented versions of `x` [n, frames, coefficients], one at a time, each batch of `batch_size`
     clips from its own stateless seeds (copy, batch start): for a frozen embedding, which embeds each copy once. The
     same `x`, config and seed give the same copies (finetune's are train's, the ones its teacher learnt from)."""
+    for copy in range(cfg.copies):
+        yield augmented_copy(x, cfg, seed, copy, features, batch_size)
+
+
+def augmented_copy(
+    x: np.ndarray, cfg: AugmentConfig, seed: int, copy: int, features: FeaturesConfig | None = None,
+    batch_size: int = 1000,
+) -> np.ndarray:  # fmt: skip
+    """The `copy`-th of `augmented_copies` alone (it does not depend on how many copies there are)."""
     mel = MelSpace(features, x.shape[-1]) if cfg.mel_masks or cfg.warps else None
     fill = tf.constant(x.reshape(-1, x.shape[-1]).mean(axis=0), tf.float32)
-    for copy in range(cfg.copies):
-        out = np.empty_like(x)
-        for start in range(0, len(x), batch_size):
-            batch = tf.constant(x[start : start + batch_size, ..., None])
-            out[start : start + batch_size] = augment(batch, cfg, fill, tf.constant([seed, copy * len(x) + start]),
-                                                      mel).numpy()[..., 0]  # fmt: skip
-        yield out
+    out = np.empty_like(x)
+    for start in range(0, len(x), batch_size):
+        batch = tf.constant(x[start : start + batch_size, ..., None])
+        out[start : start + batch_size] = augment(batch, cfg, fill, tf.constant([seed, copy * len(x) + start]),
+                                                  mel).numpy()[..., 0]  # fmt: skip
+    return out
 
 
 def mel_to_cepstrum(mel_bins: int, coefficients: int) -> np.ndarray:

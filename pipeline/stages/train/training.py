@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from typing import Any
@@ -10,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline.analysis.evaluation import keras_predict, summarize
+from pipeline.engine.fingerprint import fingerprint
 from pipeline.engine.store import PREDICTIONS
 from pipeline.models import build_model, model_cost
 from pipeline.models.speech_embedding import split_frozen
@@ -88,18 +90,34 @@ def trainable_part(
     def embed(x: np.ndarray) -> np.ndarray:
         return front.predict(x[..., None], batch_size=256, verbose=0)
 
+    # The outputs are kept in the run's cache, so fine-tuning (whose copies are train's) and reruns load them.
+    weights = hashlib.sha256(b"".join(w.tobytes() for w in front.get_weights())).hexdigest()
+    code = fingerprint("pipeline.models.speech_embedding", "pipeline.stages.train.augment")
+
+    def cached(kind: str, depends: dict[str, Any], compute: Any) -> dict[str, np.ndarray]:
+        return ctx.cached(kind, {"weights": weights, "code": code, **depends}, compute) if ctx.cached else compute()
+
     copies = augment.copies if augment is not None else 0
     ctx.log(
-        f"frozen embedding: computing it once for {len(data.train) + len(data.val)} training and validation clips"
+        f"frozen embedding: its outputs for {len(data.train) + len(data.val)} training and validation clips"
         + (f" and {copies} augmented copies of the training clips" if copies else "")
+        + ", computed once per data set (cached)"
     )
-    train = [embed(data.train.x)]
+    clean = cached("embedding", {}, lambda: {"train": embed(data.train.x), "val": embed(data.val.x)})
+    train = [clean["train"]]
     if augment is not None:
-        from pipeline.stages.train.augment import augmented_copies
+        from pipeline.stages.train.augment import augmented_copy
 
-        for copy in augmented_copies(data.train.x, augment, ctx.recipe.seed, ctx.recipe.data.features):
-            train.append(embed(copy))
-    return front, rest, (np.concatenate(train), embed(data.val.x))
+        seed, features = ctx.recipe.seed, ctx.recipe.data.features
+        how = {"augment": augment.model_dump(mode="json", exclude={"copies"}), "seed": seed}
+        for k in range(copies):
+            copy = cached(
+                "embedding-copy",
+                {**how, "copy": k},
+                lambda k=k: {"train": embed(augmented_copy(data.train.x, augment, seed, k, features))},
+            )
+            train.append(copy["train"])
+    return front, rest, (np.concatenate(train), clean["val"])
 
 
 def recompute_batchnorm(model: Any, x: np.ndarray, batch_size: int) -> None:
