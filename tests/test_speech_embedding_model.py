@@ -139,7 +139,6 @@ def test_the_chain_trains_prunes_and_deploys_the_whole_graph(phone_run, installe
     assert "## What trained the model" in md and "Apache-2.0" in md
 
 
-@pytest.mark.slow
 def test_the_embedding_runs_once_per_clip_and_copy_for_the_whole_chain(phone_run):
     """train embeds the clean clips and its 2 shifted copies; prune (clean clips) and finetune (its 1 copy is train's
     first) load them from the run's cache instead of embedding again."""
@@ -151,6 +150,7 @@ def test_the_embedding_runs_once_per_clip_and_copy_for_the_whole_chain(phone_run
     assert train_copies.shape[1:] == (4, 1, 96) and not np.array_equal(*np.split(train_copies, 2))
 
 
+@pytest.mark.slow
 def test_on_the_flagship_board_it_fails_the_flagship_budgets_by_name(installed, tmp_path):
     """The same model put on the flagship's board with the flagship's budgets: built as firmware, measured on the
     emulated M4, and refused by name, with the instructions that make it a phone model."""

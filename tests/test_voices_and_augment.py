@@ -137,6 +137,12 @@ def test_augmented_copies_for_a_frozen_embedding_are_shifted_reproducible_and_di
     again = list(augmented_copies(x, cfg, seed=1, batch_size=16))
     assert all(np.array_equal(a, b) for a, b in zip(copies, again, strict=True))
     assert not np.array_equal(next(augmented_copies(x, cfg, seed=2, batch_size=16)), copies[0])
+    # Copy k alone, as the embedding cache computes it, is the k-th of any number of copies (fine-tuning with one copy
+    # loads training's first).
+    from pipeline.stages.train.augment import augmented_copy
+
+    fewer = AugmentConfig(time_shift_frames=4, copies=1)
+    assert all(np.array_equal(augmented_copy(x, fewer, 1, k, batch_size=16), copies[k]) for k in range(3))
 
 
 def test_mel_masks_hold_bands_of_mel_channels_still_and_leave_the_rest():

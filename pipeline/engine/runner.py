@@ -440,7 +440,9 @@ def run_explain(
 
 def cached_arrays(store: Store, data: FeatureSet):
     """`StageContext.cached` for `data`: arrays a stage computes from the data set, stored under (kind, the data
-    set's key and what else they depend on), so later stages and reruns load them instead of computing them."""
+    set's key and what else they depend on), so later stages and reruns load them instead of computing them. The
+    key covers nothing else: `depends` must name every other input, the code that computes them included (e.g. its
+    `fingerprint`)."""
 
     def cached(kind: str, depends: dict[str, Any], compute) -> dict:
         import numpy as np

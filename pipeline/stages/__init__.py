@@ -39,4 +39,5 @@ class StageContext:
     features_as: Callable[[FeaturesConfig], FeatureSet] | None = None
     # Arrays computed from this data set, kept in the runner's cache: (kind, what else they depend on, how to compute
     # them) -> the arrays, computed once for every stage and rerun that asks (e.g. a frozen embedding's outputs).
+    # The key is the data set's and `depends`, nothing more: name the computing code's fingerprint there too.
     cached: Callable[[str, dict, Callable[[], dict[str, np.ndarray]]], dict[str, np.ndarray]] | None = None

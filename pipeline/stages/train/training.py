@@ -101,7 +101,7 @@ def trainable_part(
     ctx.log(
         f"frozen embedding: its outputs for {len(data.train) + len(data.val)} training and validation clips"
         + (f" and {copies} augmented copies of the training clips" if copies else "")
-        + ", computed once per data set (cached)"
+        + (", computed once per data set (cached)" if ctx.cached else "")
     )
     clean = cached("embedding", {}, lambda: {"train": embed(data.train.x), "val": embed(data.val.x)})
     train = [clean["train"]]
