@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -438,13 +439,13 @@ def run_explain(
     return art
 
 
-def cached_arrays(store: Store, data: FeatureSet):
+def cached_arrays(store: Store, data: FeatureSet) -> Callable[[str, dict[str, Any], Callable[[], dict]], dict]:
     """`StageContext.cached` for `data`: arrays a stage computes from the data set, stored under (kind, the data
     set's key and what else they depend on), so later stages and reruns load them instead of computing them. The
     key covers nothing else: `depends` must name every other input, the code that computes them included (e.g. its
     `fingerprint`)."""
 
-    def cached(kind: str, depends: dict[str, Any], compute) -> dict:
+    def cached(kind: str, depends: dict[str, Any], compute: Callable[[], dict]) -> dict:
         import numpy as np
 
         def build(tmp: Path, meta: dict) -> None:
